@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The one place that reads struct sock, struct tcp_sock and the current task.
+ * Everything goes through CO-RE so that one object runs on every kernel the
+ * matrix covers; BPF_CORE_READ also works on the untrusted pointers that
+ * classic tracepoints hand us, which keeps one body per hook.
+ */
+#ifndef SVCMAP_SOCK_BPF_H_
+#define SVCMAP_SOCK_BPF_H_
+
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "svcmap/bpf_abi.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define SOCK_STREAM 1
+#define MSG_PEEK 2
+
+/* task_struct::real_start_time was renamed start_boottime in 5.5
+ * (commit cf25e24db61c "time: Rename tsk->real_start_time to ->start_boottime"). */
+struct task_struct___pre55 {
+	u64 real_start_time;
+} __attribute__((preserve_access_index));
+
+/* Before 5.6 sk_protocol was an 8-bit bitfield (commit bf9765145b85
+ * "sock: Make sk_protocol a 16-bit value"); the probed read handles both. */
+static __always_inline bool sock_is_tcp(const struct sock *sk)
+{
+	u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	u16 protocol = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
+
+	if (family != AF_INET && family != AF_INET6)
+		return false;
+	return protocol == IPPROTO_TCP;
+}
+
+static __always_inline u32 sock_netns(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+static __always_inline u16 sock_local_port(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_num);
+}
+
+static __always_inline void sock_read_tuple(const struct sock *sk,
+					    struct svcmap_tuple *t)
+{
+	u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	t->family = family;
+	t->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	t->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET) {
+		BPF_CORE_READ_INTO((u32 *)t->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((u32 *)t->daddr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(t->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(t->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	}
+}
+
+/*
+ * Payload bytes according to TCP itself. bytes_acked counts the SYN of an
+ * active opener and an acknowledged FIN; bytes_received counts a received
+ * FIN (RFC 4898 counts sequence space, not payload). tcp_fin() sets SOCK_DONE,
+ * and tcp_done() does not, so it tells a FIN from a reset.
+ */
+static __always_inline void sock_tcp_payload(const struct sock *sk, u8 role,
+					     u8 flags, u64 *sent, u64 *received)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	u64 acked = BPF_CORE_READ(tp, bytes_acked);
+	u64 rcvd = BPF_CORE_READ(tp, bytes_received);
+	u64 sk_flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+	u32 snd_una = BPF_CORE_READ(tp, snd_una);
+	u32 write_seq = BPF_CORE_READ(tp, write_seq);
+	u64 ctl = 0;
+
+	if (role == SVCMAP_ROLE_CLIENT && acked > 0)
+		ctl++;
+	if ((flags & SVCMAP_F_FIN_SENT) && snd_una == write_seq)
+		ctl++;
+	*sent = acked > ctl ? acked - ctl : 0;
+
+	ctl = (sk_flags >> bpf_core_enum_value(enum sock_flags, SOCK_DONE)) & 1;
+	*received = rcvd > ctl ? rcvd - ctl : 0;
+}
+
+static __always_inline void current_owner(struct svcmap_owner *o)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+
+	o->tgid = bpf_get_current_pid_tgid() >> 32;
+	if (bpf_core_field_exists(leader->start_boottime)) {
+		o->start_ns = BPF_CORE_READ(leader, start_boottime);
+	} else {
+		struct task_struct___pre55 *old = (void *)leader;
+
+		o->start_ns = BPF_CORE_READ(old, real_start_time);
+	}
+	o->cgroup_id = bpf_get_current_cgroup_id();
+	/* The thread group leader's name, not the thread's: a service is a
+	 * process, and worker threads often rename themselves. */
+	BPF_CORE_READ_STR_INTO(&o->comm, leader, comm);
+}
+
+#endif /* SVCMAP_SOCK_BPF_H_ */

@@ -1,0 +1,319 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The tracepoint backend: per-socket ownership and byte counts kept in the
+ * kernel, lifecycle events out through a ring buffer.
+ *
+ * Ownership is only ever taken in process context: connect (CLOSE->SYN_SENT),
+ * listen (CLOSE->LISTEN) and the first send/receive on a socket. Transitions
+ * that run in softirq (LISTEN->SYN_RECV, SYN_RECV->ESTABLISHED, a received
+ * FIN) run on whatever task is current, which on loopback and veth is the
+ * *client*; they may update the tuple and flags, never the owner.
+ *
+ * Each hook has one body (on_*); the tp_btf and classic tracepoint entry
+ * points only unpack their context. Userspace turns off the form it does not
+ * use with bpf_program__set_autoload().
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "svcmap/bpf_abi.h"
+#include "sock.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Set by userspace before load. */
+const volatile __u64 wakeup_bytes = 256 * 1024;
+
+/* Live sockets, keyed by struct sock address: unique while the socket lives,
+ * removed at tcp_destroy_sock, and usable from every program type on every
+ * kernel we support (socket cookies need 5.12 in tracing programs and are
+ * not available to kprobes). Userspace sizes it; it only ever reads it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, u64);
+	__type(value, struct svcmap_sock_state);
+} socks SEC(".maps");
+
+struct listen_key {
+	u32 netns;
+	u16 port;
+	u16 _pad;
+};
+
+/* Listening port -> owner, for giving a just-created server socket its
+ * listener's owner until the accepting process touches it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct listen_key);
+	__type(value, struct svcmap_owner);
+} listeners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 * 1024 * 1024);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SVCMAP_STAT_MAX);
+	__type(key, u32);
+	__type(value, u64);
+} stats SEC(".maps");
+
+static __always_inline void stat_inc(u32 idx)
+{
+	u64 *v = bpf_map_lookup_elem(&stats, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+/* Wake the reader only once a batch has built up; it also drains on a
+ * 100 ms timer, so a quiet system still sees its events promptly. */
+static __always_inline u64 wakeup_flags(void)
+{
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void emit(u32 type, u64 key,
+				 const struct svcmap_sock_state *st,
+				 u64 tcp_sent, u64 tcp_received, u8 extra_flags)
+{
+	struct svcmap_event *e;
+
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		stat_inc(SVCMAP_STAT_RINGBUF_DROPS);
+		return;
+	}
+	e->type = type;
+	e->netns = st->netns;
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->sock_id = key;
+	e->owner = st->owner;
+	e->tuple = st->tuple;
+	e->role = st->role;
+	e->flags = st->flags | extra_flags;
+	e->_pad0 = 0;
+	e->_pad1 = 0;
+	e->open_ns = st->open_ns;
+	e->bytes_sent = st->bytes_sent;
+	e->bytes_received = st->bytes_received;
+	e->tcp_bytes_sent = tcp_sent;
+	e->tcp_bytes_received = tcp_received;
+	bpf_ringbuf_submit(e, wakeup_flags());
+	stat_inc(SVCMAP_STAT_EVENTS);
+}
+
+static __always_inline struct svcmap_sock_state *
+track(u64 key, const struct sock *sk, u8 role, u8 flags,
+      const struct svcmap_owner *owner, u64 update_flags)
+{
+	struct svcmap_sock_state st = {};
+
+	st.role = role;
+	st.flags = flags;
+	st.netns = sock_netns(sk);
+	st.open_ns = bpf_ktime_get_boot_ns();
+	sock_read_tuple(sk, &st.tuple);
+	if (owner)
+		st.owner = *owner;
+	else
+		current_owner(&st.owner);
+	if (bpf_map_update_elem(&socks, &key, &st, update_flags)) {
+		if (update_flags != BPF_NOEXIST)
+			stat_inc(SVCMAP_STAT_SOCKS_FULL);
+	}
+	return bpf_map_lookup_elem(&socks, &key);
+}
+
+static __always_inline int on_set_state(const struct sock *sk, int oldstate,
+					int newstate)
+{
+	struct svcmap_sock_state *st;
+	struct listen_key lk = {};
+	u64 key = (u64)sk;
+
+	if (!sk || !sock_is_tcp(sk))
+		return 0;
+
+	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
+		/* connect(): process context. The source port is not chosen
+		 * yet (inet_hash_connect runs after this); ESTABLISHED fills it. */
+		track(key, sk, SVCMAP_ROLE_CLIENT, SVCMAP_F_OWNED, NULL, BPF_ANY);
+		return 0;
+	}
+	if (newstate == TCP_LISTEN) {
+		/* listen(): process context. */
+		st = track(key, sk, SVCMAP_ROLE_LISTENER, SVCMAP_F_OWNED, NULL,
+			   BPF_ANY);
+		if (!st)
+			return 0;
+		lk.netns = st->netns;
+		lk.port = st->tuple.sport;
+		bpf_map_update_elem(&listeners, &lk, &st->owner, BPF_ANY);
+		emit(SVCMAP_EV_LISTEN, key, st, 0, 0, 0);
+		return 0;
+	}
+	if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV) {
+		/* A child cloned from a listener (inet_csk_clone_lock), in
+		 * softirq: borrow the listener's owner, do not take current. */
+		struct svcmap_owner *lo;
+
+		lk.netns = sock_netns(sk);
+		lk.port = sock_local_port(sk);
+		lo = bpf_map_lookup_elem(&listeners, &lk);
+		if (lo)
+			track(key, sk, SVCMAP_ROLE_SERVER, 0, lo, BPF_ANY);
+		return 0;
+	}
+
+	st = bpf_map_lookup_elem(&socks, &key);
+	if (!st)
+		return 0;
+	if (newstate == TCP_ESTABLISHED) {
+		sock_read_tuple(sk, &st->tuple);
+		st->flags |= SVCMAP_F_ESTABLISHED;
+		if (st->role == SVCMAP_ROLE_CLIENT)
+			emit(SVCMAP_EV_CONNECT, key, st, 0, 0, 0);
+	} else if (newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) {
+		st->flags |= SVCMAP_F_FIN_SENT;
+	} else if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
+		struct svcmap_owner *lo;
+
+		lk.netns = st->netns;
+		lk.port = st->tuple.sport;
+		lo = bpf_map_lookup_elem(&listeners, &lk);
+		/* With SO_REUSEPORT another process may own the entry now. */
+		if (lo && lo->tgid == st->owner.tgid)
+			bpf_map_delete_elem(&listeners, &lk);
+	}
+	return 0;
+}
+
+static __always_inline int on_io(const struct sock *sk, int ret, int flags,
+				 bool send)
+{
+	struct svcmap_sock_state *st;
+	u64 key = (u64)sk;
+
+	if (ret <= 0 || !sk || !sock_is_tcp(sk))
+		return 0;
+	/* MSG_PEEK leaves the data queued: it is counted when really read. */
+	if (!send && (flags & MSG_PEEK))
+		return 0;
+
+	st = bpf_map_lookup_elem(&socks, &key);
+	if (!st) {
+		/* Older than the tracer. I/O is process context, so the
+		 * current process owns it; NOEXIST keeps a racing creator's. */
+		st = track(key, sk, SVCMAP_ROLE_UNKNOWN,
+			   SVCMAP_F_OWNED | SVCMAP_F_ESTABLISHED, NULL,
+			   BPF_NOEXIST);
+		if (!st)
+			return 0;
+	} else if (!(st->flags & SVCMAP_F_OWNED)) {
+		/* First I/O on an accepted socket: this is the accepting
+		 * process, the one the connection really belongs to. */
+		current_owner(&st->owner);
+		st->flags |= SVCMAP_F_OWNED;
+		if (st->role == SVCMAP_ROLE_SERVER &&
+		    !(st->flags & SVCMAP_F_ACCEPT_SENT)) {
+			st->flags |= SVCMAP_F_ACCEPT_SENT;
+			emit(SVCMAP_EV_ACCEPT, key, st, 0, 0, 0);
+		}
+	}
+	if (send)
+		__sync_fetch_and_add(&st->bytes_sent, ret);
+	else
+		__sync_fetch_and_add(&st->bytes_received, ret);
+	return 0;
+}
+
+static __always_inline int on_destroy(const struct sock *sk)
+{
+	struct svcmap_sock_state *st;
+	u64 key = (u64)sk;
+	u64 tcp_sent = 0, tcp_received = 0;
+	u8 extra = 0;
+
+	if (!sk)
+		return 0;
+	st = bpf_map_lookup_elem(&socks, &key);
+	if (!st)
+		return 0;
+	if (st->role == SVCMAP_ROLE_LISTENER) {
+		struct listen_key lk = { .netns = st->netns,
+					 .port = st->tuple.sport };
+		struct svcmap_owner *lo = bpf_map_lookup_elem(&listeners, &lk);
+
+		if (lo && lo->tgid == st->owner.tgid)
+			bpf_map_delete_elem(&listeners, &lk);
+	}
+	/* Without the role we cannot tell whether bytes_acked holds a SYN. */
+	if ((st->flags & SVCMAP_F_ESTABLISHED) &&
+	    st->role != SVCMAP_ROLE_UNKNOWN) {
+		sock_tcp_payload(sk, st->role, st->flags, &tcp_sent,
+				 &tcp_received);
+		extra = SVCMAP_F_TCP_COUNTERS;
+	}
+	if (st->role == SVCMAP_ROLE_SERVER && !(st->flags & SVCMAP_F_OWNED))
+		stat_inc(SVCMAP_STAT_UNOWNED_CLOSE);
+	emit(SVCMAP_EV_CLOSE, key, st, tcp_sent, tcp_received, extra);
+	bpf_map_delete_elem(&socks, &key);
+	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(btf_set_state, const struct sock *sk, int oldstate, int newstate)
+{
+	return on_set_state(sk, oldstate, newstate);
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int tp_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	return on_set_state(ctx->skaddr, ctx->oldstate, ctx->newstate);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(btf_send, struct sock *sk, int ret, int flags)
+{
+	return on_io(sk, ret, flags, true);
+}
+
+SEC("tracepoint/sock/sock_send_length")
+int tp_send(struct trace_event_raw_sock_msg_length *ctx)
+{
+	return on_io(ctx->sk, ctx->ret, ctx->flags, true);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(btf_recv, struct sock *sk, int ret, int flags)
+{
+	return on_io(sk, ret, flags, false);
+}
+
+SEC("tracepoint/sock/sock_recv_length")
+int tp_recv(struct trace_event_raw_sock_msg_length *ctx)
+{
+	return on_io(ctx->sk, ctx->ret, ctx->flags, false);
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(btf_destroy, struct sock *sk)
+{
+	return on_destroy(sk);
+}
+
+SEC("tracepoint/tcp/tcp_destroy_sock")
+int tp_destroy(struct trace_event_raw_tcp_event_sk *ctx)
+{
+	return on_destroy(ctx->skaddr);
+}

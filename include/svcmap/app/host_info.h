@@ -1,0 +1,28 @@
+#ifndef SVCMAP_APP_HOST_INFO_H_
+#define SVCMAP_APP_HOST_INFO_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace svcmap::app {
+
+std::string Hostname();
+
+// The inode that identifies a network namespace: of the file at `path`
+// (e.g. /run/netns/web), or of this process's own namespace when empty.
+absl::StatusOr<uint32_t> NetnsInode(const std::string& path);
+
+// The first non-loopback, non-link-local address of a namespace, IPv4
+// preferred: of `netns_path`, or of our own when empty. Entering the
+// namespace happens on a short-lived thread, so the process stays put.
+absl::StatusOr<std::string> FirstAddress(const std::string& netns_path);
+
+// CLOCK_REALTIME minus CLOCK_BOOTTIME, for turning kernel timestamps into
+// wall time.
+int64_t RealtimeMinusBoottimeNs();
+
+}  // namespace svcmap::app
+
+#endif  // SVCMAP_APP_HOST_INFO_H_

@@ -1,0 +1,44 @@
+#ifndef SVCMAP_APP_OPTIONS_H_
+#define SVCMAP_APP_OPTIONS_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace svcmap::app {
+
+enum class Command { kProbe, kTrace, kSnapshot };
+
+// Validated command line. Everything downstream takes this, never flags.
+struct Options {
+  Command command = Command::kProbe;
+  bool json = false;
+  bool verbose = false;
+  std::string backend = "auto";          // auto | tracepoint
+  std::optional<absl::Duration> duration;  // trace: until signalled if unset
+  std::optional<uint32_t> pid;           // trace: only this process
+  std::string netns_path;                // snapshot: only this namespace
+  std::string instance_ip;               // snapshot: override the address
+  uint32_t max_sockets = 65536;
+  uint32_t ringbuf_mib = 16;
+};
+
+struct ParseResult {
+  Options options;
+  bool help = false;       // --help: print help_text, exit 0
+  std::string help_text;
+};
+
+// "5s", "250ms", "1m30s", or a bare number of seconds. Positive only.
+absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text);
+
+// Parses argv (args[0] is the program name). Pure: no I/O, no exit().
+absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args);
+
+}  // namespace svcmap::app
+
+#endif  // SVCMAP_APP_OPTIONS_H_

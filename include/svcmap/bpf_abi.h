@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The one header shared by the BPF programs (bpf/) and userspace (src/).
+ * Fixed-width types, explicit padding, event type first. The C++ side
+ * static_asserts every size and offset it relies on (src/kernel/abi.cc), so
+ * a change here that is not mirrored there fails the build.
+ */
+#ifndef SVCMAP_BPF_ABI_H_
+#define SVCMAP_BPF_ABI_H_
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define SVCMAP_COMM_LEN 16
+#define SVCMAP_ADDR_LEN 16
+
+/* Lifecycle events carried by the ring buffer. */
+enum svcmap_event_type {
+	SVCMAP_EV_LISTEN = 1,
+	SVCMAP_EV_CONNECT = 2,
+	SVCMAP_EV_ACCEPT = 3,
+	SVCMAP_EV_CLOSE = 4,
+};
+
+enum svcmap_role {
+	SVCMAP_ROLE_UNKNOWN = 0,  /* socket older than the tracer, seen on I/O */
+	SVCMAP_ROLE_CLIENT = 1,   /* this side called connect() */
+	SVCMAP_ROLE_SERVER = 2,   /* created by a listener */
+	SVCMAP_ROLE_LISTENER = 3,
+};
+
+/* svcmap_sock_state.flags and svcmap_event.flags */
+enum svcmap_sock_flag {
+	/* The owner was taken in process context (connect, listen, I/O). A
+	 * server socket without it carries its listener's owner. */
+	SVCMAP_F_OWNED = 1 << 0,
+	SVCMAP_F_ACCEPT_SENT = 1 << 1,
+	SVCMAP_F_ESTABLISHED = 1 << 2,
+	SVCMAP_F_FIN_SENT = 1 << 3,
+	/* Close only: the tcp_sock counters below were read. */
+	SVCMAP_F_TCP_COUNTERS = 1 << 4,
+};
+
+struct svcmap_owner {
+	__u32 tgid;
+	__u32 _pad0;
+	__u64 start_ns;   /* group leader's start_boottime, ns since boot */
+	__u64 cgroup_id;
+	char comm[SVCMAP_COMM_LEN]; /* group leader's comm */
+};
+
+/* Addresses in network byte order; IPv4 in the first 4 bytes. Ports in host
+ * byte order. "s" is always the local side. */
+struct svcmap_tuple {
+	__u8 saddr[SVCMAP_ADDR_LEN];
+	__u8 daddr[SVCMAP_ADDR_LEN];
+	__u16 sport;
+	__u16 dport;
+	__u16 family;     /* AF_INET or AF_INET6 */
+	__u16 _pad0;
+};
+
+/* Per-socket state, the value of the socks map (key: struct sock address). */
+struct svcmap_sock_state {
+	struct svcmap_owner owner;
+	struct svcmap_tuple tuple;
+	__u64 bytes_sent;      /* updated with atomic adds */
+	__u64 bytes_received;
+	__u64 open_ns;         /* bpf_ktime_get_boot_ns() */
+	__u32 netns;           /* netns inode */
+	__u8 role;             /* enum svcmap_role */
+	__u8 flags;            /* enum svcmap_sock_flag */
+	__u16 _pad0;
+};
+
+struct svcmap_event {
+	__u32 type;            /* enum svcmap_event_type */
+	__u32 netns;
+	__u64 ts_ns;           /* bpf_ktime_get_boot_ns() */
+	__u64 sock_id;         /* stable for the socket's lifetime */
+	struct svcmap_owner owner;
+	struct svcmap_tuple tuple;
+	__u8 role;
+	__u8 flags;
+	__u16 _pad0;
+	__u32 _pad1;
+	__u64 open_ns;
+	/* CLOSE: totals counted at send/receive. */
+	__u64 bytes_sent;
+	__u64 bytes_received;
+	/* CLOSE: payload bytes by the tcp_sock counters (bytes_acked and
+	 * bytes_received, less SYN and FIN), for the cross-check. */
+	__u64 tcp_bytes_sent;
+	__u64 tcp_bytes_received;
+};
+
+/* Index into the per-CPU stats array. */
+enum svcmap_stat {
+	SVCMAP_STAT_RINGBUF_DROPS = 0,  /* ring buffer full */
+	SVCMAP_STAT_SOCKS_FULL = 1,     /* socks map full: socket not tracked */
+	SVCMAP_STAT_EVENTS = 2,         /* events submitted */
+	SVCMAP_STAT_UNOWNED_CLOSE = 3,  /* server socket closed with no I/O */
+	SVCMAP_STAT_MAX = 4,
+};
+
+#endif /* SVCMAP_BPF_ABI_H_ */

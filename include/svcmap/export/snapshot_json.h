@@ -1,0 +1,44 @@
+#ifndef SVCMAP_EXPORT_SNAPSHOT_JSON_H_
+#define SVCMAP_EXPORT_SNAPSHOT_JSON_H_
+
+#include <cstdint>
+#include <string>
+
+#include "nlohmann/json.hpp"
+#include "svcmap/flow/service_view.h"
+
+namespace svcmap::exporter {
+
+struct InstanceInfo {
+  std::string hostname;
+  std::string instance_ip;
+  std::string netns;      // the --netns path, or "host"
+  uint32_t netns_inode = 0;
+  std::string backend;
+  double duration_s = 0;
+};
+
+struct SnapshotStats {
+  uint64_t ringbuf_drops = 0;
+  uint64_t socks_full = 0;
+  uint64_t decode_errors = 0;
+  uint64_t tcp_corrected = 0;
+  uint64_t traffic_overflow = 0;
+};
+
+// Converts since-boot nanoseconds to wall-clock time for output.
+struct Clock {
+  int64_t realtime_minus_boottime_ns = 0;
+  std::string Rfc3339(uint64_t boot_ns) const;
+};
+
+// The snapshot document: instance, services (SERVICE), connections
+// (SERVICE_CONNECTION) and traffic (NETWORK_TRAFFIC), with the data model's
+// field names. Pure: same input, same bytes.
+nlohmann::ordered_json SnapshotJson(const InstanceInfo& instance,
+                                    const flow::ServiceGraph& graph,
+                                    const SnapshotStats& stats, const Clock& clock);
+
+}  // namespace svcmap::exporter
+
+#endif  // SVCMAP_EXPORT_SNAPSHOT_JSON_H_

@@ -1,0 +1,47 @@
+#ifndef SVCMAP_FLOW_COLLECTOR_H_
+#define SVCMAP_FLOW_COLLECTOR_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/types/span.h"
+#include "svcmap/flow/flow_table.h"
+#include "svcmap/flow/listen_table.h"
+#include "svcmap/flow/process_table.h"
+#include "svcmap/flow/sock.h"
+
+namespace svcmap::flow {
+
+// Feeds lifecycle events into the process, listen and flow tables, and
+// answers "what does it all look like now" given the live sockets. Not
+// thread-safe: the caller serialises OnEvent() and View().
+class Collector {
+ public:
+  explicit Collector(ProcessTable::ExeResolver exe_resolver = nullptr,
+                     size_t max_traffic = 100000)
+      : processes_(std::move(exe_resolver)), flows_(max_traffic) {}
+
+  void OnEvent(const SockEvent& ev);
+
+  struct Result {
+    FlowView flows;
+    std::vector<Listener> listeners;
+  };
+  // `live` came from the kernel at `now_ns`, before the last events were
+  // drained (see FlowTable).
+  Result View(absl::Span<const SockRecord> live, uint64_t now_ns);
+
+  const ProcessTable& processes() const { return processes_; }
+  const ListenTable& listeners() const { return listeners_; }
+
+ private:
+  bool IsServer(const SockRecord& s) const;
+
+  ProcessTable processes_;
+  ListenTable listeners_;
+  FlowTable flows_;
+};
+
+}  // namespace svcmap::flow
+
+#endif  // SVCMAP_FLOW_COLLECTOR_H_

@@ -1,0 +1,84 @@
+#ifndef SVCMAP_FLOW_SERVICE_VIEW_H_
+#define SVCMAP_FLOW_SERVICE_VIEW_H_
+
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "svcmap/flow/flow_table.h"
+#include "svcmap/flow/listen_table.h"
+#include "svcmap/flow/process_table.h"
+
+namespace svcmap::flow {
+
+struct ServiceViewOptions {
+  std::optional<uint32_t> netns;  // only sockets in this namespace
+  std::string instance_ip;        // this machine's address for the join
+};
+
+// Connections accepted by a service, per peer address and service port.
+struct AcceptedRow {
+  uint32_t pid = 0;
+  IpAddr local_ip;
+  uint16_t local_port = 0;
+  IpAddr peer_ip;
+  FlowStats stats;
+};
+
+struct ServiceRow {
+  std::string name;
+  std::string instance_id;
+  std::vector<uint32_t> pids;          // ascending
+  std::set<uint16_t> listen_ports;
+  std::string exe;                     // of the lowest pid that has one
+  std::vector<AcceptedRow> accepted;
+};
+
+// SERVICE_CONNECTION: an outbound flow of one process.
+struct ConnectionRow {
+  std::string src_instance_id;
+  std::string src_service_name;
+  uint32_t src_pid = 0;
+  IpAddr src_ip;
+  IpAddr dst_ip;
+  uint16_t dst_port = 0;
+  FlowStats stats;
+};
+
+// NETWORK_TRAFFIC: one connection by 4-tuple, src being the connecting end.
+struct TrafficRow {
+  IpAddr src_ip;
+  uint16_t src_port = 0;
+  IpAddr dst_ip;
+  uint16_t dst_port = 0;
+  uint64_t bytes_to_dst = 0;
+  uint64_t bytes_to_src = 0;
+  Role observed_as = Role::kClient;
+  uint32_t pid = 0;
+  uint64_t last_seen_ns = 0;
+};
+
+struct ServiceGraph {
+  std::vector<ServiceRow> services;       // by name
+  std::vector<ConnectionRow> connections; // by service, then destination
+  std::vector<TrafficRow> traffic;
+};
+
+// The stable id of a service on a machine: "<name>@<instance_ip>". The same
+// service name on the same machine address always gets the same id, across
+// restarts of the service and of svcmap.
+std::string InstanceId(std::string_view name, std::string_view instance_ip);
+
+// Groups processes into services by name (the process comm, for now) and
+// lists each service's listening ports, accepted and outbound flows.
+ServiceGraph BuildServiceView(const FlowView& flows,
+                              const std::vector<Listener>& listeners,
+                              const ProcessTable& processes,
+                              const ServiceViewOptions& options);
+
+}  // namespace svcmap::flow
+
+#endif  // SVCMAP_FLOW_SERVICE_VIEW_H_

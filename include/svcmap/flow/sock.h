@@ -1,0 +1,79 @@
+#ifndef SVCMAP_FLOW_SOCK_H_
+#define SVCMAP_FLOW_SOCK_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "svcmap/flow/ip_addr.h"
+
+namespace svcmap::flow {
+
+enum class EventType : uint8_t { kListen, kConnect, kAccept, kClose };
+enum class Role : uint8_t { kUnknown, kClient, kServer, kListener };
+
+std::string_view EventTypeName(EventType t);
+std::string_view RoleName(Role r);
+
+// A process, as opposed to a PID: the start time tells a reused PID from
+// the process that had it before.
+struct ProcessKey {
+  uint32_t pid = 0;
+  uint64_t start_ns = 0;  // since boot, as the kernel's start_boottime
+
+  friend auto operator<=>(const ProcessKey&, const ProcessKey&) = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const ProcessKey& k) {
+    return H::combine(std::move(h), k.pid, k.start_ns);
+  }
+};
+
+struct Owner {
+  ProcessKey process;
+  uint64_t cgroup_id = 0;
+  std::string comm;
+};
+
+// One TCP socket as the kernel saw it: from a lifecycle event, or read live.
+// "local" is this host's end.
+struct SockRecord {
+  uint64_t sock_id = 0;   // unique while the socket lives
+  uint64_t open_ns = 0;   // with sock_id, unique for all time
+  uint32_t netns = 0;
+  Role role = Role::kUnknown;
+  bool owned = false;     // owner taken in process context
+  bool established = false;
+  Owner owner;
+  IpAddr local_ip;
+  uint16_t local_port = 0;
+  IpAddr remote_ip;
+  uint16_t remote_port = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t bytes_received = 0;
+};
+
+// Payload bytes according to the tcp_sock counters, read at close.
+struct TcpCounters {
+  uint64_t sent = 0;
+  uint64_t received = 0;
+};
+
+struct SockEvent {
+  EventType type = EventType::kClose;
+  uint64_t ts_ns = 0;  // since boot
+  SockRecord sock;
+  std::optional<TcpCounters> tcp;  // kClose only
+};
+
+// Reconciles the bytes counted at send/receive with TCP's own counters.
+// Each source can only miss bytes, never invent them: the send/receive hooks
+// do not see splice, sendfile before 6.5 or zero-copy receive; TCP does not
+// count data that was written but never acknowledged. So each direction takes
+// the larger. Returns true when TCP's figure was the larger, i.e. the hooks
+// missed bytes.
+bool ReconcileBytes(const TcpCounters& tcp, SockRecord& sock);
+
+}  // namespace svcmap::flow
+
+#endif  // SVCMAP_FLOW_SOCK_H_

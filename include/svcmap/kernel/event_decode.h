@@ -1,0 +1,23 @@
+#ifndef SVCMAP_KERNEL_EVENT_DECODE_H_
+#define SVCMAP_KERNEL_EVENT_DECODE_H_
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "svcmap/flow/sock.h"
+
+struct svcmap_sock_state;
+
+namespace svcmap::kernel {
+
+// Decodes one ring-buffer record (struct svcmap_event). Pure; rejects short
+// records and unknown event types instead of guessing.
+absl::StatusOr<flow::SockEvent> DecodeEvent(absl::Span<const uint8_t> bytes);
+
+// The flow model's view of one live entry of the socks map.
+flow::SockRecord DecodeSockState(uint64_t sock_id, const svcmap_sock_state& st);
+
+}  // namespace svcmap::kernel
+
+#endif  // SVCMAP_KERNEL_EVENT_DECODE_H_

@@ -1,0 +1,97 @@
+#ifndef SVCMAP_KERNEL_TRACEPOINT_BACKEND_H_
+#define SVCMAP_KERNEL_TRACEPOINT_BACKEND_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "svcmap/flow/sock.h"
+#include "svcmap/kernel/feature_probe.h"
+
+struct svcmap_bpf;
+struct ring_buffer;
+struct bpf_link;
+
+namespace svcmap::kernel {
+
+struct BackendOptions {
+  uint32_t max_sockets = 65536;             // socks map entries
+  uint32_t ringbuf_bytes = 16u << 20;       // power of two
+  uint32_t wakeup_bytes = 256u << 10;       // batch before waking the reader
+};
+
+struct BackendStats {
+  uint64_t ringbuf_drops = 0;   // kernel: ring buffer full
+  uint64_t socks_full = 0;      // kernel: socks map full, socket not tracked
+  uint64_t events = 0;          // kernel: events submitted
+  uint64_t unowned_close = 0;   // kernel: accepted socket closed before any I/O
+  uint64_t decode_errors = 0;   // user: malformed records
+  uint64_t tcp_corrected = 0;   // user: closes where TCP counted more bytes
+};
+
+// Owns the loaded tracepoint programs, their links, the ring buffer and the
+// thread that drains it. Destruction detaches everything; after it no link
+// of ours remains. Events reach the sink on the drain thread, in order.
+class TracepointBackend {
+ public:
+  using EventSink = std::function<void(const flow::SockEvent&)>;
+
+  // Loads and attaches, choosing per hook the mechanism `probe` found.
+  static absl::StatusOr<std::unique_ptr<TracepointBackend>> Create(
+      const ProbeReport& probe, const BackendOptions& options);
+
+  TracepointBackend(const TracepointBackend&) = delete;
+  TracepointBackend& operator=(const TracepointBackend&) = delete;
+  ~TracepointBackend();
+
+  // Starts the drain thread. Call once.
+  absl::Status Start(EventSink sink);
+  // Drains what is left, then stops the thread. Idempotent.
+  void Stop();
+
+  // Every socket the kernel is tracking now, with running byte totals.
+  absl::StatusOr<std::vector<flow::SockRecord>> ReadLive() const;
+  BackendStats Stats() const;
+  // "tp_btf/inet_sock_set_state", ... : what is attached.
+  const std::vector<std::string>& attached() const { return attached_; }
+
+ private:
+  struct Passkey {};
+
+ public:
+  explicit TracepointBackend(Passkey) {}
+
+ private:
+  struct SkelDeleter {
+    void operator()(svcmap_bpf* s) const;
+  };
+  struct RingDeleter {
+    void operator()(ring_buffer* r) const;
+  };
+  struct LinkDeleter {
+    void operator()(bpf_link* l) const;
+  };
+
+  static int OnRecord(void* ctx, void* data, size_t size);
+  void DrainLoop();
+
+  std::unique_ptr<svcmap_bpf, SkelDeleter> skel_;
+  std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links_;
+  std::unique_ptr<ring_buffer, RingDeleter> ring_;
+  std::vector<std::string> attached_;
+  EventSink sink_;
+  std::thread drainer_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> decode_errors_{0};
+  std::atomic<uint64_t> tcp_corrected_{0};
+};
+
+}  // namespace svcmap::kernel
+
+#endif  // SVCMAP_KERNEL_TRACEPOINT_BACKEND_H_

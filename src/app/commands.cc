@@ -1,0 +1,262 @@
+#include "svcmap/app/commands.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <ctime>
+#include <memory>
+#include <mutex>
+
+#include "fmt/format.h"
+#include "nlohmann/json.hpp"
+#include "svcmap/app/host_info.h"
+#include "svcmap/app/trace_format.h"
+#include "svcmap/export/snapshot_json.h"
+#include "svcmap/flow/collector.h"
+#include "svcmap/flow/service_view.h"
+#include "svcmap/kernel/feature_probe.h"
+#include "svcmap/kernel/libbpf_error.h"
+#include "svcmap/kernel/procfs.h"
+#include "svcmap/kernel/tracepoint_backend.h"
+
+namespace svcmap::app {
+namespace {
+
+using kernel::TracepointBackend;
+
+uint64_t BoottimeNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_BOOTTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + ts.tv_nsec;
+}
+
+// Waits for SIGINT/SIGTERM (blocked by main) or for `d`. True if signalled.
+bool WaitForSignal(absl::Duration d) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  absl::Time deadline = absl::Now() + d;
+  for (;;) {
+    absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) return false;
+    timespec ts = absl::ToTimespec(left);
+    int sig = sigtimedwait(&set, nullptr, &ts);
+    if (sig == SIGINT || sig == SIGTERM) return true;
+    if (sig < 0 && errno != EINTR && errno != EAGAIN) return false;
+  }
+}
+
+absl::Status CheckCanTrace() {
+  if (geteuid() != 0)
+    return absl::PermissionDeniedError(
+        "must run as root: loading BPF programs needs CAP_BPF and CAP_PERFMON (try sudo)");
+  if (access(kernel::kBtfPath, R_OK) != 0)
+    return absl::FailedPreconditionError(fmt::format(
+        "no kernel BTF at {}: svcmap needs a kernel built with CONFIG_DEBUG_INFO_BTF=y",
+        kernel::kBtfPath));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<TracepointBackend>> OpenBackend(const Options& o,
+                                                               kernel::ProbeReport& report) {
+  if (absl::Status s = CheckCanTrace(); !s.ok()) return s;
+  report = kernel::RunFeatureProbe();
+  kernel::BackendOptions bo;
+  bo.max_sockets = o.max_sockets;
+  bo.ringbuf_bytes = o.ringbuf_mib << 20;
+  bo.wakeup_bytes = std::min<uint32_t>(bo.ringbuf_bytes / 16, 256u << 10);
+  return TracepointBackend::Create(report, bo);
+}
+
+nlohmann::ordered_json ProbeJson(const kernel::ProbeReport& r) {
+  nlohmann::ordered_json hooks = nlohmann::ordered_json::array();
+  for (const kernel::HookProbe& h : r.hooks) {
+    nlohmann::ordered_json attempts = nlohmann::ordered_json::array();
+    for (const kernel::Attempt& a : h.attempts) {
+      attempts.push_back({{"mechanism", kernel::MechanismName(a.mechanism)},
+                          {"target", a.target},
+                          {"ok", a.ok},
+                          {"used", h.chosen == a.mechanism},
+                          {"reason", a.reason}});
+    }
+    hooks.push_back({{"hook", h.hook},
+                     {"chosen", h.chosen ? std::string(kernel::MechanismName(*h.chosen)) : ""},
+                     {"attempts", std::move(attempts)}});
+  }
+  return {{"kernel", r.kernel_release},
+          {"btf", r.btf},
+          {"tracefs", r.tracefs},
+          {"backend", r.backend},
+          {"backend_reason", r.backend_reason},
+          {"hooks", std::move(hooks)}};
+}
+
+absl::Status RunProbe(const Options& o) {
+  if (geteuid() != 0)
+    return absl::PermissionDeniedError(
+        "must run as root: the probe loads BPF programs (try sudo)");
+  kernel::ProbeReport r = kernel::RunFeatureProbe();
+  if (o.json) {
+    fmt::print("{}\n", ProbeJson(r).dump(2));
+    return absl::OkStatus();
+  }
+  fmt::print("kernel   {}\nBTF      {}\ntracefs  {}\n", r.kernel_release,
+             r.btf ? "yes" : "no", r.tracefs ? "mounted" : "not mounted");
+  for (const kernel::HookProbe& h : r.hooks) {
+    fmt::print("\nhook {:<8} -> {}\n", h.hook,
+               h.chosen ? kernel::MechanismName(*h.chosen) : "UNAVAILABLE");
+    for (const kernel::Attempt& a : h.attempts) {
+      fmt::print("  {:<10} {:<26} {}\n", kernel::MechanismName(a.mechanism), a.target,
+                 a.ok && h.chosen == a.mechanism ? "used"
+                 : a.ok && a.reason.empty()      ? "ok"
+                                                 : a.reason);
+    }
+  }
+  fmt::print("\nbackend  {} ({})\n", r.backend.empty() ? "NONE" : r.backend, r.backend_reason);
+  return absl::OkStatus();
+}
+
+void ReportStats(const kernel::BackendStats& s) {
+  fmt::print(stderr,
+             "svcmap: {} events, {} ring-buffer drops, {} sockets untracked (map full), "
+             "{} decode errors\n",
+             s.events, s.ringbuf_drops, s.socks_full, s.decode_errors);
+}
+
+absl::Status RunTrace(const Options& o) {
+  kernel::ProbeReport report;
+  absl::StatusOr<std::unique_ptr<TracepointBackend>> backend = OpenBackend(o, report);
+  if (!backend.ok()) return backend.status();
+
+  exporter::Clock clock{RealtimeMinusBoottimeNs()};
+  // Full buffering, flushed by the main thread below: one write(2) per
+  // event would make the tracer's own cost show up in the traced load.
+  static char buf[1 << 16];
+  setvbuf(stdout, buf, _IOFBF, sizeof(buf));
+  std::mutex out_mu;
+  if (!o.json) fmt::print("{}\n", TraceHeader());
+  absl::Status started = (*backend)->Start([&](const flow::SockEvent& ev) {
+    if (o.pid && ev.sock.owner.process.pid != *o.pid) return;
+    std::string line = o.json ? TraceJson(ev, clock) : TraceLine(ev, clock);
+    std::lock_guard<std::mutex> lock(out_mu);
+    std::fwrite(line.data(), 1, line.size(), stdout);
+    std::fputc('\n', stdout);
+  });
+  if (!started.ok()) return started;
+  fmt::print(stderr, "svcmap: tracing via {}; Ctrl-C to stop\n",
+             fmt::join((*backend)->attached(), ", "));
+
+  absl::Time end = o.duration ? absl::Now() + *o.duration : absl::InfiniteFuture();
+  for (;;) {
+    absl::Duration slice = std::min(absl::Milliseconds(200), end - absl::Now());
+    bool signalled = slice > absl::ZeroDuration() && WaitForSignal(slice);
+    {
+      std::lock_guard<std::mutex> lock(out_mu);
+      std::fflush(stdout);
+    }
+    if (signalled || absl::Now() >= end) break;
+  }
+  (*backend)->Stop();
+  std::fflush(stdout);
+  ReportStats((*backend)->Stats());
+  return absl::OkStatus();
+}
+
+void PrintSnapshotText(const nlohmann::ordered_json& doc) {
+  const auto& inst = doc["instance"];
+  fmt::print("{} ({}), netns {}, backend {}, {:.1f}s\n\n",
+             inst["hostname"].get<std::string>(), inst["instance_ip"].get<std::string>(),
+             inst["netns"].get<std::string>(), inst["backend"].get<std::string>(),
+             inst["duration_s"].get<double>());
+  fmt::print("{:<20} {:<24} {:>8}  {}\n", "SERVICE", "INSTANCE", "PID", "LISTEN");
+  for (const auto& s : doc["services"]) {
+    std::vector<int> ports = s["listen_ports"].get<std::vector<int>>();
+    fmt::print("{:<20.20} {:<24.24} {:>8}  {}\n", s["name"].get<std::string>(),
+               s["instance_id"].get<std::string>(), s["pid"].get<uint32_t>(),
+               fmt::join(ports, ","));
+  }
+  fmt::print("\n{:<20} {:>8} {:<28} {:>12} {:>12} {:>6}\n", "FROM", "PID", "TO", "SENT",
+             "RECEIVED", "CONNS");
+  for (const auto& c : doc["connections"]) {
+    fmt::print("{:<20.20} {:>8} {:<28} {:>12} {:>12} {:>6}\n",
+               c["src_service_name"].get<std::string>(), c["src_pid"].get<uint32_t>(),
+               fmt::format("{}:{}", c["dst_ip"].get<std::string>(), c["dst_port"].get<int>()),
+               c["bytes_sent"].get<uint64_t>(), c["bytes_received"].get<uint64_t>(),
+               c["connections"].get<uint64_t>());
+  }
+}
+
+absl::Status RunSnapshot(const Options& o) {
+  std::optional<uint32_t> netns;
+  if (!o.netns_path.empty()) {
+    absl::StatusOr<uint32_t> ino = NetnsInode(o.netns_path);
+    if (!ino.ok()) return ino.status();
+    netns = *ino;
+  }
+  std::string instance_ip = o.instance_ip;
+  if (instance_ip.empty()) {
+    absl::StatusOr<std::string> ip = FirstAddress(o.netns_path);
+    instance_ip = ip.ok() ? *ip : "127.0.0.1";
+  }
+
+  kernel::ProbeReport report;
+  absl::StatusOr<std::unique_ptr<TracepointBackend>> backend = OpenBackend(o, report);
+  if (!backend.ok()) return backend.status();
+
+  std::mutex mu;
+  flow::Collector collector(
+      [](const flow::ProcessKey& k) { return kernel::ReadExe(k); });
+  absl::Status started = (*backend)->Start([&](const flow::SockEvent& ev) {
+    std::lock_guard<std::mutex> lock(mu);
+    collector.OnEvent(ev);
+  });
+  if (!started.ok()) return started;
+  fmt::print(stderr, "svcmap: tracing for {} via {}\n", absl::FormatDuration(*o.duration),
+             fmt::join((*backend)->attached(), ", "));
+
+  absl::Time start = absl::Now();
+  WaitForSignal(*o.duration);
+  double elapsed = absl::ToDoubleSeconds(absl::Now() - start);
+
+  // Live sockets first, then drain: a socket that closes in between is in
+  // both, and the collector counts it once (by its close).
+  uint64_t now = BoottimeNs();
+  absl::StatusOr<std::vector<flow::SockRecord>> live = (*backend)->ReadLive();
+  if (!live.ok()) return live.status();
+  (*backend)->Stop();
+  kernel::BackendStats bs = (*backend)->Stats();
+
+  std::lock_guard<std::mutex> lock(mu);
+  flow::Collector::Result view = collector.View(*live, now);
+  flow::ServiceGraph graph = flow::BuildServiceView(
+      view.flows, view.listeners, collector.processes(), {netns, instance_ip});
+  exporter::InstanceInfo inst{Hostname(), instance_ip,
+                              o.netns_path.empty() ? "all" : o.netns_path,
+                              netns.value_or(0), report.backend, elapsed};
+  exporter::SnapshotStats stats{bs.ringbuf_drops, bs.socks_full, bs.decode_errors,
+                                bs.tcp_corrected, view.flows.traffic_overflow};
+  nlohmann::ordered_json doc =
+      exporter::SnapshotJson(inst, graph, stats, exporter::Clock{RealtimeMinusBoottimeNs()});
+  if (o.json)
+    fmt::print("{}\n", doc.dump(2));
+  else
+    PrintSnapshotText(doc);
+  if (bs.ringbuf_drops > 0 || bs.socks_full > 0) ReportStats(bs);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunCommand(const Options& options) {
+  kernel::SetLibbpfVerbose(options.verbose);
+  switch (options.command) {
+    case Command::kProbe: return RunProbe(options);
+    case Command::kTrace: return RunTrace(options);
+    case Command::kSnapshot: return RunSnapshot(options);
+  }
+  return absl::InternalError("unknown command");
+}
+
+}  // namespace svcmap::app

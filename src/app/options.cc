@@ -1,0 +1,101 @@
+#include "svcmap/app/options.h"
+
+#include <algorithm>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/numbers.h"
+#include "fmt/format.h"
+#include "svcmap/flow/ip_addr.h"
+
+namespace svcmap::app {
+
+absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text) {
+  absl::Duration d;
+  double secs = 0;
+  if (absl::SimpleAtod(text, &secs)) {
+    d = absl::Seconds(secs);
+  } else if (!absl::ParseDuration(text, &d)) {
+    return absl::InvalidArgumentError(
+        fmt::format("invalid duration '{}': want e.g. 5s, 250ms, 1m30s", text));
+  }
+  if (d <= absl::ZeroDuration() || d == absl::InfiniteDuration())
+    return absl::InvalidArgumentError(fmt::format("invalid duration '{}': must be positive", text));
+  return d;
+}
+
+absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
+  ParseResult result;
+  Options& o = result.options;
+  std::string duration;
+
+  CLI::App app{"svcmap: which process on which machine talks to which, and how many bytes flow",
+               "svcmap"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Help for every subcommand");
+  app.add_flag("-v,--verbose", o.verbose, "Print libbpf's own log lines");
+  app.add_option("--backend", o.backend, "Capture backend")
+      ->check(CLI::IsMember({"auto", "tracepoint"}))
+      ->default_str("auto");
+
+  CLI::App* probe = app.add_subcommand("probe", "Report the kernel's features and the chosen backend");
+  probe->add_flag("--json", o.json, "One JSON document");
+
+  CLI::App* trace = app.add_subcommand("trace", "Print one line per listen, connect, accept and close");
+  trace->add_flag("--json", o.json, "One JSON object per line");
+  trace->add_option("--duration", duration, "Stop after this long (default: until Ctrl-C)");
+  trace->add_option("--pid", o.pid, "Only this process (its tgid)")->check(CLI::PositiveNumber);
+
+  CLI::App* snapshot = app.add_subcommand(
+      "snapshot", "Trace for a while, then print services, connections and traffic");
+  snapshot->add_flag("--json", o.json, "JSON (the only format; accepted for symmetry)");
+  snapshot->add_option("--duration", duration, "How long to trace (default 5s)");
+  snapshot->add_option("--netns", o.netns_path,
+                       "Only sockets in this network namespace, e.g. /run/netns/web");
+  snapshot->add_option("--instance-ip", o.instance_ip,
+                       "This machine's address in the output (default: first non-loopback)");
+  for (CLI::App* sub : {trace, snapshot}) {
+    sub->add_option("--max-sockets", o.max_sockets, "Sockets tracked at once in the kernel")
+        ->check(CLI::Range(1024u, 1u << 24));
+    sub->add_option("--ringbuf-mib", o.ringbuf_mib, "Ring buffer size, MiB (power of two)")
+        ->check(CLI::Range(1u, 1024u));
+  }
+
+  std::vector<std::string> rev(args.size() > 1 ? args.size() - 1 : 0);
+  std::reverse_copy(args.begin() + (args.empty() ? 0 : 1), args.end(), rev.begin());
+  try {
+    app.parse(rev);
+  } catch (const CLI::CallForHelp&) {
+    result.help = true;
+    result.help_text = app.help();
+    for (CLI::App* sub : {probe, trace, snapshot})
+      if (sub->parsed()) result.help_text = sub->help();
+    return result;
+  } catch (const CLI::CallForAllHelp&) {
+    result.help = true;
+    result.help_text = app.help("", CLI::AppFormatMode::All);
+    return result;
+  } catch (const CLI::ParseError& e) {
+    return absl::InvalidArgumentError(e.what());
+  }
+
+  if (probe->parsed()) o.command = Command::kProbe;
+  if (trace->parsed()) o.command = Command::kTrace;
+  if (snapshot->parsed()) o.command = Command::kSnapshot;
+
+  if (!duration.empty()) {
+    absl::StatusOr<absl::Duration> d = ParseDurationFlag(duration);
+    if (!d.ok()) return d.status();
+    o.duration = *d;
+  } else if (o.command == Command::kSnapshot) {
+    o.duration = absl::Seconds(5);
+  }
+  if (!o.instance_ip.empty() && !flow::IpAddr::Parse(o.instance_ip))
+    return absl::InvalidArgumentError(
+        fmt::format("invalid --instance-ip '{}': not an IPv4 or IPv6 address", o.instance_ip));
+  if ((o.ringbuf_mib & (o.ringbuf_mib - 1)) != 0)
+    return absl::InvalidArgumentError(
+        fmt::format("invalid --ringbuf-mib {}: must be a power of two", o.ringbuf_mib));
+  return result;
+}
+
+}  // namespace svcmap::app

@@ -1,0 +1,96 @@
+#include "svcmap/export/snapshot_json.h"
+
+#include <ctime>
+
+#include "fmt/format.h"
+
+namespace svcmap::exporter {
+
+std::string Clock::Rfc3339(uint64_t boot_ns) const {
+  if (boot_ns == 0) return "";
+  int64_t wall = static_cast<int64_t>(boot_ns) + realtime_minus_boottime_ns;
+  time_t secs = static_cast<time_t>(wall / 1'000'000'000);
+  int millis = static_cast<int>((wall % 1'000'000'000) / 1'000'000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, millis);
+}
+
+nlohmann::ordered_json SnapshotJson(const InstanceInfo& instance,
+                                    const flow::ServiceGraph& graph,
+                                    const SnapshotStats& stats, const Clock& clock) {
+  using Json = nlohmann::ordered_json;
+  Json doc;
+  doc["instance"] = {{"hostname", instance.hostname},
+                     {"instance_ip", instance.instance_ip},
+                     {"netns", instance.netns},
+                     {"netns_inode", instance.netns_inode},
+                     {"backend", instance.backend},
+                     {"duration_s", instance.duration_s}};
+
+  Json services = Json::array();
+  for (const flow::ServiceRow& s : graph.services) {
+    Json accepted = Json::array();
+    for (const flow::AcceptedRow& a : s.accepted) {
+      accepted.push_back({{"pid", a.pid},
+                          {"local_ip", a.local_ip.ToString()},
+                          {"listen_port", a.local_port},
+                          {"peer_ip", a.peer_ip.ToString()},
+                          {"bytes_sent", a.stats.bytes_sent},
+                          {"bytes_received", a.stats.bytes_received},
+                          {"connections", a.stats.connections},
+                          {"time", clock.Rfc3339(a.stats.last_seen_ns)}});
+    }
+    services.push_back({{"instance_id", s.instance_id},
+                        {"instance_ip", instance.instance_ip},
+                        {"name", s.name},
+                        {"pid", s.pids.empty() ? 0 : s.pids.front()},
+                        {"pids", s.pids},
+                        {"exe", s.exe},
+                        {"listen_ports", Json(std::vector<uint16_t>(
+                                             s.listen_ports.begin(), s.listen_ports.end()))},
+                        {"accepted", std::move(accepted)}});
+  }
+  doc["services"] = std::move(services);
+
+  Json connections = Json::array();
+  for (const flow::ConnectionRow& c : graph.connections) {
+    connections.push_back({{"src_instance_id", c.src_instance_id},
+                           {"src_service_name", c.src_service_name},
+                           {"src_pid", c.src_pid},
+                           {"src_ip", c.src_ip.ToString()},
+                           {"dst_ip", c.dst_ip.ToString()},
+                           {"dst_port", c.dst_port},
+                           {"bytes", c.stats.bytes_sent + c.stats.bytes_received},
+                           {"bytes_sent", c.stats.bytes_sent},
+                           {"bytes_received", c.stats.bytes_received},
+                           {"connections", c.stats.connections},
+                           {"failed", c.stats.failed},
+                           {"time", clock.Rfc3339(c.stats.last_seen_ns)}});
+  }
+  doc["connections"] = std::move(connections);
+
+  Json traffic = Json::array();
+  for (const flow::TrafficRow& t : graph.traffic) {
+    traffic.push_back({{"src_ip", t.src_ip.ToString()},
+                       {"src_port", t.src_port},
+                       {"dst_ip", t.dst_ip.ToString()},
+                       {"dst_port", t.dst_port},
+                       {"bytes", t.bytes_to_dst + t.bytes_to_src},
+                       {"bytes_to_dst", t.bytes_to_dst},
+                       {"bytes_to_src", t.bytes_to_src},
+                       {"observed_as", flow::RoleName(t.observed_as)},
+                       {"pid", t.pid}});
+  }
+  doc["traffic"] = std::move(traffic);
+
+  doc["stats"] = {{"ringbuf_drops", stats.ringbuf_drops},
+                  {"socks_full", stats.socks_full},
+                  {"decode_errors", stats.decode_errors},
+                  {"tcp_corrected", stats.tcp_corrected},
+                  {"traffic_overflow", stats.traffic_overflow}};
+  return doc;
+}
+
+}  // namespace svcmap::exporter

@@ -1,0 +1,37 @@
+#include "svcmap/flow/collector.h"
+
+namespace svcmap::flow {
+
+bool Collector::IsServer(const SockRecord& s) const {
+  return listeners_.IsListenPort(s.netns, s.local_port);
+}
+
+void Collector::OnEvent(const SockEvent& ev) {
+  const SockRecord& s = ev.sock;
+  if (s.owner.process.pid != 0) processes_.Observe(s.owner);
+  auto is_server = [this](const SockRecord& r) { return IsServer(r); };
+  switch (ev.type) {
+    case EventType::kListen:
+      listeners_.Add(Listener{s.netns, s.local_ip, s.local_port, s.owner, ev.ts_ns});
+      break;
+    case EventType::kConnect:
+    case EventType::kAccept:
+      break;  // live until closed: counted from the kernel's live table
+    case EventType::kClose:
+      flows_.AddClosed(s, ev.ts_ns, is_server);
+      break;
+  }
+}
+
+Collector::Result Collector::View(absl::Span<const SockRecord> live, uint64_t now_ns) {
+  for (const SockRecord& s : live) {
+    if (s.owner.process.pid != 0) processes_.Observe(s.owner);
+    if (s.role == Role::kListener)
+      listeners_.Add(Listener{s.netns, s.local_ip, s.local_port, s.owner, s.open_ns});
+  }
+  auto is_server = [this](const SockRecord& r) { return IsServer(r); };
+  Result r{flows_.View(live, now_ns, is_server), listeners_.All()};
+  return r;
+}
+
+}  // namespace svcmap::flow

@@ -1,0 +1,98 @@
+#include "svcmap/flow/flow_table.h"
+
+#include <algorithm>
+
+namespace svcmap::flow {
+
+void FlowStats::Add(const SockRecord& s, uint64_t seen_ns, bool closed) {
+  bytes_sent += s.bytes_sent;
+  bytes_received += s.bytes_received;
+  if (s.established)
+    ++connections;
+  else if (closed)
+    ++failed;
+  uint64_t first = s.open_ns ? s.open_ns : seen_ns;
+  first_seen_ns = first_seen_ns ? std::min(first_seen_ns, first) : first;
+  last_seen_ns = std::max(last_seen_ns, seen_ns);
+}
+
+Role FlowTable::EffectiveRole(const SockRecord& s, const IsServerFn& is_server) {
+  if (s.role != Role::kUnknown) return s.role;
+  return is_server && is_server(s) ? Role::kServer : Role::kClient;
+}
+
+FlowKey FlowTable::KeyOf(const SockRecord& s, Role role) {
+  FlowKey k;
+  k.process = s.owner.process;
+  k.netns = s.netns;
+  k.role = role;
+  k.local_ip = s.local_ip;
+  k.remote_ip = s.remote_ip;
+  if (role == Role::kServer)
+    k.local_port = s.local_port;
+  else
+    k.remote_port = s.remote_port;
+  return k;
+}
+
+TrafficKey FlowTable::TrafficKeyOf(const SockRecord& s, Role role) {
+  TrafficKey k;
+  k.netns = s.netns;
+  k.observed_as = role;
+  if (role == Role::kServer) {
+    k.src_ip = s.remote_ip;
+    k.src_port = s.remote_port;
+    k.dst_ip = s.local_ip;
+    k.dst_port = s.local_port;
+  } else {
+    k.src_ip = s.local_ip;
+    k.src_port = s.local_port;
+    k.dst_ip = s.remote_ip;
+    k.dst_port = s.remote_port;
+  }
+  return k;
+}
+
+void FlowTable::AddTo(FlowView& view, const SockRecord& s, uint64_t seen_ns,
+                      Role role, bool closed) const {
+  view.flows[KeyOf(s, role)].Add(s, seen_ns, closed);
+  if (!s.established) return;  // no 4-tuple worth listing
+  TrafficKey tk = TrafficKeyOf(s, role);
+  auto it = view.traffic.find(tk);
+  if (it == view.traffic.end()) {
+    if (view.traffic.size() >= max_traffic_) {
+      ++view.traffic_overflow;
+      return;
+    }
+    it = view.traffic.emplace(tk, TrafficStats{}).first;
+  }
+  bool outbound = role != Role::kServer;
+  it->second.bytes_to_dst += outbound ? s.bytes_sent : s.bytes_received;
+  it->second.bytes_to_src += outbound ? s.bytes_received : s.bytes_sent;
+  it->second.last_seen_ns = std::max(it->second.last_seen_ns, seen_ns);
+  it->second.process = s.owner.process;
+}
+
+void FlowTable::AddClosed(const SockRecord& s, uint64_t close_ns,
+                          const IsServerFn& is_server) {
+  if (s.role == Role::kListener) return;
+  closed_ids_[SockId{s.sock_id, s.open_ns}] = close_ns;
+  AddTo(closed_, s, close_ns, EffectiveRole(s, is_server), true);
+}
+
+FlowView FlowTable::View(absl::Span<const SockRecord> live, uint64_t now_ns,
+                         const IsServerFn& is_server) const {
+  FlowView view = closed_;
+  for (const SockRecord& s : live) {
+    if (s.role == Role::kListener) continue;
+    if (closed_ids_.contains(SockId{s.sock_id, s.open_ns})) continue;
+    AddTo(view, s, now_ns, EffectiveRole(s, is_server), false);
+  }
+  return view;
+}
+
+void FlowTable::ForgetClosedBefore(uint64_t ns) {
+  absl::erase_if(closed_ids_, [ns](const auto& kv) { return kv.second < ns; });
+}
+
+}  // namespace svcmap::flow

@@ -1,0 +1,102 @@
+#include "svcmap/flow/service_view.h"
+
+#include <algorithm>
+#include <map>
+#include <tuple>
+
+#include "fmt/format.h"
+
+namespace svcmap::flow {
+namespace {
+
+std::string NameOf(const ProcessTable& processes, const ProcessKey& key) {
+  const ProcessInfo* info = processes.Find(key);
+  if (info == nullptr || info->comm.empty()) return fmt::format("pid-{}", key.pid);
+  return info->comm;
+}
+
+}  // namespace
+
+std::string InstanceId(std::string_view name, std::string_view instance_ip) {
+  return fmt::format("{}@{}", name, instance_ip);
+}
+
+ServiceGraph BuildServiceView(const FlowView& flows,
+                              const std::vector<Listener>& listeners,
+                              const ProcessTable& processes,
+                              const ServiceViewOptions& options) {
+  auto wanted = [&](uint32_t netns) {
+    return !options.netns.has_value() || *options.netns == netns;
+  };
+  // std::map: the output is sorted by name without a separate pass.
+  std::map<std::string, ServiceRow> services;
+  std::map<std::string, std::set<uint32_t>> pids;
+  auto service = [&](const ProcessKey& key) -> ServiceRow& {
+    std::string name = NameOf(processes, key);
+    ServiceRow& row = services[name];
+    if (row.name.empty()) {
+      row.name = name;
+      row.instance_id = InstanceId(name, options.instance_ip);
+    }
+    pids[name].insert(key.pid);
+    const ProcessInfo* info = processes.Find(key);
+    if (row.exe.empty() && info != nullptr) row.exe = info->exe;
+    return row;
+  };
+
+  for (const Listener& l : listeners) {
+    if (!wanted(l.netns)) continue;
+    service(l.owner.process).listen_ports.insert(l.port);
+  }
+
+  ServiceGraph graph;
+  for (const auto& [key, stats] : flows.flows) {
+    if (!wanted(key.netns)) continue;
+    ServiceRow& row = service(key.process);
+    if (key.role == Role::kServer) {
+      row.accepted.push_back(AcceptedRow{key.process.pid, key.local_ip,
+                                         key.local_port, key.remote_ip, stats});
+      continue;
+    }
+    ConnectionRow c;
+    c.src_instance_id = row.instance_id;
+    c.src_service_name = row.name;
+    c.src_pid = key.process.pid;
+    c.src_ip = key.local_ip;
+    c.dst_ip = key.remote_ip;
+    c.dst_port = key.remote_port;
+    c.stats = stats;
+    graph.connections.push_back(std::move(c));
+  }
+
+  for (const auto& [key, stats] : flows.traffic) {
+    if (!wanted(key.netns)) continue;
+    graph.traffic.push_back(TrafficRow{key.src_ip, key.src_port, key.dst_ip,
+                                       key.dst_port, stats.bytes_to_dst,
+                                       stats.bytes_to_src, key.observed_as,
+                                       stats.process.pid, stats.last_seen_ns});
+  }
+
+  for (auto& [name, row] : services) {
+    row.pids.assign(pids[name].begin(), pids[name].end());
+    std::sort(row.accepted.begin(), row.accepted.end(),
+              [](const AcceptedRow& a, const AcceptedRow& b) {
+                return std::tie(a.local_port, a.peer_ip, a.pid) <
+                       std::tie(b.local_port, b.peer_ip, b.pid);
+              });
+    graph.services.push_back(std::move(row));
+  }
+  std::sort(graph.connections.begin(), graph.connections.end(),
+            [](const ConnectionRow& a, const ConnectionRow& b) {
+              return std::tie(a.src_service_name, a.src_pid, a.dst_ip, a.dst_port, a.src_ip) <
+                     std::tie(b.src_service_name, b.src_pid, b.dst_ip, b.dst_port, b.src_ip);
+            });
+  std::sort(graph.traffic.begin(), graph.traffic.end(),
+            [](const TrafficRow& a, const TrafficRow& b) {
+              return std::tie(a.dst_ip, a.dst_port, a.src_ip, a.src_port, a.observed_as) <
+                     std::tie(b.dst_ip, b.dst_port, b.src_ip, b.src_port, b.observed_as);
+            });
+  return graph;
+}
+
+}  // namespace svcmap::flow
