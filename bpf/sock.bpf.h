@@ -61,8 +61,12 @@ static __always_inline void sock_read_tuple(const struct sock *sk,
 		BPF_CORE_READ_INTO((u32 *)t->saddr, sk, __sk_common.skc_rcv_saddr);
 		BPF_CORE_READ_INTO((u32 *)t->daddr, sk, __sk_common.skc_daddr);
 	} else {
-		BPF_CORE_READ_INTO(t->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(t->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		/* Not BPF_CORE_READ_INTO: it sizes the read by *dst, which
+		 * for an array is one element. */
+		bpf_core_read(t->saddr, sizeof(t->saddr),
+			      &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(t->daddr, sizeof(t->daddr),
+			      &sk->__sk_common.skc_v6_daddr);
 	}
 }
 

@@ -1,0 +1,310 @@
+// Real kernel, real sockets: two network namespaces joined by veth play two
+// machines, svcmap-peer moves an exact number of bytes between them, and
+// `svcmap snapshot` run for each namespace must report exactly those bytes,
+// attributed to the right processes on both sides.
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+#include <algorithm>
+#include <sstream>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "harness.h"
+#include "nlohmann/json.hpp"
+
+namespace svcmap::e2e {
+namespace {
+
+using Json = nlohmann::json;
+using std::chrono::seconds;
+
+const std::string kSvcmap = SVCMAP_BIN;
+const std::string kPeer = SVCMAP_PEER_BIN;
+
+class E2eTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!PrivilegeProblem().empty()) return;
+    hosts_ = std::make_unique<TwoHosts>();
+  }
+  static void TearDownTestSuite() { hosts_.reset(); }
+
+  void SetUp() override {
+    if (std::string why = PrivilegeProblem(); !why.empty()) GTEST_SKIP() << why;
+    ASSERT_TRUE(hosts_->ok()) << hosts_->error();
+  }
+
+  // Starts `svcmap snapshot` for a namespace and waits until it is attached.
+  static std::unique_ptr<Child> StartSnapshot(const std::string& netns_path,
+                                              const std::string& duration) {
+    auto c = std::make_unique<Child>(std::vector<std::string>{
+        kSvcmap, "snapshot", "--json", "--duration", duration, "--netns", netns_path});
+    EXPECT_TRUE(c->WaitForLine(true, "svcmap: tracing", seconds(20))) << "snapshot never attached";
+    return c;
+  }
+
+  static Json Finish(Child& c) {
+    RunResult r = c.Wait(seconds(60));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    Json doc = Json::parse(r.out, nullptr, false);
+    EXPECT_FALSE(doc.is_discarded()) << "not JSON: " << r.out;
+    return doc;
+  }
+
+  // Runs one server in B and one client in A; returns the two snapshots.
+  struct Exchange {
+    Json snap_a, snap_b;
+    Json client, server;  // the peers' own reports
+  };
+  static Exchange RunExchange(const std::string& server_ip, int port, long long send,
+                              long long reply, long count) {
+    Exchange x;
+    std::unique_ptr<Child> sa = StartSnapshot(hosts_->a_path, "6s");
+    std::unique_ptr<Child> sb = StartSnapshot(hosts_->b_path, "6s");
+    Child server(TwoHosts::In(hosts_->b, {kPeer, "serve", "--bind", server_ip, "--port",
+                                          std::to_string(port), "--reply", std::to_string(reply),
+                                          "--conns", std::to_string(count), "--name",
+                                          "e2e-server"}));
+    EXPECT_TRUE(server.WaitForLine(false, "ready", seconds(10)));
+    RunResult client = RunCmd(TwoHosts::In(hosts_->a, {kPeer, "connect", "--host", server_ip,
+                                                    "--port", std::to_string(port), "--send",
+                                                    std::to_string(send), "--count",
+                                                    std::to_string(count), "--name",
+                                                    "e2e-client"}),
+                           seconds(60));
+    EXPECT_EQ(client.exit_code, 0) << client.err;
+    RunResult srv = server.Wait(seconds(30));
+    EXPECT_EQ(srv.exit_code, 0) << srv.err;
+    x.client = Json::parse(client.out, nullptr, false);
+    x.server = Json::parse(srv.out.substr(srv.out.find('{')), nullptr, false);
+    x.snap_a = Finish(*sa);
+    x.snap_b = Finish(*sb);
+    return x;
+  }
+
+  static const Json* FindService(const Json& snap, const std::string& name) {
+    for (const Json& s : snap["services"])
+      if (s["name"] == name) return &s;
+    return nullptr;
+  }
+
+  // Checks both halves of one client->server exchange, exactly.
+  // The instance addresses are each namespace's first (IPv4) address,
+  // whatever family the connection used.
+  static void ExpectExact(const Exchange& x, const std::string& client_ip,
+                          const std::string& server_ip, int port, long long send,
+                          long long reply, long count) {
+    const std::string& a_instance = hosts_->a_ip4;
+    const std::string& b_instance = hosts_->b_ip4;
+    const int client_pid = x.client["pid"];
+    const int server_pid = x.server["pid"];
+    ASSERT_EQ(x.client["sent"], send * count);
+    ASSERT_EQ(x.client["received"], reply * count);
+
+    // Machine A: one outbound flow, owned by the client.
+    const Json& conns = x.snap_a["connections"];
+    ASSERT_EQ(conns.size(), 1u) << x.snap_a.dump(2);
+    EXPECT_EQ(conns[0]["src_service_name"], "e2e-client");
+    EXPECT_EQ(conns[0]["src_pid"], client_pid);
+    EXPECT_EQ(conns[0]["src_ip"], client_ip);
+    EXPECT_EQ(conns[0]["dst_ip"], server_ip);
+    EXPECT_EQ(conns[0]["dst_port"], port);
+    EXPECT_EQ(conns[0]["bytes_sent"], send * count);
+    EXPECT_EQ(conns[0]["bytes_received"], reply * count);
+    EXPECT_EQ(conns[0]["connections"], count);
+    EXPECT_EQ(conns[0]["failed"], 0);
+    EXPECT_EQ(conns[0]["src_instance_id"], "e2e-client@" + a_instance);
+    EXPECT_EQ(x.snap_a["instance"]["instance_ip"], a_instance);
+    EXPECT_EQ(x.snap_b["instance"]["instance_ip"], b_instance);
+    EXPECT_EQ(FindService(x.snap_a, "e2e-server"), nullptr) << "server seen on the client side";
+
+    // Machine B: the server owns the listener and every accepted socket.
+    // A tracer that trusted the task current in softirq would name the
+    // client here.
+    EXPECT_EQ(FindService(x.snap_b, "e2e-client"), nullptr)
+        << "client attributed on the server machine:\n" << x.snap_b.dump(2);
+    EXPECT_TRUE(x.snap_b["connections"].empty()) << x.snap_b.dump(2);
+    const Json* srv = FindService(x.snap_b, "e2e-server");
+    ASSERT_NE(srv, nullptr) << x.snap_b.dump(2);
+    EXPECT_EQ((*srv)["pid"], server_pid);
+    EXPECT_EQ((*srv)["listen_ports"], Json::array({port}));
+    EXPECT_EQ((*srv)["instance_id"], "e2e-server@" + b_instance);
+    ASSERT_EQ((*srv)["accepted"].size(), 1u);
+    const Json& acc = (*srv)["accepted"][0];
+    EXPECT_EQ(acc["pid"], server_pid);
+    EXPECT_EQ(acc["peer_ip"], client_ip);
+    EXPECT_EQ(acc["listen_port"], port);
+    EXPECT_EQ(acc["bytes_received"], send * count);
+    EXPECT_EQ(acc["bytes_sent"], reply * count);
+    EXPECT_EQ(acc["connections"], count);
+
+    // NETWORK_TRAFFIC: one row per connection on each side, same 4-tuple.
+    EXPECT_EQ(x.snap_a["traffic"].size(), static_cast<size_t>(count));
+    EXPECT_EQ(x.snap_b["traffic"].size(), static_cast<size_t>(count));
+    if (count == 1 && x.snap_a["traffic"].size() == 1 && x.snap_b["traffic"].size() == 1) {
+      const Json& ta = x.snap_a["traffic"][0];
+      const Json& tb = x.snap_b["traffic"][0];
+      EXPECT_EQ(ta["src_port"], tb["src_port"]);
+      EXPECT_EQ(ta["dst_ip"], server_ip);
+      EXPECT_EQ(tb["src_ip"], client_ip);
+      EXPECT_EQ(ta["bytes"], send + reply);
+      EXPECT_EQ(tb["bytes_to_dst"], send);
+      EXPECT_EQ(tb["bytes_to_src"], reply);
+      EXPECT_EQ(ta["observed_as"], "client");
+      EXPECT_EQ(tb["observed_as"], "server");
+    }
+    for (const Json* snap : {&x.snap_a, &x.snap_b}) {
+      EXPECT_EQ((*snap)["stats"]["ringbuf_drops"], 0);
+      EXPECT_EQ((*snap)["stats"]["socks_full"], 0);
+      EXPECT_EQ((*snap)["stats"]["decode_errors"], 0);
+    }
+  }
+
+  static std::unique_ptr<TwoHosts> hosts_;
+};
+
+std::unique_ptr<TwoHosts> E2eTest::hosts_;
+
+TEST_F(E2eTest, ExactBytesAttributedOnBothMachinesIpv4) {
+  Exchange x = RunExchange(hosts_->b_ip4, 7101, 1234567, 76543, 1);
+  ExpectExact(x, hosts_->a_ip4, hosts_->b_ip4, 7101, 1234567, 76543, 1);
+}
+
+TEST_F(E2eTest, ExactBytesAttributedOnBothMachinesIpv6) {
+  Exchange x = RunExchange(hosts_->b_ip6, 7102, 654321, 12345, 1);
+  ExpectExact(x, hosts_->a_ip6, hosts_->b_ip6, 7102, 654321, 12345, 1);
+}
+
+TEST_F(E2eTest, ThousandConnectionsInABurstAreAllCounted) {
+  Exchange x = RunExchange(hosts_->b_ip4, 7103, 100, 10, 1000);
+  ExpectExact(x, hosts_->a_ip4, hosts_->b_ip4, 7103, 100, 10, 1000);
+}
+
+TEST_F(E2eTest, TraceJsonReportsEveryLifecycleEvent) {
+  Child trace({kSvcmap, "trace", "--json", "--duration", "20s"});
+  ASSERT_TRUE(trace.WaitForLine(true, "svcmap: tracing", seconds(20)));
+  Child server(TwoHosts::In(hosts_->b, {kPeer, "serve", "--bind", hosts_->b_ip4, "--port",
+                                        "7104", "--reply", "222", "--name", "e2e-tserver"}));
+  ASSERT_TRUE(server.WaitForLine(false, "ready", seconds(10)));
+  RunResult client = RunCmd(TwoHosts::In(hosts_->a, {kPeer, "connect", "--host", hosts_->b_ip4,
+                                                  "--port", "7104", "--send", "111", "--name",
+                                                  "e2e-tclient"}));
+  ASSERT_EQ(client.exit_code, 0) << client.err;
+  ASSERT_EQ(server.Wait().exit_code, 0);
+  const int client_pid = Json::parse(client.out)["pid"];
+  // Both sockets are destroyed within milliseconds of the exchange; the
+  // trace flushes every 200 ms.
+  for (int pid : {client_pid, static_cast<int>(server.pid())}) {
+    ASSERT_TRUE(trace.WaitForLine(false, "\"type\":\"close\",\"pid\":" + std::to_string(pid),
+                                  seconds(10)))
+        << "no close event for pid " << pid;
+  }
+  // SIGINT is the clean way out: exit 0 and every program detached.
+  trace.Signal(SIGINT);
+  RunResult r = trace.Wait(seconds(20));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+
+  int listen = 0, connect = 0, accept = 0, close_client = 0, close_server = 0;
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) {
+    Json ev = Json::parse(line, nullptr, false);
+    ASSERT_FALSE(ev.is_discarded()) << line;
+    for (const char* field : {"type", "pid", "comm", "family", "saddr", "sport", "daddr",
+                              "dport", "netns", "bytes_sent", "bytes_received"})
+      ASSERT_TRUE(ev.contains(field)) << field << " missing in " << line;
+    std::string comm = ev["comm"], type = ev["type"];
+    if (comm == "e2e-tserver" && type == "listen") ++listen;
+    if (comm == "e2e-tclient" && type == "connect") {
+      ++connect;
+      EXPECT_EQ(ev["daddr"], hosts_->b_ip4);
+      EXPECT_EQ(ev["dport"], 7104);
+      EXPECT_EQ(ev["family"], "ipv4");
+    }
+    if (comm == "e2e-tserver" && type == "accept") {
+      ++accept;
+      EXPECT_EQ(ev["daddr"], hosts_->a_ip4);
+    }
+    if (type == "close" && comm == "e2e-tclient" && ev["dport"] == 7104) {
+      ++close_client;
+      EXPECT_EQ(ev["bytes_sent"], 111);
+      EXPECT_EQ(ev["bytes_received"], 222);
+    }
+    if (type == "close" && comm == "e2e-tserver" && ev["sport"] == 7104 && ev["role"] == "server") {
+      ++close_server;
+      EXPECT_EQ(ev["bytes_sent"], 222);
+      EXPECT_EQ(ev["bytes_received"], 111);
+    }
+  }
+  EXPECT_EQ(listen, 1);
+  EXPECT_EQ(connect, 1);
+  EXPECT_EQ(accept, 1);
+  EXPECT_EQ(close_client, 1);
+  EXPECT_EQ(close_server, 1);
+
+  // Nothing of ours stays attached. The kernel frees a released program
+  // from a work queue, so give it a moment.
+  bool gone = false;
+  std::string left;
+  for (int i = 0; i < 50 && !gone; ++i) {
+    left = RunCmd({"bpftool", "link", "show"}).out + RunCmd({"bpftool", "prog", "show"}).out;
+    gone = left.find("btf_set_state") == std::string::npos &&
+           left.find("btf_destroy") == std::string::npos;
+    if (!gone) usleep(100'000);
+  }
+  EXPECT_TRUE(gone) << left;
+}
+
+TEST_F(E2eTest, ProbeChoosesTracepointsAndSaysWhyNotFentryOrKprobe) {
+  RunResult r = RunCmd({kSvcmap, "probe", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Json p = Json::parse(r.out);
+  EXPECT_EQ(p["backend"], "tracepoint");
+  EXPECT_TRUE(p["btf"].get<bool>());
+  bool no_kprobes = access("/sys/bus/event_source/devices/kprobe", F_OK) != 0 &&
+                    access("/sys/kernel/tracing/kprobe_events", F_OK) != 0;
+  ASSERT_EQ(p["hooks"].size(), 5u);
+  for (const Json& h : p["hooks"]) {
+    EXPECT_TRUE(h["chosen"] == "tp_btf" || h["chosen"] == "tracepoint") << h.dump();
+    for (const Json& a : h["attempts"]) {
+      if (a["mechanism"] == "fentry" || a["mechanism"] == "kprobe") {
+        EXPECT_FALSE(a["used"].get<bool>());
+        EXPECT_FALSE(a["reason"].get<std::string>().empty()) << a.dump();
+      }
+      if (a["mechanism"] == "kprobe" && no_kprobes) {
+        EXPECT_FALSE(a["ok"].get<bool>());
+        EXPECT_NE(a["reason"].get<std::string>().find("not compiled in"), std::string::npos);
+      }
+      if (a["mechanism"] == "fentry" && !a["ok"].get<bool>()) {
+        EXPECT_NE(a["reason"].get<std::string>().find("load: "), std::string::npos);
+      }
+    }
+  }
+}
+
+TEST_F(E2eTest, RefusesToRunWithoutRootWithOneClearLine) {
+  RunResult r = RunCmd({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", kSvcmap,
+                     "snapshot", "--duration", "1s"});
+  EXPECT_EQ(r.exit_code, 77);
+  EXPECT_EQ(r.err, "svcmap: must run as root: loading BPF programs needs CAP_BPF and "
+                   "CAP_PERFMON (try sudo)\n");
+}
+
+TEST_F(E2eTest, BadInputIsOneLineAndNonZero) {
+  for (const auto& argv : std::vector<std::vector<std::string>>{
+           {kSvcmap, "snapshot", "--duration", "soon"},
+           {kSvcmap, "trace", "--pid", "-4"},
+           {kSvcmap, "snapshot", "--frobnicate"},
+           {kSvcmap, "snapshot", "--instance-ip", "10.0.0.300"},
+           {kSvcmap, "snapshot", "--duration", "1s", "--netns", "/run/netns/does-not-exist"}}) {
+    RunResult r = RunCmd(argv);
+    EXPECT_NE(r.exit_code, 0) << argv[1] << " " << argv[2];
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_EQ(r.err.rfind("svcmap: ", 0), 0u) << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace svcmap::e2e

@@ -1,0 +1,201 @@
+#include "harness.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+extern char** environ;
+
+namespace svcmap::e2e {
+namespace {
+
+std::vector<char*> Argv(const std::vector<std::string>& argv) {
+  std::vector<char*> out;
+  for (const std::string& a : argv) out.push_back(const_cast<char*>(a.c_str()));
+  out.push_back(nullptr);
+  return out;
+}
+
+bool ReadSome(int& fd, std::string& into) {
+  if (fd < 0) return false;
+  char buf[65536];
+  ssize_t n = read(fd, buf, sizeof(buf));
+  if (n > 0) {
+    into.append(buf, static_cast<size_t>(n));
+    return true;
+  }
+  if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+    close(fd);
+    fd = -1;
+  }
+  return false;
+}
+
+}  // namespace
+
+Child::Child(const std::vector<std::string>& argv) {
+  int out[2], err[2];
+  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) return;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  // The child must not inherit a blocked SIGINT/SIGTERM from gtest.
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  std::vector<char*> av = Argv(argv);
+  if (posix_spawnp(&pid_, av[0], &fa, &attr, av.data(), environ) != 0) pid_ = -1;
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  close(out[1]);
+  close(err[1]);
+  out_fd_ = out[0];
+  err_fd_ = err[0];
+  fcntl(out_fd_, F_SETFL, O_NONBLOCK);
+  fcntl(err_fd_, F_SETFL, O_NONBLOCK);
+}
+
+Child::~Child() {
+  if (pid_ > 0 && !exit_code_) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  if (out_fd_ >= 0) close(out_fd_);
+  if (err_fd_ >= 0) close(err_fd_);
+}
+
+void Child::Pump(int timeout_ms) {
+  pollfd p[2] = {{out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}};
+  if (out_fd_ < 0 && err_fd_ < 0) {
+    usleep(timeout_ms * 1000);
+    return;
+  }
+  poll(p, 2, timeout_ms);
+  while (ReadSome(out_fd_, out_)) {}
+  while (ReadSome(err_fd_, err_)) {}
+}
+
+bool Child::WaitForLine(bool from_stderr, const std::string& needle,
+                        std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const std::string& s = from_stderr ? err_ : out_;
+    if (s.find(needle) != std::string::npos) return true;
+    if ((from_stderr ? err_fd_ : out_fd_) < 0) return false;  // EOF
+    Pump(50);
+  }
+  return false;
+}
+
+void Child::Signal(int sig) {
+  if (pid_ > 0 && !exit_code_) kill(pid_, sig);
+}
+
+RunResult Child::Wait(std::chrono::milliseconds timeout) {
+  RunResult r;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (pid_ > 0 && !exit_code_) {
+    int status = 0;
+    pid_t w = waitpid(pid_, &status, WNOHANG);
+    if (w == pid_) {
+      exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      break;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid_, SIGKILL);
+      continue;
+    }
+    Pump(50);
+  }
+  while (out_fd_ >= 0 || err_fd_ >= 0) Pump(50);
+  r.exit_code = exit_code_.value_or(-1);
+  r.out = out_;
+  r.err = err_;
+  return r;
+}
+
+RunResult RunCmd(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
+  Child c(argv);
+  return c.Wait(timeout);
+}
+
+std::vector<std::string> TwoHosts::In(const std::string& ns, std::vector<std::string> argv) {
+  std::vector<std::string> out = {"ip", "netns", "exec", ns};
+  out.insert(out.end(), argv.begin(), argv.end());
+  return out;
+}
+
+bool TwoHosts::Sh(const std::vector<std::string>& argv) {
+  RunResult r = RunCmd(argv, std::chrono::seconds(20));
+  if (r.exit_code != 0) {
+    std::ostringstream cmd;
+    for (const auto& a : argv) cmd << a << ' ';
+    error_ = cmd.str() + "-> " + std::to_string(r.exit_code) + ": " + r.err;
+    return false;
+  }
+  return true;
+}
+
+TwoHosts::TwoHosts() {
+  // Remove namespaces that a killed run left behind.
+  RunResult list = RunCmd({"ip", "netns", "list"});
+  std::istringstream lines(list.out);
+  for (std::string line; std::getline(lines, line);) {
+    std::string name = line.substr(0, line.find(' '));
+    if (name.rfind("svcmap-t", 0) == 0) {
+      std::string pid = name.substr(name.rfind('-') + 1);
+      if (kill(std::atoi(pid.c_str()), 0) != 0) RunCmd({"ip", "netns", "del", name});
+    }
+  }
+
+  std::string id = std::to_string(getpid());
+  a = "svcmap-ta-" + id;
+  b = "svcmap-tb-" + id;
+  a_path = "/run/netns/" + a;
+  b_path = "/run/netns/" + b;
+  // Addresses exist only inside these two namespaces, which nothing else
+  // routes to.
+  a_ip4 = "10.231.0.1";
+  b_ip4 = "10.231.0.2";
+  a_ip6 = "fd00:231::1";
+  b_ip6 = "fd00:231::2";
+  std::string va = "sva" + id, vb = "svb" + id;
+  va = va.substr(0, 15);
+  vb = vb.substr(0, 15);
+  ok_ = Sh({"ip", "netns", "add", a}) && Sh({"ip", "netns", "add", b}) &&
+        Sh({"ip", "link", "add", va, "type", "veth", "peer", "name", vb}) &&
+        Sh({"ip", "link", "set", va, "netns", a}) && Sh({"ip", "link", "set", vb, "netns", b}) &&
+        Sh(In(a, {"ip", "link", "set", "lo", "up"})) &&
+        Sh(In(b, {"ip", "link", "set", "lo", "up"})) &&
+        Sh(In(a, {"ip", "addr", "add", a_ip4 + "/24", "dev", va})) &&
+        Sh(In(b, {"ip", "addr", "add", b_ip4 + "/24", "dev", vb})) &&
+        Sh(In(a, {"ip", "-6", "addr", "add", a_ip6 + "/64", "dev", va, "nodad"})) &&
+        Sh(In(b, {"ip", "-6", "addr", "add", b_ip6 + "/64", "dev", vb, "nodad"})) &&
+        Sh(In(a, {"ip", "link", "set", va, "up"})) && Sh(In(b, {"ip", "link", "set", vb, "up"}));
+}
+
+TwoHosts::~TwoHosts() {
+  RunCmd({"ip", "netns", "del", a});
+  RunCmd({"ip", "netns", "del", b});
+}
+
+std::string PrivilegeProblem() {
+  if (geteuid() != 0) return "needs root (BPF programs and network namespaces)";
+  if (access("/sys/kernel/btf/vmlinux", R_OK) != 0) return "kernel has no BTF (/sys/kernel/btf/vmlinux)";
+  return "";
+}
+
+}  // namespace svcmap::e2e

@@ -1,0 +1,177 @@
+// svcmap-peer: a TCP client or server that moves exactly the bytes it is
+// told to, so that tests can demand exact figures from svcmap.
+//
+//   svcmap-peer serve   --bind IP --port P --reply M [--conns K] [--name N]
+//   svcmap-peer connect --host IP --port P --send N [--count K] [--name N]
+//
+// The client sends N bytes, shuts down its write side, then reads to EOF;
+// the server reads to EOF, answers M bytes and closes. Each prints one JSON
+// line with its pid and totals. Every wait is bounded (30 s).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr int kTimeoutMs = 30000;
+
+[[noreturn]] void Die(const char* what) {
+  std::fprintf(stderr, "svcmap-peer: %s: %s\n", what, std::strerror(errno));
+  std::exit(1);
+}
+
+struct Args {
+  std::string mode, host = "127.0.0.1", name;
+  int port = 0;
+  long long bytes = 0;  // --send or --reply
+  long count = 1;       // --count or --conns
+};
+
+Args Parse(int argc, char** argv) {
+  Args a;
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: svcmap-peer serve|connect [options]\n");
+    std::exit(2);
+  }
+  a.mode = argv[1];
+  for (int i = 2; i + 1 < argc; i += 2) {
+    std::string k = argv[i], v = argv[i + 1];
+    if (k == "--bind" || k == "--host") a.host = v;
+    else if (k == "--port") a.port = std::atoi(v.c_str());
+    else if (k == "--send" || k == "--reply") a.bytes = std::atoll(v.c_str());
+    else if (k == "--count" || k == "--conns") a.count = std::atol(v.c_str());
+    else if (k == "--name") a.name = v;
+    else {
+      std::fprintf(stderr, "svcmap-peer: unknown option %s\n", k.c_str());
+      std::exit(2);
+    }
+  }
+  return a;
+}
+
+socklen_t MakeAddr(const std::string& host, int port, sockaddr_storage* ss) {
+  std::memset(ss, 0, sizeof(*ss));
+  auto* v4 = reinterpret_cast<sockaddr_in*>(ss);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(ss);
+  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    return sizeof(*v4);
+  }
+  if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    return sizeof(*v6);
+  }
+  errno = EINVAL;
+  Die("bad address");
+}
+
+void WaitFor(int fd, short events) {
+  pollfd p{fd, events, 0};
+  int n = poll(&p, 1, kTimeoutMs);
+  if (n == 0) {
+    errno = ETIMEDOUT;
+    Die("poll");
+  }
+  if (n < 0) Die("poll");
+}
+
+void SendAll(int fd, long long n) {
+  static char buf[65536];
+  std::memset(buf, 'x', sizeof(buf));
+  while (n > 0) {
+    WaitFor(fd, POLLOUT);
+    ssize_t w = send(fd, buf, n < (long long)sizeof(buf) ? n : sizeof(buf), MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      Die("send");
+    }
+    n -= w;
+  }
+}
+
+long long ReadToEof(int fd) {
+  static char buf[65536];
+  long long total = 0;
+  for (;;) {
+    WaitFor(fd, POLLIN);
+    ssize_t r = recv(fd, buf, sizeof(buf), 0);
+    if (r < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      Die("recv");
+    }
+    if (r == 0) return total;
+    total += r;
+  }
+}
+
+int Serve(const Args& a) {
+  sockaddr_storage ss;
+  socklen_t len = MakeAddr(a.host, a.port, &ss);
+  int lfd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (lfd < 0) Die("socket");
+  int one = 1;
+  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (bind(lfd, reinterpret_cast<sockaddr*>(&ss), len) != 0) Die("bind");
+  if (listen(lfd, 4096) != 0) Die("listen");
+  std::printf("ready\n");
+  std::fflush(stdout);
+  long long received = 0, sent = 0;
+  for (long i = 0; i < a.count; ++i) {
+    WaitFor(lfd, POLLIN);
+    int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) Die("accept");
+    received += ReadToEof(fd);
+    SendAll(fd, a.bytes);
+    sent += a.bytes;
+    close(fd);
+  }
+  close(lfd);
+  std::printf("{\"pid\": %d, \"sent\": %lld, \"received\": %lld, \"conns\": %ld}\n", getpid(),
+              sent, received, a.count);
+  return 0;
+}
+
+int Connect(const Args& a) {
+  sockaddr_storage ss;
+  socklen_t len = MakeAddr(a.host, a.port, &ss);
+  long long received = 0, sent = 0;
+  for (long i = 0; i < a.count; ++i) {
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) Die("socket");
+    timeval tv{kTimeoutMs / 1000, 0};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (connect(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) Die("connect");
+    SendAll(fd, a.bytes);
+    sent += a.bytes;
+    shutdown(fd, SHUT_WR);
+    received += ReadToEof(fd);
+    close(fd);
+  }
+  std::printf("{\"pid\": %d, \"sent\": %lld, \"received\": %lld, \"conns\": %ld}\n", getpid(),
+              sent, received, a.count);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a = Parse(argc, argv);
+  // The comm is what svcmap names services by; give each role its own.
+  if (!a.name.empty()) prctl(PR_SET_NAME, a.name.c_str(), 0, 0, 0);
+  if (a.mode == "serve") return Serve(a);
+  if (a.mode == "connect") return Connect(a);
+  std::fprintf(stderr, "svcmap-peer: unknown mode %s\n", a.mode.c_str());
+  return 2;
+}
