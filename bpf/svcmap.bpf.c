@@ -112,20 +112,20 @@ static __always_inline void emit(u32 type, u64 key,
 }
 
 static __always_inline struct svcmap_sock_state *
-track(u64 key, const struct sock *sk, u8 role, u8 flags,
+track(u64 key, const struct sock *sk, bool btf, u8 role, u8 flags,
       const struct svcmap_owner *owner, u64 update_flags)
 {
 	struct svcmap_sock_state st = {};
 
 	st.role = role;
 	st.flags = flags;
-	st.netns = sock_netns(sk);
+	st.netns = sock_netns(sk, btf);
 	st.open_ns = bpf_ktime_get_boot_ns();
-	sock_read_tuple(sk, &st.tuple);
+	sock_read_tuple(sk, btf, &st.tuple);
 	if (owner)
 		st.owner = *owner;
 	else
-		current_owner(&st.owner);
+		current_owner(&st.owner, btf);
 	if (bpf_map_update_elem(&socks, &key, &st, update_flags)) {
 		if (update_flags != BPF_NOEXIST)
 			stat_inc(SVCMAP_STAT_SOCKS_FULL);
@@ -133,25 +133,25 @@ track(u64 key, const struct sock *sk, u8 role, u8 flags,
 	return bpf_map_lookup_elem(&socks, &key);
 }
 
-static __always_inline int on_set_state(const struct sock *sk, int oldstate,
-					int newstate)
+static __always_inline int on_set_state(const struct sock *sk, bool btf,
+					int oldstate, int newstate)
 {
 	struct svcmap_sock_state *st;
 	struct listen_key lk = {};
 	u64 key = (u64)sk;
 
-	if (!sk || !sock_is_tcp(sk))
+	if (!sk || !sock_is_tcp(sk, btf))
 		return 0;
 
 	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
 		/* connect(): process context. The source port is not chosen
 		 * yet (inet_hash_connect runs after this); ESTABLISHED fills it. */
-		track(key, sk, SVCMAP_ROLE_CLIENT, SVCMAP_F_OWNED, NULL, BPF_ANY);
+		track(key, sk, btf, SVCMAP_ROLE_CLIENT, SVCMAP_F_OWNED, NULL, BPF_ANY);
 		return 0;
 	}
 	if (newstate == TCP_LISTEN) {
 		/* listen(): process context. */
-		st = track(key, sk, SVCMAP_ROLE_LISTENER, SVCMAP_F_OWNED, NULL,
+		st = track(key, sk, btf, SVCMAP_ROLE_LISTENER, SVCMAP_F_OWNED, NULL,
 			   BPF_ANY);
 		if (!st)
 			return 0;
@@ -166,11 +166,11 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate,
 		 * softirq: borrow the listener's owner, do not take current. */
 		struct svcmap_owner *lo;
 
-		lk.netns = sock_netns(sk);
-		lk.port = sock_local_port(sk);
+		lk.netns = sock_netns(sk, btf);
+		lk.port = sock_local_port(sk, btf);
 		lo = bpf_map_lookup_elem(&listeners, &lk);
 		if (lo)
-			track(key, sk, SVCMAP_ROLE_SERVER, 0, lo, BPF_ANY);
+			track(key, sk, btf, SVCMAP_ROLE_SERVER, 0, lo, BPF_ANY);
 		return 0;
 	}
 
@@ -178,7 +178,7 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate,
 	if (!st)
 		return 0;
 	if (newstate == TCP_ESTABLISHED) {
-		sock_read_tuple(sk, &st->tuple);
+		sock_read_tuple(sk, btf, &st->tuple);
 		st->flags |= SVCMAP_F_ESTABLISHED;
 		if (st->role == SVCMAP_ROLE_CLIENT)
 			emit(SVCMAP_EV_CONNECT, key, st, 0, 0, 0);
@@ -197,13 +197,13 @@ static __always_inline int on_set_state(const struct sock *sk, int oldstate,
 	return 0;
 }
 
-static __always_inline int on_io(const struct sock *sk, int ret, int flags,
-				 bool send)
+static __always_inline int on_io(const struct sock *sk, bool btf, int ret,
+				 int flags, bool send)
 {
 	struct svcmap_sock_state *st;
 	u64 key = (u64)sk;
 
-	if (ret <= 0 || !sk || !sock_is_tcp(sk))
+	if (ret <= 0 || !sk || !sock_is_tcp(sk, btf))
 		return 0;
 	/* MSG_PEEK leaves the data queued: it is counted when really read. */
 	if (!send && (flags & MSG_PEEK))
@@ -213,7 +213,7 @@ static __always_inline int on_io(const struct sock *sk, int ret, int flags,
 	if (!st) {
 		/* Older than the tracer. I/O is process context, so the
 		 * current process owns it; NOEXIST keeps a racing creator's. */
-		st = track(key, sk, SVCMAP_ROLE_UNKNOWN,
+		st = track(key, sk, btf, SVCMAP_ROLE_UNKNOWN,
 			   SVCMAP_F_OWNED | SVCMAP_F_ESTABLISHED, NULL,
 			   BPF_NOEXIST);
 		if (!st)
@@ -221,7 +221,7 @@ static __always_inline int on_io(const struct sock *sk, int ret, int flags,
 	} else if (!(st->flags & SVCMAP_F_OWNED)) {
 		/* First I/O on an accepted socket: this is the accepting
 		 * process, the one the connection really belongs to. */
-		current_owner(&st->owner);
+		current_owner(&st->owner, btf);
 		st->flags |= SVCMAP_F_OWNED;
 		if (st->role == SVCMAP_ROLE_SERVER &&
 		    !(st->flags & SVCMAP_F_ACCEPT_SENT)) {
@@ -236,7 +236,7 @@ static __always_inline int on_io(const struct sock *sk, int ret, int flags,
 	return 0;
 }
 
-static __always_inline int on_destroy(const struct sock *sk)
+static __always_inline int on_destroy(const struct sock *sk, bool btf)
 {
 	struct svcmap_sock_state *st;
 	u64 key = (u64)sk;
@@ -259,7 +259,7 @@ static __always_inline int on_destroy(const struct sock *sk)
 	/* Without the role we cannot tell whether bytes_acked holds a SYN. */
 	if ((st->flags & SVCMAP_F_ESTABLISHED) &&
 	    st->role != SVCMAP_ROLE_UNKNOWN) {
-		sock_tcp_payload(sk, st->role, st->flags, &tcp_sent,
+		sock_tcp_payload(sk, btf, st->role, st->flags, &tcp_sent,
 				 &tcp_received);
 		extra = SVCMAP_F_TCP_COUNTERS;
 	}
@@ -273,47 +273,47 @@ static __always_inline int on_destroy(const struct sock *sk)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(btf_set_state, const struct sock *sk, int oldstate, int newstate)
 {
-	return on_set_state(sk, oldstate, newstate);
+	return on_set_state(sk, true, oldstate, newstate);
 }
 
 SEC("tracepoint/sock/inet_sock_set_state")
 int tp_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 {
-	return on_set_state(ctx->skaddr, ctx->oldstate, ctx->newstate);
+	return on_set_state(ctx->skaddr, false, ctx->oldstate, ctx->newstate);
 }
 
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(btf_send, struct sock *sk, int ret, int flags)
 {
-	return on_io(sk, ret, flags, true);
+	return on_io(sk, true, ret, flags, true);
 }
 
 SEC("tracepoint/sock/sock_send_length")
 int tp_send(struct trace_event_raw_sock_msg_length *ctx)
 {
-	return on_io(ctx->sk, ctx->ret, ctx->flags, true);
+	return on_io(ctx->sk, false, ctx->ret, ctx->flags, true);
 }
 
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(btf_recv, struct sock *sk, int ret, int flags)
 {
-	return on_io(sk, ret, flags, false);
+	return on_io(sk, true, ret, flags, false);
 }
 
 SEC("tracepoint/sock/sock_recv_length")
 int tp_recv(struct trace_event_raw_sock_msg_length *ctx)
 {
-	return on_io(ctx->sk, ctx->ret, ctx->flags, false);
+	return on_io(ctx->sk, false, ctx->ret, ctx->flags, false);
 }
 
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(btf_destroy, struct sock *sk)
 {
-	return on_destroy(sk);
+	return on_destroy(sk, true);
 }
 
 SEC("tracepoint/tcp/tcp_destroy_sock")
 int tp_destroy(struct trace_event_raw_tcp_event_sk *ctx)
 {
-	return on_destroy(ctx->skaddr);
+	return on_destroy(ctx->skaddr, false);
 }

@@ -1,0 +1,201 @@
+// svcmap-loadgen: a loopback load generator for the overhead benchmark.
+//
+//   svcmap-loadgen crr    [--threads T] [--seconds S] [--size B] [--port P]
+//   svcmap-loadgen stream [--seconds S] [--chunk B] [--port P]
+//
+// crr: T client threads each loop connect, send B bytes, read B bytes back,
+// close, against T server threads on 127.0.0.1. stream: one connection,
+// the client writes B-byte chunks for S seconds. Prints one JSON line with
+// the operation rate. Bounded: it stops after S seconds (at most 60).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Args {
+  std::string mode;
+  int threads = 2;
+  double seconds = 3;
+  int size = 64;
+  int chunk = 65536;
+  int port = 0;
+};
+
+[[noreturn]] void Die(const char* what) {
+  std::fprintf(stderr, "svcmap-loadgen: %s: %s\n", what, std::strerror(errno));
+  std::exit(1);
+}
+
+sockaddr_in Addr(int port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return a;
+}
+
+int Listen(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in a = Addr(port);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) Die("bind");
+  if (listen(fd, 4096) != 0) Die("listen");
+  return fd;
+}
+
+int BoundPort(int fd) {
+  sockaddr_in a{};
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  return ntohs(a.sin_port);
+}
+
+bool ReadN(int fd, char* buf, int n) {
+  while (n > 0) {
+    ssize_t r = recv(fd, buf, n, 0);
+    if (r <= 0) return false;
+    n -= r;
+  }
+  return true;
+}
+
+bool WriteN(int fd, const char* buf, int n) {
+  while (n > 0) {
+    ssize_t w = send(fd, buf, n, MSG_NOSIGNAL);
+    if (w <= 0) return false;
+    n -= w;
+  }
+  return true;
+}
+
+int Crr(const Args& a) {
+  int lfd = Listen(a.port);
+  int port = BoundPort(lfd);
+  std::atomic<bool> stop{false};
+  std::atomic<long> done{0};
+  std::vector<std::thread> servers, clients;
+  for (int i = 0; i < a.threads; ++i) {
+    servers.emplace_back([&] {
+      std::vector<char> buf(a.size);
+      for (;;) {
+        int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd < 0) return;  // listener shut down
+        if (ReadN(fd, buf.data(), a.size)) {
+          WriteN(fd, buf.data(), a.size);
+          char c;
+          recv(fd, &c, 1, 0);  // wait for the client's close
+        }
+        close(fd);
+      }
+    });
+  }
+  auto end = Clock::now() + std::chrono::duration<double>(a.seconds);
+  for (int i = 0; i < a.threads; ++i) {
+    clients.emplace_back([&] {
+      std::vector<char> buf(a.size, 'x');
+      sockaddr_in addr = Addr(port);
+      long n = 0;
+      while (Clock::now() < end) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) Die("connect");
+        if (!WriteN(fd, buf.data(), a.size) || !ReadN(fd, buf.data(), a.size)) Die("exchange");
+        close(fd);
+        ++n;
+      }
+      done += n;
+    });
+  }
+  auto start = Clock::now();
+  for (auto& t : clients) t.join();
+  double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  stop = true;
+  shutdown(lfd, SHUT_RDWR);
+  for (auto& t : servers) t.join();
+  close(lfd);
+  std::printf("{\"mode\": \"crr\", \"threads\": %d, \"ops\": %ld, \"seconds\": %.3f, \"rate\": %.1f}\n",
+              a.threads, done.load(), secs, done.load() / secs);
+  return 0;
+}
+
+int Stream(const Args& a) {
+  int lfd = Listen(a.port);
+  int port = BoundPort(lfd);
+  std::thread server([&] {
+    int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) Die("accept");
+    std::vector<char> buf(1 << 20);
+    while (recv(fd, buf.data(), buf.size(), 0) > 0) {}
+    close(fd);
+  });
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr = Addr(port);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) Die("connect");
+  std::vector<char> buf(a.chunk, 'x');
+  auto start = Clock::now();
+  auto end = start + std::chrono::duration<double>(a.seconds);
+  long long bytes = 0;
+  long writes = 0;
+  while (Clock::now() < end) {
+    ssize_t w = send(fd, buf.data(), buf.size(), MSG_NOSIGNAL);
+    if (w <= 0) Die("send");
+    bytes += w;
+    ++writes;
+  }
+  double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  close(fd);
+  server.join();
+  close(lfd);
+  std::printf("{\"mode\": \"stream\", \"ops\": %ld, \"bytes\": %lld, \"seconds\": %.3f, "
+              "\"rate\": %.1f}\n",
+              writes, bytes, secs, bytes / secs);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: svcmap-loadgen crr|stream [--threads T] [--seconds S] "
+                         "[--size B] [--chunk B] [--port P]\n");
+    return 2;
+  }
+  Args a;
+  a.mode = argv[1];
+  for (int i = 2; i + 1 < argc; i += 2) {
+    std::string k = argv[i];
+    double v = std::atof(argv[i + 1]);
+    if (k == "--threads") a.threads = static_cast<int>(v);
+    else if (k == "--seconds") a.seconds = v;
+    else if (k == "--size") a.size = static_cast<int>(v);
+    else if (k == "--chunk") a.chunk = static_cast<int>(v);
+    else if (k == "--port") a.port = static_cast<int>(v);
+    else {
+      std::fprintf(stderr, "svcmap-loadgen: unknown option %s\n", k.c_str());
+      return 2;
+    }
+  }
+  if (a.seconds <= 0 || a.seconds > 60 || a.threads < 1 || a.threads > 64 || a.size < 1 ||
+      a.chunk < 1) {
+    std::fprintf(stderr, "svcmap-loadgen: option out of range\n");
+    return 2;
+  }
+  if (a.mode == "crr") return Crr(a);
+  if (a.mode == "stream") return Stream(a);
+  std::fprintf(stderr, "svcmap-loadgen: unknown mode %s\n", a.mode.c_str());
+  return 2;
+}
