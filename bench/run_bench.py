@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""svcmap overhead benchmark: throughput with and without `svcmap trace`,
+per-program cost from BPF run-time statistics beside an equivalent bpftrace
+script, and ring-buffer drops at the highest connection rate.
+
+Run as root from the repository:  sudo bench/run_bench.py [--pairs 10]
+All traffic is on 127.0.0.1; every run is bounded by --seconds.
+"""
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sh(*argv, **kw):
+    return subprocess.run(argv, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def loadgen(args, mode, threads=None):
+    argv = [args.loadgen, mode, "--seconds", str(args.seconds)]
+    if mode == "crr":
+        argv += ["--threads", str(threads or args.threads)]
+    return json.loads(sh(*argv))["rate"]
+
+
+class Tracer:
+    """A running attachment (`svcmap trace` or bpftrace), its output discarded.
+    Ready once `ready` shows up on stderr, or on stdout when stdout_ready
+    (bpftrace announces itself there, so stdout goes to a scratch file)."""
+
+    def __init__(self, argv, ready, stdout_ready=False):
+        self.scratch = None
+        if stdout_ready:
+            self.scratch = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(argv, stdout=self.scratch or subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 30
+        self.err = ""
+        while time.time() < deadline:
+            if stdout_ready:
+                self.scratch.seek(0)
+                if ready in self.scratch.read(4096):
+                    return
+                time.sleep(0.1)
+            else:
+                line = self.proc.stderr.readline()
+                self.err += line
+                if ready in line:
+                    return
+            if self.proc.poll() is not None:
+                break
+        self.proc.kill()
+        raise RuntimeError(f"{argv[0]} did not attach: {self.err}{self.proc.stderr.read()}")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGINT)
+        _, err = self.proc.communicate(timeout=60)
+        self.err += err
+        if self.scratch:
+            self.scratch.close()
+        return self.err
+
+
+def svcmap_tracer(args):
+    return Tracer([args.svcmap, "trace", "--json"], "svcmap: tracing")
+
+
+def bpftrace_tracer(args):
+    return Tracer(["bpftrace", os.path.join(ROOT, "bench", "equivalent.bt")], "Attaching",
+                  stdout_ready=True)
+
+
+def drops(err):
+    for line in err.splitlines():
+        if "ring-buffer drops" in line:
+            return int(line.split(" events, ")[1].split()[0])
+    raise RuntimeError("no stats line from svcmap: " + err)
+
+
+def prog_stats(comm):
+    """run_time_ns and run_cnt of every BPF program a process named `comm` holds."""
+    out = {}
+    for p in json.loads(sh("bpftool", "prog", "show", "--json")):
+        if any(x.get("comm") == comm for x in p.get("pids", [])):
+            out[p.get("name", str(p["id"]))] = (p.get("run_time_ns", 0), p.get("run_cnt", 0))
+    return out
+
+
+def cost_per_call(make_tracer, comm, args):
+    tracer = make_tracer(args)
+    try:
+        before = prog_stats(comm)
+        loadgen(args, "crr")
+        loadgen(args, "stream")
+        after = prog_stats(comm)
+    finally:
+        tracer.stop()
+    result = {}
+    for name, (t1, c1) in after.items():
+        t0, c0 = before.get(name, (0, 0))
+        if c1 > c0:
+            result[name] = {"ns_per_call": round((t1 - t0) / (c1 - c0), 1), "calls": c1 - c0}
+    return result
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--pairs", type=int, default=10)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--svcmap", default=os.path.join(ROOT, "build", "svcmap"))
+    ap.add_argument("--loadgen", default=os.path.join(ROOT, "build", "bench", "svcmap-loadgen"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "latest.json"))
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run_bench.py: must run as root (it loads BPF programs)")
+
+    stats_path = "/proc/sys/kernel/bpf_stats_enabled"
+    stats_was = open(stats_path).read().strip()
+    results = {"kernel": os.uname().release, "pairs": args.pairs, "seconds": args.seconds,
+               "threads": args.threads}
+    try:
+        # 1. Throughput, alternating which half of a pair goes first so that
+        #    drift (thermal, neighbours) does not favour one side.
+        open(stats_path, "w").write("0")
+        for mode in ("crr", "stream"):
+            without, with_, ratios, pair_drops = [], [], [], []
+            for i in range(args.pairs):
+                order = (False, True) if i % 2 == 0 else (True, False)
+                rates = {}
+                for traced in order:
+                    if traced:
+                        t = svcmap_tracer(args)
+                        rates[True] = loadgen(args, mode)
+                        pair_drops.append(drops(t.stop()))
+                    else:
+                        rates[False] = loadgen(args, mode)
+                without.append(rates[False])
+                with_.append(rates[True])
+                ratios.append(rates[True] / rates[False])
+                print(f"{mode} pair {i + 1}: without {rates[False]:.0f}/s  with {rates[True]:.0f}/s"
+                      f"  ratio {ratios[-1]:.4f}", flush=True)
+            results[mode] = {
+                "without_median": statistics.median(without),
+                "with_median": statistics.median(with_),
+                "ratio_of_medians": statistics.median(with_) / statistics.median(without),
+                "median_pair_ratio": statistics.median(ratios),
+                "pair_ratios": ratios,
+                "ringbuf_drops": sum(pair_drops),
+            }
+
+        # 2. Per-program cost, svcmap and bpftrace in the same run.
+        open(stats_path, "w").write("1")
+        results["cost_svcmap"] = cost_per_call(svcmap_tracer, "svcmap", args)
+        results["cost_bpftrace"] = cost_per_call(bpftrace_tracer, "bpftrace", args)
+        open(stats_path, "w").write("0")
+
+        # 3. Drops at the highest connection rate this machine reaches.
+        best = None
+        for threads in (1, 2, 4, 8):
+            t = svcmap_tracer(args)
+            rate = loadgen(args, "crr", threads)
+            d = drops(t.stop())
+            print(f"max-rate: {threads} threads, {rate:.0f} conn/s, {d} drops", flush=True)
+            if best is None or rate > best["rate"]:
+                best = {"threads": threads, "rate": rate, "ringbuf_drops": d}
+        results["max_rate"] = best
+    finally:
+        open(stats_path, "w").write(stats_was)
+
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(json.dumps({k: v for k, v in results.items() if k not in ("crr", "stream")}, indent=2))
+    for mode in ("crr", "stream"):
+        r = results[mode]
+        print(f"{mode}: ratio of medians {r['ratio_of_medians']:.4f}, median pair ratio "
+              f"{r['median_pair_ratio']:.4f}, drops {r['ringbuf_drops']}")
+
+
+if __name__ == "__main__":
+    main()
