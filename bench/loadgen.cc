@@ -2,6 +2,7 @@
 //
 //   svcmap-loadgen crr    [--threads T] [--seconds S] [--size B] [--port P]
 //   svcmap-loadgen stream [--seconds S] [--chunk B] [--port P]
+//   (--pin 1 on either: clients on CPU 0, servers on the last CPU)
 //
 // crr: T client threads each loop connect, send B bytes, read B bytes back,
 // close, against T server threads on 127.0.0.1. stream: one connection,
@@ -10,6 +11,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -33,7 +35,19 @@ struct Args {
   int size = 64;
   int chunk = 65536;
   int port = 0;
+  bool pin = false;  // clients on CPU 0, servers on the last CPU
 };
+
+// Pinning keeps the scheduler from moving the two ends around, which on a
+// small VM is most of the run-to-run noise.
+void Pin(bool enabled, bool server) {
+  if (!enabled) return;
+  int ncpu = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(server ? ncpu - 1 : 0, &set);
+  sched_setaffinity(0, sizeof(set), &set);
+}
 
 [[noreturn]] void Die(const char* what) {
   std::fprintf(stderr, "svcmap-loadgen: %s: %s\n", what, std::strerror(errno));
@@ -91,6 +105,7 @@ int Crr(const Args& a) {
   std::vector<std::thread> servers, clients;
   for (int i = 0; i < a.threads; ++i) {
     servers.emplace_back([&] {
+      Pin(a.pin, true);
       std::vector<char> buf(a.size);
       for (;;) {
         int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
@@ -107,6 +122,7 @@ int Crr(const Args& a) {
   auto end = Clock::now() + std::chrono::duration<double>(a.seconds);
   for (int i = 0; i < a.threads; ++i) {
     clients.emplace_back([&] {
+      Pin(a.pin, false);
       std::vector<char> buf(a.size, 'x');
       sockaddr_in addr = Addr(port);
       long n = 0;
@@ -136,12 +152,14 @@ int Stream(const Args& a) {
   int lfd = Listen(a.port);
   int port = BoundPort(lfd);
   std::thread server([&] {
+    Pin(a.pin, true);
     int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) Die("accept");
     std::vector<char> buf(1 << 20);
     while (recv(fd, buf.data(), buf.size(), 0) > 0) {}
     close(fd);
   });
+  Pin(a.pin, false);
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr = Addr(port);
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) Die("connect");
@@ -171,7 +189,7 @@ int Stream(const Args& a) {
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr, "usage: svcmap-loadgen crr|stream [--threads T] [--seconds S] "
-                         "[--size B] [--chunk B] [--port P]\n");
+                         "[--size B] [--chunk B] [--port P] [--pin 1]\n");
     return 2;
   }
   Args a;
@@ -184,6 +202,7 @@ int main(int argc, char** argv) {
     else if (k == "--size") a.size = static_cast<int>(v);
     else if (k == "--chunk") a.chunk = static_cast<int>(v);
     else if (k == "--port") a.port = static_cast<int>(v);
+    else if (k == "--pin") a.pin = v != 0;
     else {
       std::fprintf(stderr, "svcmap-loadgen: unknown option %s\n", k.c_str());
       return 2;

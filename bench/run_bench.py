@@ -23,8 +23,8 @@ def sh(*argv, **kw):
     return subprocess.run(argv, check=True, capture_output=True, text=True, **kw).stdout
 
 
-def loadgen(args, mode, threads=None):
-    argv = [args.loadgen, mode, "--seconds", str(args.seconds)]
+def loadgen(args, mode, threads=None, pin=True):
+    argv = [args.loadgen, mode, "--seconds", str(args.seconds), "--pin", "1" if pin else "0"]
     if mode == "crr":
         argv += ["--threads", str(threads or args.threads)]
     return json.loads(sh(*argv))["rate"]
@@ -166,7 +166,7 @@ def main():
         best = None
         for threads in (1, 2, 4, 8):
             t = svcmap_tracer(args)
-            rate = loadgen(args, "crr", threads)
+            rate = loadgen(args, "crr", threads, pin=False)
             d = drops(t.stop())
             print(f"max-rate: {threads} threads, {rate:.0f} conn/s, {d} drops", flush=True)
             if best is None or rate > best["rate"]:
