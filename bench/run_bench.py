@@ -84,22 +84,30 @@ def drops(err):
     raise RuntimeError("no stats line from svcmap: " + err)
 
 
-def prog_stats(comm):
-    """run_time_ns and run_cnt of every BPF program a process named `comm` holds."""
+# Program names as bpftool shows them (the kernel keeps 15 characters).
+PROGRAMS = {
+    "svcmap": ("btf_set_state", "btf_send", "btf_recv", "btf_destroy",
+               "tp_set_state", "tp_send", "tp_recv", "tp_destroy"),
+    "bpftrace": ("inet_sock_set_s", "sock_send_lengt", "sock_recv_lengt", "tcp_destroy_soc"),
+}
+
+
+def prog_stats(tool):
+    """run_time_ns and run_cnt of every loaded program of `tool`."""
     out = {}
     for p in json.loads(sh("bpftool", "prog", "show", "--json")):
-        if any(x.get("comm") == comm for x in p.get("pids", [])):
-            out[p.get("name", str(p["id"]))] = (p.get("run_time_ns", 0), p.get("run_cnt", 0))
+        if p.get("name") in PROGRAMS[tool]:
+            out[p["name"]] = (p.get("run_time_ns", 0), p.get("run_cnt", 0))
     return out
 
 
-def cost_per_call(make_tracer, comm, args):
+def cost_per_call(make_tracer, tool, args):
     tracer = make_tracer(args)
     try:
-        before = prog_stats(comm)
+        before = prog_stats(tool)
         loadgen(args, "crr")
         loadgen(args, "stream")
-        after = prog_stats(comm)
+        after = prog_stats(tool)
     finally:
         tracer.stop()
     result = {}

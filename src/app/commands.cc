@@ -99,7 +99,7 @@ absl::Status RunProbe(const Options& o) {
         "must run as root: the probe loads BPF programs (try sudo)");
   kernel::ProbeReport r = kernel::RunFeatureProbe();
   if (o.json) {
-    fmt::print("{}\n", ProbeJson(r).dump(2));
+    fmt::print("{}\n", ProbeJson(r).dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
     return absl::OkStatus();
   }
   fmt::print("kernel   {}\nBTF      {}\ntracefs  {}\n", r.kernel_release,
@@ -240,7 +240,8 @@ absl::Status RunSnapshot(const Options& o) {
   nlohmann::ordered_json doc =
       exporter::SnapshotJson(inst, graph, stats, exporter::Clock{RealtimeMinusBoottimeNs()});
   if (o.json)
-    fmt::print("{}\n", doc.dump(2));
+    // Process names are arbitrary bytes: never throw on invalid UTF-8.
+    fmt::print("{}\n", doc.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
   else
     PrintSnapshotText(doc);
   if (bs.ringbuf_drops > 0 || bs.socks_full > 0) ReportStats(bs);
