@@ -63,6 +63,11 @@ absl::StatusOr<std::unique_ptr<TracepointBackend>> OpenBackend(const Options& o,
                                                                kernel::ProbeReport& report) {
   if (absl::Status s = CheckCanTrace(); !s.ok()) return s;
   report = kernel::RunFeatureProbe();
+  if (o.tracepoint_form != "auto") {
+    kernel::RestrictTracepointForm(report, o.tracepoint_form == "classic"
+                                               ? kernel::Mechanism::kTracepoint
+                                               : kernel::Mechanism::kTpBtf);
+  }
   kernel::BackendOptions bo;
   bo.max_sockets = o.max_sockets;
   bo.ringbuf_bytes = o.ringbuf_mib << 20;
@@ -145,8 +150,8 @@ absl::Status RunTrace(const Options& o) {
     std::fputc('\n', stdout);
   });
   if (!started.ok()) return started;
-  fmt::print(stderr, "svcmap: tracing via {}; Ctrl-C to stop\n",
-             fmt::join((*backend)->attached(), ", "));
+  fmt::print(stderr, "svcmap: tracing via {}; socket state in {}; Ctrl-C to stop\n",
+             fmt::join((*backend)->attached(), ", "), (*backend)->state_store());
 
   absl::Time end = o.duration ? absl::Now() + *o.duration : absl::InfiniteFuture();
   for (;;) {
@@ -213,8 +218,9 @@ absl::Status RunSnapshot(const Options& o) {
     collector.OnEvent(ev);
   });
   if (!started.ok()) return started;
-  fmt::print(stderr, "svcmap: tracing for {} via {}\n", absl::FormatDuration(*o.duration),
-             fmt::join((*backend)->attached(), ", "));
+  fmt::print(stderr, "svcmap: tracing for {} via {}; socket state in {}\n",
+             absl::FormatDuration(*o.duration), fmt::join((*backend)->attached(), ", "),
+             (*backend)->state_store());
 
   absl::Time start = absl::Now();
   WaitForSignal(*o.duration);

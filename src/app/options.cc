@@ -36,6 +36,10 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   app.add_option("--backend", o.backend, "Capture backend")
       ->check(CLI::IsMember({"auto", "tracepoint"}))
       ->default_str("auto");
+  app.add_option("--tracepoint-form", o.tracepoint_form,
+                 "Tracepoint programs: tp_btf, classic (the fallback), or auto")
+      ->check(CLI::IsMember({"auto", "tp_btf", "classic"}))
+      ->default_str("auto");
 
   CLI::App* probe = app.add_subcommand("probe", "Report the kernel's features and the chosen backend");
   probe->add_flag("--json", o.json, "One JSON document");

@@ -130,6 +130,8 @@ Attempt Try(const Candidate& c) {
 
 }  // namespace
 
+static void ChooseBackend(ProbeReport& report);
+
 std::string_view MechanismName(Mechanism m) {
   switch (m) {
     case Mechanism::kFentry: return "fentry";
@@ -149,6 +151,15 @@ const HookProbe* ProbeReport::Find(std::string_view hook) const {
 std::optional<Mechanism> ProbeReport::Chosen(std::string_view hook) const {
   const HookProbe* h = Find(hook);
   return h ? h->chosen : std::nullopt;
+}
+
+void RestrictTracepointForm(ProbeReport& report, Mechanism form) {
+  for (HookProbe& h : report.hooks) {
+    h.chosen.reset();
+    for (const Attempt& a : h.attempts)
+      if (a.mechanism == form && a.ok) h.chosen = form;
+  }
+  ChooseBackend(report);
 }
 
 ProbeReport RunFeatureProbe() {
@@ -178,6 +189,12 @@ ProbeReport RunFeatureProbe() {
     report.hooks.push_back(std::move(hook));
   }
 
+  ChooseBackend(report);
+  return report;
+}
+
+void ChooseBackend(ProbeReport& report) {
+  report.backend.clear();
   // The tracepoint backend cannot see connections without the state hook;
   // the byte hooks are optional (a kernel before 6.3 lacks them).
   if (!report.btf) {
@@ -196,7 +213,6 @@ ProbeReport RunFeatureProbe() {
             ? "every hook attached through a tracepoint"
             : fmt::format("degraded: no usable mechanism for {}", fmt::join(missing, ", "));
   }
-  return report;
 }
 
 }  // namespace svcmap::kernel

@@ -39,9 +39,11 @@ class E2eTest : public ::testing::Test {
 
   // Starts `svcmap snapshot` for a namespace and waits until it is attached.
   static std::unique_ptr<Child> StartSnapshot(const std::string& netns_path,
-                                              const std::string& duration) {
-    auto c = std::make_unique<Child>(std::vector<std::string>{
-        kSvcmap, "snapshot", "--json", "--duration", duration, "--netns", netns_path});
+                                              const std::string& duration,
+                                              const std::string& form = "auto") {
+    auto c = std::make_unique<Child>(
+        std::vector<std::string>{kSvcmap, "--tracepoint-form", form, "snapshot", "--json",
+                                 "--duration", duration, "--netns", netns_path});
     EXPECT_TRUE(c->WaitForLine(true, "svcmap: tracing", seconds(20))) << "snapshot never attached";
     return c;
   }
@@ -54,35 +56,58 @@ class E2eTest : public ::testing::Test {
     return doc;
   }
 
-  // Runs one server in B and one client in A; returns the two snapshots.
+  struct ExchangeSpec {
+    std::string server_ip;
+    int port = 0;
+    long long send = 0;   // client -> server, per connection
+    long long reply = 0;  // server -> client, per connection
+    long count = 1;
+    bool peek = false;       // the server MSG_PEEKs before reading
+    bool hold = false;       // connection still open when the snapshots end
+    std::string form = "auto";  // --tracepoint-form
+  };
+
+  // Runs one server in B and its client(s) in A under a snapshot of each.
   struct Exchange {
     Json snap_a, snap_b;
     Json client, server;  // the peers' own reports
   };
-  static Exchange RunExchange(const std::string& server_ip, int port, long long send,
-                              long long reply, long count) {
-    Exchange x;
-    std::unique_ptr<Child> sa = StartSnapshot(hosts_->a_path, "6s");
-    std::unique_ptr<Child> sb = StartSnapshot(hosts_->b_path, "6s");
-    Child server(TwoHosts::In(hosts_->b, {kPeer, "serve", "--bind", server_ip, "--port",
-                                          std::to_string(port), "--reply", std::to_string(reply),
-                                          "--conns", std::to_string(count), "--name",
-                                          "e2e-server"}));
+  static Exchange RunExchange(const ExchangeSpec& x) {
+    Exchange out;
+    std::string window = x.hold ? "4s" : "6s";
+    std::unique_ptr<Child> sa = StartSnapshot(hosts_->a_path, window, x.form);
+    std::unique_ptr<Child> sb = StartSnapshot(hosts_->b_path, window, x.form);
+    std::vector<std::string> serve = {kPeer, "serve", "--bind", x.server_ip, "--port",
+                                      std::to_string(x.port), "--reply", std::to_string(x.reply),
+                                      "--conns", std::to_string(x.count), "--name", "e2e-server"};
+    std::vector<std::string> connect = {kPeer, "connect", "--host", x.server_ip, "--port",
+                                        std::to_string(x.port), "--send", std::to_string(x.send),
+                                        "--count", std::to_string(x.count), "--name", "e2e-client"};
+    if (x.peek) serve.insert(serve.end(), {"--peek", "1"});
+    if (x.hold) {
+      // Both ends keep the socket open well past the snapshot window.
+      serve.insert(serve.end(), {"--expect", std::to_string(x.send), "--hold-ms", "9000"});
+      connect.insert(connect.end(), {"--expect", std::to_string(x.reply), "--hold-ms", "9000"});
+    }
+    Child server(TwoHosts::In(hosts_->b, serve));
     EXPECT_TRUE(server.WaitForLine(false, "ready", seconds(10)));
-    RunResult client = RunCmd(TwoHosts::In(hosts_->a, {kPeer, "connect", "--host", server_ip,
-                                                    "--port", std::to_string(port), "--send",
-                                                    std::to_string(send), "--count",
-                                                    std::to_string(count), "--name",
-                                                    "e2e-client"}),
-                           seconds(60));
-    EXPECT_EQ(client.exit_code, 0) << client.err;
+    Child client(TwoHosts::In(hosts_->a, connect));
+    if (x.hold) {
+      EXPECT_TRUE(server.WaitForLine(false, "held", seconds(10)));
+      out.snap_a = Finish(*sa);
+      out.snap_b = Finish(*sb);
+    }
+    RunResult c = client.Wait(seconds(60));
+    EXPECT_EQ(c.exit_code, 0) << c.err;
     RunResult srv = server.Wait(seconds(30));
     EXPECT_EQ(srv.exit_code, 0) << srv.err;
-    x.client = Json::parse(client.out, nullptr, false);
-    x.server = Json::parse(srv.out.substr(srv.out.find('{')), nullptr, false);
-    x.snap_a = Finish(*sa);
-    x.snap_b = Finish(*sb);
-    return x;
+    out.client = Json::parse(c.out, nullptr, false);
+    out.server = Json::parse(srv.out.substr(srv.out.rfind('{')), nullptr, false);
+    if (!x.hold) {
+      out.snap_a = Finish(*sa);
+      out.snap_b = Finish(*sb);
+    }
+    return out;
   }
 
   static const Json* FindService(const Json& snap, const std::string& name) {
@@ -91,12 +116,15 @@ class E2eTest : public ::testing::Test {
     return nullptr;
   }
 
-  // Checks both halves of one client->server exchange, exactly.
-  // The instance addresses are each namespace's first (IPv4) address,
-  // whatever family the connection used.
+  // Checks both halves of one client->server exchange, exactly. The
+  // instance addresses are each namespace's first (IPv4) address, whatever
+  // family the connection used.
   static void ExpectExact(const Exchange& x, const std::string& client_ip,
-                          const std::string& server_ip, int port, long long send,
-                          long long reply, long count) {
+                          const ExchangeSpec& spec) {
+    const std::string& server_ip = spec.server_ip;
+    const int port = spec.port;
+    const long long send = spec.send, reply = spec.reply;
+    const long count = spec.count;
     const std::string& a_instance = hosts_->a_ip4;
     const std::string& b_instance = hosts_->b_ip4;
     const int client_pid = x.client["pid"];
@@ -169,18 +197,41 @@ class E2eTest : public ::testing::Test {
 std::unique_ptr<TwoHosts> E2eTest::hosts_;
 
 TEST_F(E2eTest, ExactBytesAttributedOnBothMachinesIpv4) {
-  Exchange x = RunExchange(hosts_->b_ip4, 7101, 1234567, 76543, 1);
-  ExpectExact(x, hosts_->a_ip4, hosts_->b_ip4, 7101, 1234567, 76543, 1);
+  // The server peeks before it reads: looked-at bytes must not count twice.
+  ExchangeSpec spec{hosts_->b_ip4, 7101, 1234567, 76543, 1, /*peek=*/true};
+  ExpectExact(RunExchange(spec), hosts_->a_ip4, spec);
 }
 
 TEST_F(E2eTest, ExactBytesAttributedOnBothMachinesIpv6) {
-  Exchange x = RunExchange(hosts_->b_ip6, 7102, 654321, 12345, 1);
-  ExpectExact(x, hosts_->a_ip6, hosts_->b_ip6, 7102, 654321, 12345, 1);
+  ExchangeSpec spec{hosts_->b_ip6, 7102, 654321, 12345};
+  ExpectExact(RunExchange(spec), hosts_->a_ip6, spec);
 }
 
 TEST_F(E2eTest, ThousandConnectionsInABurstAreAllCounted) {
-  Exchange x = RunExchange(hosts_->b_ip4, 7103, 100, 10, 1000);
-  ExpectExact(x, hosts_->a_ip4, hosts_->b_ip4, 7103, 100, 10, 1000);
+  ExchangeSpec spec{hosts_->b_ip4, 7103, 100, 10, 1000};
+  ExpectExact(RunExchange(spec), hosts_->a_ip4, spec);
+}
+
+TEST_F(E2eTest, ConnectionStillOpenAtTheEndCountsWithItsBytesSoFar) {
+  ExchangeSpec spec{hosts_->b_ip4, 7105, 300000, 4000};
+  spec.hold = true;
+  ExpectExact(RunExchange(spec), hosts_->a_ip4, spec);
+}
+
+TEST_F(E2eTest, ClassicTracepointFallbackGivesTheSameAnswer) {
+  // Classic tracepoints need tracefs; the fallback is for kernels without
+  // tp_btf, and keeps per-socket state in the hash map instead.
+  if (access("/sys/kernel/tracing/events", F_OK) != 0 &&
+      access("/sys/kernel/debug/tracing/events", F_OK) != 0) {
+    ASSERT_EQ(RunCmd({"mount", "-t", "tracefs", "tracefs", "/sys/kernel/tracing"}).exit_code, 0);
+  }
+  ExchangeSpec spec{hosts_->b_ip4, 7106, 222222, 3333, 20, /*peek=*/true};
+  spec.form = "classic";
+  ExpectExact(RunExchange(spec), hosts_->a_ip4, spec);
+  ExchangeSpec held{hosts_->b_ip6, 7107, 5555, 66};
+  held.form = "classic";
+  held.hold = true;
+  ExpectExact(RunExchange(held), hosts_->a_ip6, held);
 }
 
 TEST_F(E2eTest, TraceJsonReportsEveryLifecycleEvent) {
@@ -231,11 +282,16 @@ TEST_F(E2eTest, TraceJsonReportsEveryLifecycleEvent) {
       ++close_client;
       EXPECT_EQ(ev["bytes_sent"], 111);
       EXPECT_EQ(ev["bytes_received"], 222);
+      // TCP's own count, less SYN and FIN, agrees to the byte.
+      EXPECT_EQ(ev["tcp_bytes_sent"], 111);
+      EXPECT_EQ(ev["tcp_bytes_received"], 222);
     }
     if (type == "close" && comm == "e2e-tserver" && ev["sport"] == 7104 && ev["role"] == "server") {
       ++close_server;
       EXPECT_EQ(ev["bytes_sent"], 222);
       EXPECT_EQ(ev["bytes_received"], 111);
+      EXPECT_EQ(ev["tcp_bytes_sent"], 222);
+      EXPECT_EQ(ev["tcp_bytes_received"], 111);
     }
   }
   EXPECT_EQ(listen, 1);

@@ -2,11 +2,18 @@
 // told to, so that tests can demand exact figures from svcmap.
 //
 //   svcmap-peer serve   --bind IP --port P --reply M [--conns K] [--name N]
+//                       [--expect N] [--peek 1] [--hold-ms T]
 //   svcmap-peer connect --host IP --port P --send N [--count K] [--name N]
+//                       [--expect M] [--hold-ms T]
 //
 // The client sends N bytes, shuts down its write side, then reads to EOF;
-// the server reads to EOF, answers M bytes and closes. Each prints one JSON
-// line with its pid and totals. Every wait is bounded (30 s).
+// the server reads to EOF, answers M bytes and closes. With --expect, a side
+// reads exactly that many bytes instead of waiting for EOF (and the client
+// does not shut down), so that with --hold-ms both can keep the connection
+// open for T ms before closing. --peek 1 makes the server MSG_PEEK the data
+// before reading it. Each prints one JSON line with its pid and totals, the
+// server also "ready" once listening and "held" once every exchange is done.
+// Every wait is bounded (30 s).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -35,6 +42,9 @@ struct Args {
   int port = 0;
   long long bytes = 0;  // --send or --reply
   long count = 1;       // --count or --conns
+  long long expect = -1;  // read exactly this many bytes, not to EOF
+  bool peek = false;
+  long hold_ms = 0;
 };
 
 Args Parse(int argc, char** argv) {
@@ -51,6 +61,9 @@ Args Parse(int argc, char** argv) {
     else if (k == "--send" || k == "--reply") a.bytes = std::atoll(v.c_str());
     else if (k == "--count" || k == "--conns") a.count = std::atol(v.c_str());
     else if (k == "--name") a.name = v;
+    else if (k == "--expect") a.expect = std::atoll(v.c_str());
+    else if (k == "--peek") a.peek = v == "1";
+    else if (k == "--hold-ms") a.hold_ms = std::atol(v.c_str());
     else {
       std::fprintf(stderr, "svcmap-peer: unknown option %s\n", k.c_str());
       std::exit(2);
@@ -116,6 +129,32 @@ long long ReadToEof(int fd) {
   }
 }
 
+long long ReadExactly(int fd, long long n) {
+  static char buf[65536];
+  long long total = 0;
+  while (total < n) {
+    WaitFor(fd, POLLIN);
+    long long want = n - total < (long long)sizeof(buf) ? n - total : sizeof(buf);
+    ssize_t r = recv(fd, buf, want, 0);
+    if (r < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      Die("recv");
+    }
+    if (r == 0) break;
+    total += r;
+  }
+  return total;
+}
+
+long long Receive(int fd, long long expect) {
+  return expect >= 0 ? ReadExactly(fd, expect) : ReadToEof(fd);
+}
+
+void Hold(long ms) {
+  if (ms > 30000) ms = 30000;
+  if (ms > 0) usleep(static_cast<useconds_t>(ms) * 1000);
+}
+
 int Serve(const Args& a) {
   sockaddr_storage ss;
   socklen_t len = MakeAddr(a.host, a.port, &ss);
@@ -132,9 +171,20 @@ int Serve(const Args& a) {
     WaitFor(lfd, POLLIN);
     int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) Die("accept");
-    received += ReadToEof(fd);
+    if (a.peek) {
+      // Looking is not reading: svcmap must not count these bytes.
+      char buf[4096];
+      WaitFor(fd, POLLIN);
+      if (recv(fd, buf, sizeof(buf), MSG_PEEK) < 0) Die("recv(MSG_PEEK)");
+    }
+    received += Receive(fd, a.expect);
     SendAll(fd, a.bytes);
     sent += a.bytes;
+    if (a.hold_ms > 0) {
+      std::printf("held\n");
+      std::fflush(stdout);
+      Hold(a.hold_ms);
+    }
     close(fd);
   }
   close(lfd);
@@ -155,8 +205,9 @@ int Connect(const Args& a) {
     if (connect(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) Die("connect");
     SendAll(fd, a.bytes);
     sent += a.bytes;
-    shutdown(fd, SHUT_WR);
-    received += ReadToEof(fd);
+    if (a.expect < 0) shutdown(fd, SHUT_WR);
+    received += Receive(fd, a.expect);
+    Hold(a.hold_ms);
     close(fd);
   }
   std::printf("{\"pid\": %d, \"sent\": %lld, \"received\": %lld, \"conns\": %ld}\n", getpid(),

@@ -19,6 +19,7 @@ struct Options {
   bool json = false;
   bool verbose = false;
   std::string backend = "auto";          // auto | tracepoint
+  std::string tracepoint_form = "auto";  // auto | tp_btf | classic
   std::optional<absl::Duration> duration;  // trace: until signalled if unset
   std::optional<uint32_t> pid;           // trace: only this process
   std::string netns_path;                // snapshot: only this namespace

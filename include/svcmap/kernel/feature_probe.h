@@ -43,6 +43,11 @@ struct ProbeReport {
 
 inline constexpr char kBtfPath[] = "/sys/kernel/btf/vmlinux";
 
+// Restricts the tracepoint backend to one form: kTpBtf or kTracepoint
+// (classic). For exercising the fallback on a kernel that has both; a hook
+// whose form did not attach is left without a mechanism.
+void RestrictTracepointForm(ProbeReport& report, Mechanism form);
+
 // Loads and attaches a trivial program for every (hook, mechanism) pair, one
 // at a time, and picks per hook the best mechanism that worked. Needs root;
 // never fails: what it could not do is written into the report.
