@@ -74,12 +74,6 @@ struct svcmap_sock_state {
 	__u16 _pad0;
 };
 
-/* One record of the live-socket iterator (iter/bpf_sk_storage_map). */
-struct svcmap_live {
-	__u64 sock_id;
-	struct svcmap_sock_state state;
-};
-
 struct svcmap_event {
 	__u32 type;            /* enum svcmap_event_type */
 	__u32 netns;
@@ -104,7 +98,7 @@ struct svcmap_event {
 /* Index into the per-CPU stats array. */
 enum svcmap_stat {
 	SVCMAP_STAT_RINGBUF_DROPS = 0,  /* ring buffer full */
-	SVCMAP_STAT_SOCKS_FULL = 1,     /* no room for socket state: not tracked */
+	SVCMAP_STAT_SOCKS_FULL = 1,     /* socks map full: socket not tracked */
 	SVCMAP_STAT_EVENTS = 2,         /* events submitted */
 	SVCMAP_STAT_UNOWNED_CLOSE = 3,  /* server socket closed with no I/O */
 	SVCMAP_STAT_MAX = 4,

@@ -150,8 +150,8 @@ absl::Status RunTrace(const Options& o) {
     std::fputc('\n', stdout);
   });
   if (!started.ok()) return started;
-  fmt::print(stderr, "svcmap: tracing via {}; socket state in {}; Ctrl-C to stop\n",
-             fmt::join((*backend)->attached(), ", "), (*backend)->state_store());
+  fmt::print(stderr, "svcmap: tracing via {}; Ctrl-C to stop\n",
+             fmt::join((*backend)->attached(), ", "));
 
   absl::Time end = o.duration ? absl::Now() + *o.duration : absl::InfiniteFuture();
   for (;;) {
@@ -218,9 +218,8 @@ absl::Status RunSnapshot(const Options& o) {
     collector.OnEvent(ev);
   });
   if (!started.ok()) return started;
-  fmt::print(stderr, "svcmap: tracing for {} via {}; socket state in {}\n",
-             absl::FormatDuration(*o.duration), fmt::join((*backend)->attached(), ", "),
-             (*backend)->state_store());
+  fmt::print(stderr, "svcmap: tracing for {} via {}\n", absl::FormatDuration(*o.duration),
+             fmt::join((*backend)->attached(), ", "));
 
   absl::Time start = absl::Now();
   WaitForSignal(*o.duration);

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
@@ -62,20 +61,9 @@ absl::StatusOr<std::unique_ptr<TracepointBackend>> TracepointBackend::Create(
   svcmap_bpf* skel = backend->skel_.get();
 
   const std::vector<HookPrograms> hooks = Hooks(skel);
-  // Socket-local storage needs BTF-typed programs everywhere; one classic
-  // tracepoint among them and every hook falls back to the hash map.
-  bool all_btf = true;
-  for (const HookPrograms& h : hooks) {
-    std::optional<Mechanism> m = probe.Chosen(h.probe_hook);
-    if (m && m != Mechanism::kTpBtf) all_btf = false;
-  }
-  backend->use_sk_storage_ = all_btf;
-  skel->rodata->use_sk_storage = all_btf;
-  bpf_program__set_autoload(skel->progs.dump_sk_state, all_btf);
-  // The unused store stays, but as small as the kernel allows.
-  if (int err = bpf_map__set_max_entries(skel->maps.socks, all_btf ? 1 : options.max_sockets))
-    return LibbpfError(err, "size socks map");
   skel->rodata->wakeup_bytes = options.wakeup_bytes;
+  if (int err = bpf_map__set_max_entries(skel->maps.socks, options.max_sockets))
+    return LibbpfError(err, "size socks map");
   if (int err = bpf_map__set_max_entries(skel->maps.events, options.ringbuf_bytes))
     return LibbpfError(err, "size ring buffer");
 
@@ -99,16 +87,6 @@ absl::StatusOr<std::unique_ptr<TracepointBackend>> TracepointBackend::Create(
     backend->attached_.push_back(std::move(what));
   }
 
-  if (all_btf) {
-    union bpf_iter_link_info info = {};
-    info.map.map_fd = bpf_map__fd(skel->maps.sk_state);
-    LIBBPF_OPTS(bpf_iter_attach_opts, iter_opts, .link_info = &info,
-                .link_info_len = sizeof(info));
-    bpf_link* link = bpf_program__attach_iter(skel->progs.dump_sk_state, &iter_opts);
-    if (link == nullptr) return LibbpfError(errno, "attach iter/bpf_sk_storage_map");
-    backend->iter_link_.reset(link);
-  }
-
   backend->ring_.reset(ring_buffer__new(bpf_map__fd(skel->maps.events),
                                         &TracepointBackend::OnRecord, backend.get(), nullptr));
   if (!backend->ring_) return LibbpfError(errno, "create ring buffer reader");
@@ -119,7 +97,6 @@ TracepointBackend::~TracepointBackend() {
   Stop();
   // Links before the skeleton: detach, then unload.
   links_.clear();
-  iter_link_.reset();
   ring_.reset();
   skel_.reset();
 }
@@ -163,42 +140,6 @@ int TracepointBackend::OnRecord(void* ctx, void* data, size_t size) {
 }
 
 absl::StatusOr<std::vector<flow::SockRecord>> TracepointBackend::ReadLive() const {
-  if (use_sk_storage_) return ReadLiveStorage();
-  return ReadLiveHash();
-}
-
-absl::StatusOr<std::vector<flow::SockRecord>> TracepointBackend::ReadLiveStorage() const {
-  // Each read() of a fresh iterator fd walks the storage map under RCU and
-  // returns whole records (bpf_seq_write never splits one).
-  int fd = bpf_iter_create(bpf_link__fd(iter_link_.get()));
-  if (fd < 0) return LibbpfError(errno, "create socket-storage iterator");
-  std::vector<flow::SockRecord> out;
-  std::vector<char> buf(sizeof(svcmap_live) * 512);
-  size_t have = 0;
-  for (;;) {
-    ssize_t n = read(fd, buf.data() + have, buf.size() - have);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      close(fd);
-      return LibbpfError(err, "read socket-storage iterator");
-    }
-    if (n == 0) break;
-    have += static_cast<size_t>(n);
-    size_t whole = have - have % sizeof(svcmap_live);
-    for (size_t off = 0; off < whole; off += sizeof(svcmap_live)) {
-      svcmap_live rec;
-      std::memcpy(&rec, buf.data() + off, sizeof(rec));
-      out.push_back(DecodeSockState(rec.sock_id, rec.state));
-    }
-    std::memmove(buf.data(), buf.data() + whole, have - whole);
-    have -= whole;
-  }
-  close(fd);
-  return out;
-}
-
-absl::StatusOr<std::vector<flow::SockRecord>> TracepointBackend::ReadLiveHash() const {
   int fd = bpf_map__fd(skel_->maps.socks);
   constexpr uint32_t kBatch = 1024;
   std::vector<uint64_t> keys(kBatch);

@@ -60,8 +60,6 @@ class TracepointBackend {
   BackendStats Stats() const;
   // "tp_btf/inet_sock_set_state", ... : what is attached.
   const std::vector<std::string>& attached() const { return attached_; }
-  // Where per-socket state lives: "sk_storage" or "hash".
-  const char* state_store() const { return use_sk_storage_ ? "sk_storage" : "hash"; }
 
  private:
   struct Passkey {};
@@ -81,14 +79,10 @@ class TracepointBackend {
   };
 
   static int OnRecord(void* ctx, void* data, size_t size);
-  absl::StatusOr<std::vector<flow::SockRecord>> ReadLiveStorage() const;
-  absl::StatusOr<std::vector<flow::SockRecord>> ReadLiveHash() const;
   void DrainLoop();
 
   std::unique_ptr<svcmap_bpf, SkelDeleter> skel_;
   std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links_;
-  std::unique_ptr<bpf_link, LinkDeleter> iter_link_;  // live-socket iterator
-  bool use_sk_storage_ = false;
   std::unique_ptr<ring_buffer, RingDeleter> ring_;
   std::vector<std::string> attached_;
   EventSink sink_;
