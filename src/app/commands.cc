@@ -142,12 +142,17 @@ absl::Status RunTrace(const Options& o) {
   setvbuf(stdout, buf, _IOFBF, sizeof(buf));
   std::mutex out_mu;
   if (!o.json) fmt::print("{}\n", TraceHeader());
+  std::string line;  // reused: the drain thread is the only writer
   absl::Status started = (*backend)->Start([&](const flow::SockEvent& ev) {
     if (o.pid && ev.sock.owner.process.pid != *o.pid) return;
-    std::string line = o.json ? TraceJson(ev, clock) : TraceLine(ev, clock);
+    line.clear();
+    if (o.json)
+      AppendTraceJson(line, ev, clock);
+    else
+      line = TraceLine(ev, clock);
+    line.push_back('\n');
     std::lock_guard<std::mutex> lock(out_mu);
     std::fwrite(line.data(), 1, line.size(), stdout);
-    std::fputc('\n', stdout);
   });
   if (!started.ok()) return started;
   fmt::print(stderr, "svcmap: tracing via {}; Ctrl-C to stop\n",

@@ -7,14 +7,31 @@
 namespace svcmap::exporter {
 
 std::string Clock::Rfc3339(uint64_t boot_ns) const {
-  if (boot_ns == 0) return "";
+  std::string out;
+  AppendRfc3339(out, boot_ns);
+  return out;
+}
+
+void Clock::AppendRfc3339(std::string& out, uint64_t boot_ns) const {
+  if (boot_ns == 0) return;
   int64_t wall = static_cast<int64_t>(boot_ns) + realtime_minus_boottime_ns;
   time_t secs = static_cast<time_t>(wall / 1'000'000'000);
   int millis = static_cast<int>((wall % 1'000'000'000) / 1'000'000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900,
-                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, millis);
+  thread_local time_t cached_secs = -1;
+  thread_local char cached[32];
+  if (secs != cached_secs) {
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    *fmt::format_to_n(cached, sizeof(cached) - 1, "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                      tm.tm_sec)
+         .out = '\0';
+    cached_secs = secs;
+  }
+  out.append(cached);
+  char ms[6] = {'.', static_cast<char>('0' + millis / 100), static_cast<char>('0' + millis / 10 % 10),
+                static_cast<char>('0' + millis % 10), 'Z', '\0'};
+  out.append(ms);
 }
 
 nlohmann::ordered_json SnapshotJson(const InstanceInfo& instance,

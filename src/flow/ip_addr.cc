@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "fmt/format.h"
+
 namespace svcmap::flow {
 namespace {
 
@@ -65,10 +67,23 @@ bool IpAddr::IsUnspecified() const {
 }
 
 std::string IpAddr::ToString() const {
+  std::string out;
+  AppendTo(out);
+  return out;
+}
+
+void IpAddr::AppendTo(std::string& out) const {
+  if (is_v4()) {
+    // inet_ntop costs ~200 ns here; four small numbers do not need it.
+    for (int i = 0; i < 4; ++i) {
+      if (i) out.push_back('.');
+      out.append(fmt::format_int(bytes_[i]).c_str());
+    }
+    return;
+  }
   char buf[INET6_ADDRSTRLEN];
-  const char* s = inet_ntop(is_v4() ? AF_INET : AF_INET6, bytes_.data(), buf,
-                            sizeof(buf));
-  return s ? std::string(s) : std::string("?");
+  const char* s = inet_ntop(is_v4() ? AF_INET : AF_INET6, bytes_.data(), buf, sizeof(buf));
+  out.append(s ? s : "?");
 }
 
 }  // namespace svcmap::flow

@@ -13,6 +13,8 @@ std::string TraceHeader();
 std::string TraceLine(const flow::SockEvent& ev, const exporter::Clock& clock);
 // One JSON object (no newline) of `svcmap trace --json`.
 std::string TraceJson(const flow::SockEvent& ev, const exporter::Clock& clock);
+// The same, appended to `out`, which callers reuse across events.
+void AppendTraceJson(std::string& out, const flow::SockEvent& ev, const exporter::Clock& clock);
 
 }  // namespace svcmap::app
 

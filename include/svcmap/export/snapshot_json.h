@@ -30,6 +30,9 @@ struct SnapshotStats {
 struct Clock {
   int64_t realtime_minus_boottime_ns = 0;
   std::string Rfc3339(uint64_t boot_ns) const;
+  // Same text, appended; remembers the last second it formatted, since
+  // events come in bursts within one second.
+  void AppendRfc3339(std::string& out, uint64_t boot_ns) const;
 };
 
 // The snapshot document: instance, services (SERVICE), connections
