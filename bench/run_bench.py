@@ -23,11 +23,25 @@ def sh(*argv, **kw):
     return subprocess.run(argv, check=True, capture_output=True, text=True, **kw).stdout
 
 
-def loadgen(args, mode, threads=None, pin=True):
+def busy_jiffies():
+    """CPU time spent by the whole machine (all CPUs, user + kernel + irq)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields[:8]) - idle
+
+
+def loadgen(args, mode, threads=None, pin=True, with_cpu=False):
+    """Runs the load generator; returns its rate (and machine CPU per op)."""
     argv = [args.loadgen, mode, "--seconds", str(args.seconds), "--pin", "1" if pin else "0"]
     if mode == "crr":
         argv += ["--threads", str(threads or args.threads)]
-    return json.loads(sh(*argv))["rate"]
+    before = busy_jiffies()
+    result = json.loads(sh(*argv))
+    cpu = (busy_jiffies() - before) / os.sysconf("SC_CLK_TCK")
+    if with_cpu:
+        return result["rate"], cpu / result["ops"]
+    return result["rate"]
 
 
 class Tracer:
@@ -120,8 +134,8 @@ def cost_per_call(make_tracer, tool, args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--pairs", type=int, default=10)
-    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--pairs", type=int, default=20)
+    ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--svcmap", default=os.path.join(ROOT, "build", "svcmap"))
     ap.add_argument("--loadgen", default=os.path.join(ROOT, "build", "bench", "svcmap-loadgen"))
@@ -139,28 +153,33 @@ def main():
         #    drift (thermal, neighbours) does not favour one side.
         open(stats_path, "w").write("0")
         for mode in ("crr", "stream"):
-            without, with_, ratios, pair_drops = [], [], [], []
+            without, with_, ratios, pair_drops, cpu_ratios = [], [], [], [], []
             for i in range(args.pairs):
                 order = (False, True) if i % 2 == 0 else (True, False)
-                rates = {}
+                rates, cpus = {}, {}
                 for traced in order:
                     if traced:
                         t = svcmap_tracer(args)
-                        rates[True] = loadgen(args, mode)
+                        rates[True], cpus[True] = loadgen(args, mode, with_cpu=True)
                         pair_drops.append(drops(t.stop()))
                     else:
-                        rates[False] = loadgen(args, mode)
+                        rates[False], cpus[False] = loadgen(args, mode, with_cpu=True)
                 without.append(rates[False])
                 with_.append(rates[True])
                 ratios.append(rates[True] / rates[False])
+                cpu_ratios.append(cpus[True] / cpus[False])
                 print(f"{mode} pair {i + 1}: without {rates[False]:.0f}/s  with {rates[True]:.0f}/s"
-                      f"  ratio {ratios[-1]:.4f}", flush=True)
+                      f"  ratio {ratios[-1]:.4f}  cpu/op ratio {cpu_ratios[-1]:.4f}", flush=True)
             results[mode] = {
                 "without_median": statistics.median(without),
                 "with_median": statistics.median(with_),
                 "ratio_of_medians": statistics.median(with_) / statistics.median(without),
                 "median_pair_ratio": statistics.median(ratios),
                 "pair_ratios": ratios,
+                # Machine CPU time per operation, traced over untraced: the
+                # cost, seen even when throughput is not CPU-bound.
+                "median_cpu_per_op_ratio": statistics.median(cpu_ratios),
+                "cpu_per_op_ratios": cpu_ratios,
                 "ringbuf_drops": sum(pair_drops),
             }
 
@@ -189,8 +208,9 @@ def main():
     print(json.dumps({k: v for k, v in results.items() if k not in ("crr", "stream")}, indent=2))
     for mode in ("crr", "stream"):
         r = results[mode]
-        print(f"{mode}: ratio of medians {r['ratio_of_medians']:.4f}, median pair ratio "
-              f"{r['median_pair_ratio']:.4f}, drops {r['ringbuf_drops']}")
+        print(f"{mode}: throughput ratio (median of pairs) {r['median_pair_ratio']:.4f}, "
+              f"ratio of medians {r['ratio_of_medians']:.4f}, CPU per op ratio "
+              f"{r['median_cpu_per_op_ratio']:.4f}, drops {r['ringbuf_drops']}")
 
 
 if __name__ == "__main__":

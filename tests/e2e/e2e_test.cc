@@ -221,9 +221,16 @@ TEST_F(E2eTest, ConnectionStillOpenAtTheEndCountsWithItsBytesSoFar) {
 TEST_F(E2eTest, ClassicTracepointFallbackGivesTheSameAnswer) {
   // Classic tracepoints need tracefs; the fallback is for kernels without
   // tp_btf, and keeps per-socket state in the hash map instead.
+  struct TracefsMount {
+    bool mounted = false;
+    ~TracefsMount() {
+      if (mounted) RunCmd({"umount", "/sys/kernel/tracing"});
+    }
+  } tracefs;
   if (access("/sys/kernel/tracing/events", F_OK) != 0 &&
       access("/sys/kernel/debug/tracing/events", F_OK) != 0) {
     ASSERT_EQ(RunCmd({"mount", "-t", "tracefs", "tracefs", "/sys/kernel/tracing"}).exit_code, 0);
+    tracefs.mounted = true;
   }
   ExchangeSpec spec{hosts_->b_ip4, 7106, 222222, 3333, 20, /*peek=*/true};
   spec.form = "classic";
