@@ -12,6 +12,11 @@
  * Each hook has one body (on_*); the tp_btf and classic tracepoint entry
  * points only unpack their context. Userspace turns off the form it does not
  * use with bpf_program__set_autoload().
+ *
+ * svcmap_sock_state.flags is updated with a plain read-modify-write from
+ * both process context and softirq, so a bit can be lost in a race; the
+ * flags only steer the TCP-counter cross-check, and 8-bit atomic OR needs
+ * BPF atomics (5.12), which the oldest kernels we support lack.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -25,6 +30,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Set by userspace before load. */
 const volatile __u64 wakeup_bytes = 256 * 1024;
+
 /*
  * Live sockets keyed by struct sock address, which is unique while the
  * socket lives, removed at tcp_destroy_sock, and usable from every program
@@ -83,6 +89,7 @@ static __always_inline void emit(u32 type, u64 key,
 				 u64 tcp_sent, u64 tcp_received, u8 extra_flags)
 {
 	struct svcmap_event *e;
+	u64 wake;
 
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -106,8 +113,9 @@ static __always_inline void emit(u32 type, u64 key,
 	e->tcp_bytes_received = tcp_received;
 	/* Wake the reader only once a batch has built up; it also drains on
 	 * a 100 ms timer, so a quiet system still sees its events promptly. */
-	bpf_ringbuf_submit(e, bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes
-				      ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	wake = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
+		       BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(e, wake);
 	stat_inc(SVCMAP_STAT_EVENTS);
 }
 
@@ -274,7 +282,6 @@ static __always_inline int on_destroy(const struct sock *sk, bool btf)
 	bpf_map_delete_elem(&socks, &key);
 	return 0;
 }
-
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(btf_set_state, const struct sock *sk, int oldstate, int newstate)

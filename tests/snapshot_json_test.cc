@@ -44,7 +44,7 @@ TEST(SnapshotJsonTest, UsesTheDataModelFieldNames) {
                        3306, 100, 20, flow::Role::kClient, 7, 0});
 
   InstanceInfo inst{"host-a", "10.0.0.2", "/run/netns/b", 4026532000u, "tracepoint", 5.0};
-  nlohmann::ordered_json doc = SnapshotJson(inst, g, {1, 2, 3, 4, 5}, Clock{});
+  nlohmann::ordered_json doc = SnapshotJson(inst, g, {1, 2, 3, 4, 5, 6}, Clock{});
 
   EXPECT_EQ(doc["instance"]["hostname"], "host-a");
   EXPECT_EQ(doc["instance"]["instance_ip"], "10.0.0.2");
@@ -75,6 +75,7 @@ TEST(SnapshotJsonTest, UsesTheDataModelFieldNames) {
 
   EXPECT_EQ(doc["stats"]["ringbuf_drops"], 1);
   EXPECT_EQ(doc["stats"]["traffic_overflow"], 5);
+  EXPECT_EQ(doc["stats"]["unowned_closes"], 6);
 }
 
 TEST(SnapshotJsonTest, EmptyGraphStillHasEveryArray) {

@@ -245,8 +245,9 @@ absl::Status RunSnapshot(const Options& o) {
   exporter::InstanceInfo inst{Hostname(), instance_ip,
                               o.netns_path.empty() ? "all" : o.netns_path,
                               netns.value_or(0), report.backend, elapsed};
-  exporter::SnapshotStats stats{bs.ringbuf_drops, bs.socks_full, bs.decode_errors,
-                                bs.tcp_corrected, view.flows.traffic_overflow};
+  exporter::SnapshotStats stats{bs.ringbuf_drops,  bs.socks_full,
+                                bs.decode_errors,  bs.tcp_corrected,
+                                view.flows.traffic_overflow, bs.unowned_close};
   nlohmann::ordered_json doc =
       exporter::SnapshotJson(inst, graph, stats, exporter::Clock{RealtimeMinusBoottimeNs()});
   if (o.json)

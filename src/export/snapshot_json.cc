@@ -106,7 +106,8 @@ nlohmann::ordered_json SnapshotJson(const InstanceInfo& instance,
                   {"socks_full", stats.socks_full},
                   {"decode_errors", stats.decode_errors},
                   {"tcp_corrected", stats.tcp_corrected},
-                  {"traffic_overflow", stats.traffic_overflow}};
+                  {"traffic_overflow", stats.traffic_overflow},
+                  {"unowned_closes", stats.unowned_closes}};
   return doc;
 }
 

@@ -24,6 +24,7 @@ struct SnapshotStats {
   uint64_t decode_errors = 0;
   uint64_t tcp_corrected = 0;
   uint64_t traffic_overflow = 0;
+  uint64_t unowned_closes = 0;  // accepted, then closed before any I/O
 };
 
 // Converts since-boot nanoseconds to wall-clock time for output.
