@@ -59,8 +59,8 @@ int BPF_PROG(fexit_tcp_recvmsg) { return 0; }
 SEC("kretprobe/tcp_recvmsg")
 int BPF_KRETPROBE(kretprobe_tcp_recvmsg) { return 0; }
 
-SEC("fentry/tcp_close")
-int BPF_PROG(fentry_tcp_close) { return 0; }
+SEC("fentry/tcp_v4_destroy_sock")
+int BPF_PROG(fentry_tcp_v4_destroy_sock) { return 0; }
 
-SEC("kprobe/tcp_close")
-int BPF_KPROBE(kprobe_tcp_close) { return 0; }
+SEC("kprobe/tcp_v4_destroy_sock")
+int BPF_KPROBE(kprobe_tcp_v4_destroy_sock) { return 0; }

@@ -127,13 +127,18 @@ static __always_inline void sock_tcp_payload(const struct sock *sk, bool btf,
 
 static __always_inline void current_owner(struct svcmap_owner *o, bool btf)
 {
-	struct task_struct *task = btf ? bpf_get_current_task_btf()
-				       : (struct task_struct *)bpf_get_current_task();
-	struct task_struct *leader = KREAD(btf, task, group_leader);
+	/* bpf_get_current_task_btf() arrived in 5.11 (commit 3ca1032ab7ab);
+	 * on 5.10 the branch is dead after CO-RE and the raw pointer is
+	 * read through the helper path. */
+	bool task_btf = btf && bpf_core_enum_value_exists(enum bpf_func_id,
+							   BPF_FUNC_get_current_task_btf);
+	struct task_struct *task = task_btf ? bpf_get_current_task_btf()
+					    : (struct task_struct *)bpf_get_current_task();
+	struct task_struct *leader = KREAD(task_btf, task, group_leader);
 
 	o->tgid = bpf_get_current_pid_tgid() >> 32;
 	if (bpf_core_field_exists(leader->start_boottime)) {
-		o->start_ns = KREAD(btf, leader, start_boottime);
+		o->start_ns = KREAD(task_btf, leader, start_boottime);
 	} else {
 		struct task_struct___pre55 *old = (void *)leader;
 

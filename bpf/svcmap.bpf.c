@@ -30,6 +30,21 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Set by userspace before load. */
 const volatile __u64 wakeup_bytes = 256 * 1024;
+/* Whether the send/receive hooks are attached (sock_send_length and
+ * sock_recv_length arrived in 6.3). Without them no I/O ever names the
+ * accepting process, so the accept event leaves at ESTABLISHED with the
+ * listener's owner. */
+const volatile bool io_hooks = true;
+/* Whether connect is hooked at tcp_connect (fentry/kprobe); if so the state
+ * tracepoint leaves CLOSE->SYN_SENT to it. */
+const volatile bool connect_hooked = false;
+/* Argument counts that changed across kernels, read from BTF by userspace:
+ * inet_csk_accept lost (flags, err, kern) for proto_accept_arg in 6.10
+ * (commit 92ef0fd55ac8); tcp_recvmsg lost `nonblock` in 5.19 (commit
+ * ec095263a965), which moves `flags`. fexit finds the return value after
+ * the arguments. */
+const volatile __u32 accept_nargs = 2;
+const volatile __u32 recvmsg_nargs = 5;
 
 /*
  * Live sockets keyed by struct sock address, which is unique while the
@@ -150,7 +165,7 @@ static __always_inline int on_set_state(const struct sock *sk, bool btf,
 	if (!sk || !sock_is_tcp(sk, btf))
 		return 0;
 
-	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
+	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT && !connect_hooked) {
 		/* connect(): process context. The source port is not chosen
 		 * yet (inet_hash_connect runs after this); ESTABLISHED fills it. */
 		track(key, sk, btf, SVCMAP_ROLE_CLIENT, SVCMAP_F_OWNED, NULL, BPF_ANY);
@@ -193,8 +208,13 @@ static __always_inline int on_set_state(const struct sock *sk, bool btf,
 	if (newstate == TCP_ESTABLISHED) {
 		sock_read_tuple(sk, btf, &st->tuple);
 		st->flags |= SVCMAP_F_ESTABLISHED;
-		if (st->role == SVCMAP_ROLE_CLIENT)
+		if (st->role == SVCMAP_ROLE_CLIENT) {
 			emit(SVCMAP_EV_CONNECT, key, st, 0, 0, 0);
+		} else if (st->role == SVCMAP_ROLE_SERVER && !io_hooks &&
+			   !(st->flags & SVCMAP_F_ACCEPT_SENT)) {
+			st->flags |= SVCMAP_F_ACCEPT_SENT;
+			emit(SVCMAP_EV_ACCEPT, key, st, 0, 0, 0);
+		}
 	} else if (newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) {
 		st->flags |= SVCMAP_F_FIN_SENT;
 	} else if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
@@ -280,6 +300,205 @@ static __always_inline int on_destroy(const struct sock *sk, bool btf)
 		stat_inc(SVCMAP_STAT_UNOWNED_CLOSE);
 	emit(SVCMAP_EV_CLOSE, key, st, tcp_sent, tcp_received, extra);
 	bpf_map_delete_elem(&socks, &key);
+	return 0;
+}
+
+/* tcp_connect(): process context, source port already chosen. */
+static __always_inline int on_connect(const struct sock *sk, bool btf)
+{
+	if (!sk || !sock_is_tcp(sk, btf))
+		return 0;
+	track((u64)sk, sk, btf, SVCMAP_ROLE_CLIENT, SVCMAP_F_OWNED, NULL, BPF_ANY);
+	return 0;
+}
+
+/* inet_csk_accept() returning: in the accepting process, so the socket is
+ * its own from now on, before any I/O. */
+static __always_inline int on_accept(const struct sock *sk, bool btf)
+{
+	struct svcmap_sock_state *st;
+	u64 key = (u64)sk;
+
+	if (!sk || !sock_is_tcp(sk, btf))
+		return 0;
+	st = bpf_map_lookup_elem(&socks, &key);
+	if (!st) {
+		st = track(key, sk, btf, SVCMAP_ROLE_SERVER,
+			   SVCMAP_F_OWNED | SVCMAP_F_ESTABLISHED, NULL, BPF_NOEXIST);
+		if (!st)
+			return 0;
+	} else if (!(st->flags & SVCMAP_F_OWNED)) {
+		current_owner(&st->owner, btf);
+		st->flags |= SVCMAP_F_OWNED;
+	}
+	if (!(st->flags & SVCMAP_F_ACCEPT_SENT)) {
+		st->flags |= SVCMAP_F_ACCEPT_SENT;
+		emit(SVCMAP_EV_ACCEPT, key, st, 0, 0, 0);
+	}
+	return 0;
+}
+
+/* kprobe -> kretprobe hand-over of the arguments, per thread. */
+struct io_args {
+	u64 sk;
+	int flags;
+	int _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u64);
+	__type(value, struct io_args);
+} inflight SEC(".maps");
+
+static __always_inline void stash(const struct sock *sk, int flags)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct io_args a = { .sk = (u64)sk, .flags = flags };
+
+	bpf_map_update_elem(&inflight, &id, &a, BPF_ANY);
+}
+
+static __always_inline int unstash_io(int ret, bool send)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct io_args *a = bpf_map_lookup_elem(&inflight, &id);
+	struct io_args copy;
+
+	if (!a)
+		return 0;
+	copy = *a;
+	bpf_map_delete_elem(&inflight, &id);
+	return on_io((const struct sock *)copy.sk, false, ret, copy.flags, send);
+}
+
+SEC("fentry/tcp_connect")
+int BPF_PROG(fentry_connect, struct sock *sk)
+{
+	return on_connect(sk, true);
+}
+
+SEC("kprobe/tcp_connect")
+int BPF_KPROBE(kprobe_connect, struct sock *sk)
+{
+	return on_connect(sk, false);
+}
+
+SEC("fexit/inet_csk_accept")
+int fexit_accept(u64 *ctx)
+{
+	/* The verifier types ctx slots from the kernel's own prototype, so
+	 * the returned pointer is a BTF pointer either way. */
+	struct sock *sk = accept_nargs == 2 ? (struct sock *)ctx[2]
+					    : (struct sock *)ctx[4];
+
+	return on_accept(sk, true);
+}
+
+SEC("kretprobe/inet_csk_accept")
+int BPF_KRETPROBE(kretprobe_accept, struct sock *sk)
+{
+	return on_accept(sk, false);
+}
+
+SEC("fexit/tcp_sendmsg")
+int BPF_PROG(fexit_send, struct sock *sk, struct msghdr *msg, size_t size, int ret)
+{
+	return on_io(sk, true, ret, 0, true);
+}
+
+SEC("kprobe/tcp_sendmsg")
+int BPF_KPROBE(kprobe_send, struct sock *sk)
+{
+	stash(sk, 0);
+	return 0;
+}
+
+SEC("kretprobe/tcp_sendmsg")
+int BPF_KRETPROBE(kretprobe_send, int ret)
+{
+	return unstash_io(ret, true);
+}
+
+/*
+ * Received bytes from tcp_recvmsg's return value, not from tcp_cleanup_rbuf:
+ * tcp_cleanup_rbuf(sk, copied) also runs for MSG_PEEK reads and after a
+ * partial read is retried, so summing `copied` over-counts (bcc issue 5352,
+ * tcptop). The return value is what the application really consumed.
+ */
+SEC("fexit/tcp_recvmsg")
+int fexit_recv(u64 *ctx)
+{
+	struct sock *sk = (struct sock *)ctx[0];
+	int flags, ret;
+
+	if (recvmsg_nargs == 6) {  /* before 5.19: ..., nonblock, flags, addr_len */
+		flags = (int)ctx[4];
+		ret = (int)ctx[6];
+	} else {
+		flags = (int)ctx[3];
+		ret = (int)ctx[5];
+	}
+	return on_io(sk, true, ret, flags, false);
+}
+
+SEC("kprobe/tcp_recvmsg")
+int BPF_KPROBE(kprobe_recv, struct sock *sk)
+{
+	int flags = recvmsg_nargs == 6 ? (int)PT_REGS_PARM5(ctx) : (int)PT_REGS_PARM4(ctx);
+
+	stash(sk, flags);
+	return 0;
+}
+
+SEC("kretprobe/tcp_recvmsg")
+int BPF_KRETPROBE(kretprobe_recv, int ret)
+{
+	return unstash_io(ret, false);
+}
+
+/* Close at destruction, not at tcp_close(): a child socket that was never
+ * accepted is destroyed without tcp_close(), and after tcp_close() TCP may
+ * still deliver (FIN_WAIT2, TIME_WAIT). tcp_v6_destroy_sock calls this one. */
+SEC("fentry/tcp_v4_destroy_sock")
+int BPF_PROG(fentry_destroy, struct sock *sk)
+{
+	return on_destroy(sk, true);
+}
+
+SEC("kprobe/tcp_v4_destroy_sock")
+int BPF_KPROBE(kprobe_destroy, struct sock *sk)
+{
+	return on_destroy(sk, false);
+}
+
+/*
+ * Every live socket with its running totals, for userspace. The tcp_sock
+ * counters ride along: on kernels before 6.3 (no sock_send_length /
+ * sock_recv_length) they are the only byte counts of an open connection.
+ * The key is a sock address that may be freed under us, so it is only ever
+ * read through bpf_probe_read_kernel, which cannot fault.
+ */
+SEC("iter/bpf_map_elem")
+int dump_socks(struct bpf_iter__bpf_map_elem *ctx)
+{
+	struct svcmap_sock_state *st = ctx->value;
+	struct svcmap_live rec = {};
+	u64 *key = ctx->key;
+
+	if (!key || !st)
+		return 0;
+	rec.sock_id = *key;
+	rec.state = *st;
+	if ((rec.state.flags & SVCMAP_F_ESTABLISHED) &&
+	    rec.state.role != SVCMAP_ROLE_UNKNOWN) {
+		sock_tcp_payload((const struct sock *)*key, false,
+				 rec.state.role, rec.state.flags,
+				 &rec.tcp_bytes_sent, &rec.tcp_bytes_received);
+		rec.flags = SVCMAP_F_TCP_COUNTERS;
+	}
+	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
 	return 0;
 }
 

@@ -74,6 +74,18 @@ struct svcmap_sock_state {
 	__u16 _pad0;
 };
 
+/* One record of the live-socket iterator (iter/bpf_map_elem on socks). */
+struct svcmap_live {
+	__u64 sock_id;
+	struct svcmap_sock_state state;
+	/* Payload bytes by the tcp_sock counters, when flags has
+	 * SVCMAP_F_TCP_COUNTERS (as in a close event). */
+	__u64 tcp_bytes_sent;
+	__u64 tcp_bytes_received;
+	__u8 flags;
+	__u8 _pad0[7];
+};
+
 struct svcmap_event {
 	__u32 type;            /* enum svcmap_event_type */
 	__u32 netns;

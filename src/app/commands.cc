@@ -63,11 +63,10 @@ absl::StatusOr<std::unique_ptr<TracepointBackend>> OpenBackend(const Options& o,
                                                                kernel::ProbeReport& report) {
   if (absl::Status s = CheckCanTrace(); !s.ok()) return s;
   report = kernel::RunFeatureProbe();
-  if (o.tracepoint_form != "auto") {
-    kernel::RestrictTracepointForm(report, o.tracepoint_form == "classic"
-                                               ? kernel::Mechanism::kTracepoint
-                                               : kernel::Mechanism::kTpBtf);
-  }
+  std::optional<kernel::Mechanism> form;
+  if (o.tracepoint_form == "classic") form = kernel::Mechanism::kTracepoint;
+  if (o.tracepoint_form == "tp_btf") form = kernel::Mechanism::kTpBtf;
+  if (absl::Status s = kernel::SelectBackend(report, o.backend, form); !s.ok()) return s;
   kernel::BackendOptions bo;
   bo.max_sockets = o.max_sockets;
   bo.ringbuf_bytes = o.ringbuf_mib << 20;

@@ -33,8 +33,9 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Help for every subcommand");
   app.add_flag("-v,--verbose", o.verbose, "Print libbpf's own log lines");
-  app.add_option("--backend", o.backend, "Capture backend")
-      ->check(CLI::IsMember({"auto", "tracepoint"}))
+  app.add_option("--backend", o.backend,
+                 "Capture backend: auto picks per hook the best that attaches")
+      ->check(CLI::IsMember({"auto", "fentry", "kprobe", "tracepoint"}))
       ->default_str("auto");
   app.add_option("--tracepoint-form", o.tracepoint_form,
                  "Tracepoint programs: tp_btf, classic (the fallback), or auto")

@@ -30,3 +30,8 @@ static_assert(offsetof(struct svcmap_event, open_ns) == 112);
 static_assert(offsetof(struct svcmap_event, tcp_bytes_received) == 144);
 static_assert(sizeof(struct svcmap_event) == 152);
 static_assert(sizeof(struct svcmap_event) % 8 == 0, "ring buffer records stay 8-aligned");
+
+static_assert(sizeof(struct svcmap_live) == 144);
+static_assert(offsetof(struct svcmap_live, state) == 8);
+static_assert(offsetof(struct svcmap_live, tcp_bytes_sent) == 120);
+static_assert(offsetof(struct svcmap_live, flags) == 136);

@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <map>
+#include <set>
 #include <memory>
 
 #include "fmt/format.h"
@@ -58,8 +60,8 @@ const std::vector<HookSpec>& Hooks() {
         {Mechanism::kTpBtf, "btf_recv", "sock/sock_recv_length"},
         {Mechanism::kTracepoint, "tp_recv", "sock/sock_recv_length"}}},
       {"close",
-       {{Mechanism::kFentry, "fentry_tcp_close", "tcp_close"},
-        {Mechanism::kKprobe, "kprobe_tcp_close", "tcp_close"},
+       {{Mechanism::kFentry, "fentry_tcp_v4_destroy_sock", "tcp_v4_destroy_sock"},
+        {Mechanism::kKprobe, "kprobe_tcp_v4_destroy_sock", "tcp_v4_destroy_sock"},
         {Mechanism::kTpBtf, "btf_destroy", "tcp/tcp_destroy_sock"},
         {Mechanism::kTracepoint, "tp_destroy", "tcp/tcp_destroy_sock"}}},
   };
@@ -75,6 +77,7 @@ bool TracefsMounted() {
 
 // Adds what errno alone does not say.
 std::string Explain(Mechanism m, const std::string& stage, int err) {
+  err = std::abs(err);  // libbpf returns -errno, errno is positive
   std::string why = fmt::format("{}: {}", stage, ErrnoText(err));
   if (m == Mechanism::kKprobe && !PathExists("/sys/bus/event_source/devices/kprobe") &&
       !PathExists("/sys/kernel/tracing/kprobe_events")) {
@@ -82,6 +85,13 @@ std::string Explain(Mechanism m, const std::string& stage, int err) {
   }
   if (m == Mechanism::kFentry && (err == EPERM || err == EACCES)) {
     return why + "; the kernel refuses BPF trampolines here (lockdown, an LSM or a hypervisor policy)";
+  }
+  // libbpf finds no BTF type for a tp_btf target (ESRCH), or no tracefs id
+  // for a classic one (ENOENT), when the kernel lacks the tracepoint:
+  // sock_send_length and sock_recv_length arrived in 6.3.
+  if ((m == Mechanism::kTpBtf && err == ESRCH) ||
+      (m == Mechanism::kTracepoint && err == ENOENT && TracefsMounted())) {
+    return why + "; this kernel has no such tracepoint";
   }
   if (m == Mechanism::kTracepoint && !TracefsMounted()) {
     return why + "; tracefs is not mounted at /sys/kernel/tracing";
@@ -95,7 +105,7 @@ std::string Explain(Mechanism m, const std::string& stage, int err) {
 // Loads `program` alone from a fresh copy of the probe object, attaches it,
 // and detaches at once.
 Attempt Try(const Candidate& c) {
-  Attempt a{c.mechanism, c.target};
+  Attempt a{c.mechanism, c.target, false, ""};
   size_t size = 0;
   const void* elf = probe_bpf__elf_bytes(&size);
   LIBBPF_OPTS(bpf_object_open_opts, opts, .object_name = "svcmap_probe");
@@ -130,8 +140,6 @@ Attempt Try(const Candidate& c) {
 
 }  // namespace
 
-static void ChooseBackend(ProbeReport& report);
-
 std::string_view MechanismName(Mechanism m) {
   switch (m) {
     case Mechanism::kFentry: return "fentry";
@@ -153,15 +161,6 @@ std::optional<Mechanism> ProbeReport::Chosen(std::string_view hook) const {
   return h ? h->chosen : std::nullopt;
 }
 
-void RestrictTracepointForm(ProbeReport& report, Mechanism form) {
-  for (HookProbe& h : report.hooks) {
-    h.chosen.reset();
-    for (const Attempt& a : h.attempts)
-      if (a.mechanism == form && a.ok) h.chosen = form;
-  }
-  ChooseBackend(report);
-}
-
 ProbeReport RunFeatureProbe() {
   ProbeReport report;
   utsname u{};
@@ -176,43 +175,95 @@ ProbeReport RunFeatureProbe() {
     for (const Candidate& c : spec.candidates) {
       auto it = done.find(c.program);
       if (it == done.end()) it = done.emplace(c.program, Try(c)).first;
-      Attempt a = it->second;
-      if (c.mechanism == Mechanism::kFentry || c.mechanism == Mechanism::kKprobe) {
-        // This build's only backend is the tracepoint one; say so rather
-        // than pretend a working fentry was used.
-        a.implemented = false;
-        if (a.ok) a.reason = "attached in the probe, but this build has no backend for it";
-      }
-      if (a.ok && a.implemented && !hook.chosen) hook.chosen = a.mechanism;
-      hook.attempts.push_back(std::move(a));
+      hook.attempts.push_back(it->second);
     }
     report.hooks.push_back(std::move(hook));
   }
 
-  ChooseBackend(report);
+  (void)SelectBackend(report, "auto", std::nullopt);
   return report;
 }
 
-void ChooseBackend(ProbeReport& report) {
+namespace {
+
+bool IsTracepoint(Mechanism m) { return m == Mechanism::kTpBtf || m == Mechanism::kTracepoint; }
+
+bool Allowed(Mechanism m, std::string_view backend, std::optional<Mechanism> tp_form) {
+  if (IsTracepoint(m) && tp_form && m != *tp_form) return false;
+  if (backend == "auto") return true;
+  if (backend == "tracepoint") return IsTracepoint(m);
+  return MechanismName(m) == backend;
+}
+
+std::string Class(Mechanism m) {
+  return IsTracepoint(m) ? "tracepoint" : std::string(MechanismName(m));
+}
+
+}  // namespace
+
+absl::Status SelectBackend(ProbeReport& report, std::string_view backend,
+                           std::optional<Mechanism> tp_form) {
   report.backend.clear();
-  // The tracepoint backend cannot see connections without the state hook;
-  // the byte hooks are optional (a kernel before 6.3 lacks them).
+  report.state_form.reset();
   if (!report.btf) {
-    report.backend_reason = fmt::format("no kernel BTF at {}: CO-RE programs cannot load", kBtfPath);
-  } else if (!report.Chosen("connect") || !report.Chosen("close")) {
     report.backend_reason =
-        "neither tp_btf nor a classic tracepoint attached to sock/inet_sock_set_state "
-        "and tcp/tcp_destroy_sock";
-  } else {
-    report.backend = "tracepoint";
-    std::vector<std::string> missing;
-    for (const HookProbe& h : report.hooks)
-      if (!h.chosen) missing.push_back(h.hook);
-    report.backend_reason =
-        missing.empty()
-            ? "every hook attached through a tracepoint"
-            : fmt::format("degraded: no usable mechanism for {}", fmt::join(missing, ", "));
+        fmt::format("no kernel BTF at {}: CO-RE programs cannot load", kBtfPath);
+    return absl::FailedPreconditionError(report.backend_reason);
   }
+  // The state tracepoint (listen, SYN_RECV, ESTABLISHED, FIN) runs under
+  // every backend; it is the tracepoint attempt of the connect hook.
+  std::vector<std::string> state_why;
+  for (const Attempt& a : report.Find("connect")->attempts) {
+    if (!IsTracepoint(a.mechanism) || (tp_form && a.mechanism != *tp_form)) continue;
+    if (a.ok) {
+      report.state_form = a.mechanism;
+      break;
+    }
+    state_why.push_back(fmt::format("{}: {}", MechanismName(a.mechanism), a.reason));
+  }
+  if (!report.state_form) {
+    report.backend_reason = fmt::format("sock/inet_sock_set_state did not attach ({})",
+                                        fmt::join(state_why, "; "));
+    return absl::FailedPreconditionError(report.backend_reason);
+  }
+
+  std::set<std::string> classes;
+  std::vector<std::string> missing;
+  for (HookProbe& h : report.hooks) {
+    h.chosen.reset();
+    std::vector<std::string> why;
+    for (const Attempt& a : h.attempts) {
+      if (!Allowed(a.mechanism, backend, tp_form)) continue;
+      // connect and accept through tracepoints ride on the state hook.
+      bool ok = a.ok && (!IsTracepoint(a.mechanism) || h.hook == "send" || h.hook == "recv" ||
+                         h.hook == "close" || a.mechanism == *report.state_form);
+      if (ok) {
+        h.chosen = a.mechanism;
+        classes.insert(Class(a.mechanism));
+        break;
+      }
+      why.push_back(fmt::format("{}: {}", MechanismName(a.mechanism), a.reason));
+    }
+    if (h.chosen) continue;
+    if (backend == "fentry" || backend == "kprobe") {
+      report.backend_reason = fmt::format("backend {} unavailable: hook {}: {}", backend, h.hook,
+                                          fmt::join(why, "; "));
+      return absl::FailedPreconditionError(report.backend_reason);
+    }
+    missing.push_back(h.hook);
+  }
+  if (!report.Chosen("close")) {
+    report.backend_reason = "no mechanism attached for the close hook";
+    return absl::FailedPreconditionError(report.backend_reason);
+  }
+  report.backend = backend != "auto" ? std::string(backend)
+                   : classes.size() == 1 ? *classes.begin()
+                                         : "mixed";
+  report.backend_reason =
+      missing.empty()
+          ? fmt::format("every hook attached ({})", fmt::join(classes, ", "))
+          : fmt::format("degraded: no usable mechanism for {}", fmt::join(missing, ", "));
+  return absl::OkStatus();
 }
 
 }  // namespace svcmap::kernel

@@ -1,14 +1,15 @@
 #include "svcmap/kernel/tracepoint_backend.h"
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <vector>
 
-#include "absl/container/flat_hash_set.h"
 #include "fmt/format.h"
 #include "svcmap.skel.h"
 #include "svcmap/bpf_abi.h"
@@ -18,22 +19,49 @@
 namespace svcmap::kernel {
 namespace {
 
-// One hook of this backend: its two entry points in bpf/svcmap.bpf.c.
+// One hook and its entry points in bpf/svcmap.bpf.c, per mechanism. A null
+// program means that mechanism is served by the state tracepoint.
 struct HookPrograms {
-  const char* probe_hook;  // name in the ProbeReport
+  const char* hook;  // name in the ProbeReport
   const char* target;
+  bpf_program* fentry;
+  bpf_program* kprobe;
+  bpf_program* kprobe_entry;  // kprobe half of a kretprobe pair, if any
   bpf_program* btf;
   bpf_program* classic;
 };
 
 std::vector<HookPrograms> Hooks(svcmap_bpf* skel) {
+  auto& p = skel->progs;
   return {
-      {"connect", "sock/inet_sock_set_state", skel->progs.btf_set_state,
-       skel->progs.tp_set_state},
-      {"send", "sock/sock_send_length", skel->progs.btf_send, skel->progs.tp_send},
-      {"recv", "sock/sock_recv_length", skel->progs.btf_recv, skel->progs.tp_recv},
-      {"close", "tcp/tcp_destroy_sock", skel->progs.btf_destroy, skel->progs.tp_destroy},
+      {"connect", "tcp_connect", p.fentry_connect, p.kprobe_connect, nullptr, nullptr, nullptr},
+      {"accept", "inet_csk_accept", p.fexit_accept, p.kretprobe_accept, nullptr, nullptr,
+       nullptr},
+      {"send", "tcp_sendmsg", p.fexit_send, p.kretprobe_send, p.kprobe_send, p.btf_send,
+       p.tp_send},
+      {"recv", "tcp_recvmsg", p.fexit_recv, p.kretprobe_recv, p.kprobe_recv, p.btf_recv,
+       p.tp_recv},
+      {"close", "tcp_v4_destroy_sock", p.fentry_destroy, p.kprobe_destroy, nullptr,
+       p.btf_destroy, p.tp_destroy},
   };
+}
+
+std::string TracepointName(const HookPrograms& h) {
+  if (std::string_view(h.hook) == "send") return "sock/sock_send_length";
+  if (std::string_view(h.hook) == "recv") return "sock/sock_recv_length";
+  if (std::string_view(h.hook) == "close") return "tcp/tcp_destroy_sock";
+  return "sock/inet_sock_set_state";
+}
+
+// The number of parameters of a kernel function, from vmlinux BTF, or
+// `fallback` when it cannot be read.
+uint32_t FuncArgCount(const btf* vmlinux, const char* name, uint32_t fallback) {
+  if (vmlinux == nullptr) return fallback;
+  int id = btf__find_by_name_kind(vmlinux, name, BTF_KIND_FUNC);
+  if (id < 0) return fallback;
+  const btf_type* func = btf__type_by_id(vmlinux, id);
+  const btf_type* proto = func ? btf__type_by_id(vmlinux, func->type) : nullptr;
+  return proto ? btf_vlen(proto) : fallback;
 }
 
 }  // namespace
@@ -51,9 +79,9 @@ void TracepointBackend::LinkDeleter::operator()(bpf_link* l) const {
 
 absl::StatusOr<std::unique_ptr<TracepointBackend>> TracepointBackend::Create(
     const ProbeReport& probe, const BackendOptions& options) {
-  if (probe.backend != "tracepoint")
+  if (probe.backend.empty() || !probe.state_form)
     return absl::FailedPreconditionError(
-        fmt::format("tracepoint backend unavailable: {}", probe.backend_reason));
+        fmt::format("no usable BPF backend: {}", probe.backend_reason));
 
   auto backend = std::make_unique<TracepointBackend>(Passkey{});
   backend->skel_.reset(svcmap_bpf__open());
@@ -62,30 +90,71 @@ absl::StatusOr<std::unique_ptr<TracepointBackend>> TracepointBackend::Create(
 
   const std::vector<HookPrograms> hooks = Hooks(skel);
   skel->rodata->wakeup_bytes = options.wakeup_bytes;
+  skel->rodata->io_hooks = probe.Chosen("send") && probe.Chosen("recv");
+  std::optional<Mechanism> connect = probe.Chosen("connect");
+  skel->rodata->connect_hooked =
+      connect == Mechanism::kFentry || connect == Mechanism::kKprobe;
+  {
+    btf* vmlinux = btf__load_vmlinux_btf();
+    skel->rodata->accept_nargs = FuncArgCount(vmlinux, "inet_csk_accept", 2);
+    skel->rodata->recvmsg_nargs = FuncArgCount(vmlinux, "tcp_recvmsg", 5);
+    btf__free(vmlinux);
+  }
   if (int err = bpf_map__set_max_entries(skel->maps.socks, options.max_sockets))
     return LibbpfError(err, "size socks map");
   if (int err = bpf_map__set_max_entries(skel->maps.events, options.ringbuf_bytes))
     return LibbpfError(err, "size ring buffer");
 
-  // Only the form the probe picked is loaded; a hook with no usable form
-  // loads neither and its data is simply missing (probe says so).
+  // Only what the selection picked is loaded; a hook with no usable
+  // mechanism loads nothing and its data is simply missing (probe says so).
+  struct Use {
+    bpf_program* prog;
+    std::string what;
+  };
+  std::vector<Use> use;
+  bpf_program* state =
+      probe.state_form == Mechanism::kTpBtf ? skel->progs.btf_set_state : skel->progs.tp_set_state;
+  use.push_back({state, fmt::format("{}/sock/inet_sock_set_state",
+                                    MechanismName(probe.state_form.value_or(Mechanism::kTpBtf)))});
   for (const HookPrograms& h : hooks) {
-    std::optional<Mechanism> m = probe.Chosen(h.probe_hook);
-    bpf_program__set_autoload(h.btf, m == Mechanism::kTpBtf);
-    bpf_program__set_autoload(h.classic, m == Mechanism::kTracepoint);
+    std::optional<Mechanism> m = probe.Chosen(h.hook);
+    if (!m) continue;
+    std::string what = m == Mechanism::kFentry || m == Mechanism::kKprobe
+                           ? fmt::format("{}/{}", MechanismName(*m), h.target)
+                           : fmt::format("{}/{}", MechanismName(*m), TracepointName(h));
+    switch (*m) {
+      case Mechanism::kFentry: use.push_back({h.fentry, what}); break;
+      case Mechanism::kKprobe:
+        if (h.kprobe_entry) use.push_back({h.kprobe_entry, what + " (entry)"});
+        use.push_back({h.kprobe, what});
+        break;
+      case Mechanism::kTpBtf:
+        if (h.btf) use.push_back({h.btf, what});
+        break;
+      case Mechanism::kTracepoint:
+        if (h.classic) use.push_back({h.classic, what});
+        break;
+    }
   }
+  bpf_program* prog = nullptr;
+  bpf_object__for_each_program(prog, skel->obj) bpf_program__set_autoload(prog, false);
+  bpf_program__set_autoload(skel->progs.dump_socks, true);
+  for (const Use& u : use) bpf_program__set_autoload(u.prog, true);
   if (int err = svcmap_bpf__load(skel)) return LibbpfError(err, "load BPF object svcmap");
 
-  for (const HookPrograms& h : hooks) {
-    std::optional<Mechanism> m = probe.Chosen(h.probe_hook);
-    if (!m) continue;
-    bpf_program* prog = m == Mechanism::kTpBtf ? h.btf : h.classic;
-    std::string what = fmt::format("{}/{}", MechanismName(*m), h.target);
-    bpf_link* link = bpf_program__attach(prog);
-    if (link == nullptr) return LibbpfError(errno, fmt::format("attach {}", what));
+  for (const Use& u : use) {
+    bpf_link* link = bpf_program__attach(u.prog);
+    if (link == nullptr) return LibbpfError(errno, fmt::format("attach {}", u.what));
     backend->links_.emplace_back(link);
-    backend->attached_.push_back(std::move(what));
+    backend->attached_.push_back(u.what);
   }
+
+  union bpf_iter_link_info info = {};
+  info.map.map_fd = bpf_map__fd(skel->maps.socks);
+  LIBBPF_OPTS(bpf_iter_attach_opts, iter_opts, .link_info = &info,
+              .link_info_len = sizeof(info));
+  backend->iter_link_.reset(bpf_program__attach_iter(skel->progs.dump_socks, &iter_opts));
+  if (!backend->iter_link_) return LibbpfError(errno, "attach iter/bpf_map_elem");
 
   backend->ring_.reset(ring_buffer__new(bpf_map__fd(skel->maps.events),
                                         &TracepointBackend::OnRecord, backend.get(), nullptr));
@@ -97,6 +166,7 @@ TracepointBackend::~TracepointBackend() {
   Stop();
   // Links before the skeleton: detach, then unload.
   links_.clear();
+  iter_link_.reset();
   ring_.reset();
   skel_.reset();
 }
@@ -140,32 +210,36 @@ int TracepointBackend::OnRecord(void* ctx, void* data, size_t size) {
 }
 
 absl::StatusOr<std::vector<flow::SockRecord>> TracepointBackend::ReadLive() const {
-  int fd = bpf_map__fd(skel_->maps.socks);
-  constexpr uint32_t kBatch = 1024;
-  std::vector<uint64_t> keys(kBatch);
-  std::vector<svcmap_sock_state> values(kBatch);
+  // A fresh iterator walks the socks map; read() returns whole records
+  // (bpf_seq_write never splits one). Userspace never writes the map, and
+  // the counters are atomic adds, so nothing is lost by reading.
+  int fd = bpf_iter_create(bpf_link__fd(iter_link_.get()));
+  if (fd < 0) return LibbpfError(errno, "create live-socket iterator");
   std::vector<flow::SockRecord> out;
-  // A batch walk is by hash bucket, so concurrent inserts and deletes by the
-  // programs do not restart it; the set guards against a socket reported
-  // twice anyway. Userspace never writes this map, so nothing is lost.
-  absl::flat_hash_set<uint64_t> seen;
-  uint64_t in_batch = 0, out_batch = 0;
-  bool first = true;
+  std::vector<uint8_t> buf(sizeof(svcmap_live) * 256);
+  size_t have = 0;
   for (;;) {
-    uint32_t count = kBatch;
-    LIBBPF_OPTS(bpf_map_batch_opts, opts);
-    int err = bpf_map_lookup_batch(fd, first ? nullptr : &in_batch, &out_batch,
-                                   keys.data(), values.data(), &count, &opts);
-    int saved = errno;
-    for (uint32_t i = 0; i < count; ++i)
-      if (seen.insert(keys[i]).second) out.push_back(DecodeSockState(keys[i], values[i]));
-    if (err) {
-      if (saved == ENOENT) break;  // end of map
-      return LibbpfError(saved, "read socks map");
+    ssize_t n = read(fd, buf.data() + have, buf.size() - have);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int err = errno;
+      close(fd);
+      return LibbpfError(err, "read live-socket iterator");
     }
-    in_batch = out_batch;
-    first = false;
+    if (n == 0) break;
+    have += static_cast<size_t>(n);
+    size_t whole = have - have % sizeof(svcmap_live);
+    for (size_t off = 0; off < whole; off += sizeof(svcmap_live)) {
+      absl::StatusOr<flow::SockRecord> s = DecodeLive({buf.data() + off, sizeof(svcmap_live)});
+      if (s.ok())
+        out.push_back(*std::move(s));
+      else
+        decode_errors_.fetch_add(1, std::memory_order_relaxed);
+    }
+    std::memmove(buf.data(), buf.data() + whole, have - whole);
+    have -= whole;
   }
+  close(fd);
   return out;
 }
 

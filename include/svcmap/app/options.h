@@ -18,7 +18,7 @@ struct Options {
   Command command = Command::kProbe;
   bool json = false;
   bool verbose = false;
-  std::string backend = "auto";          // auto | tracepoint
+  std::string backend = "auto";          // auto | fentry | kprobe | tracepoint
   std::string tracepoint_form = "auto";  // auto | tp_btf | classic
   std::optional<absl::Duration> duration;  // trace: until signalled if unset
   std::optional<uint32_t> pid;           // trace: only this process

@@ -6,6 +6,8 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/status/status.h"
+
 namespace svcmap::kernel {
 
 // Attach mechanisms, best (cheapest) first.
@@ -16,8 +18,7 @@ struct Attempt {
   Mechanism mechanism;
   std::string target;    // "tcp_connect", "sock/inet_sock_set_state", ...
   bool ok = false;       // loaded and attached
-  bool implemented = true;  // this build has a backend that can use it
-  std::string reason;    // why not, when !ok or !implemented
+  std::string reason;    // why not, when !ok
 };
 
 // One hook of the design card and what happened when each mechanism was
@@ -33,8 +34,12 @@ struct ProbeReport {
   bool btf = false;
   bool tracefs = false;
   std::vector<HookProbe> hooks;
-  std::string backend;         // "tracepoint", or empty when none is usable
+  // Set by SelectBackend: "fentry", "kprobe", "tracepoint", "mixed" (auto
+  // picked different classes per hook), or empty when none is usable.
+  std::string backend;
   std::string backend_reason;  // why that backend (or why none)
+  // The form of the state tracepoint, which every backend runs.
+  std::optional<Mechanism> state_form;
 
   const HookProbe* Find(std::string_view hook) const;
   // The mechanism chosen for the tracepoint that serves `hook`.
@@ -43,14 +48,18 @@ struct ProbeReport {
 
 inline constexpr char kBtfPath[] = "/sys/kernel/btf/vmlinux";
 
-// Restricts the tracepoint backend to one form: kTpBtf or kTracepoint
-// (classic). For exercising the fallback on a kernel that has both; a hook
-// whose form did not attach is left without a mechanism.
-void RestrictTracepointForm(ProbeReport& report, Mechanism form);
+// Chooses per hook the first mechanism that attached, best first, among
+// those `backend` allows: "auto" (all), "fentry", "kprobe" or "tracepoint";
+// `tp_form` restricts tracepoints to tp_btf or classic (to exercise the
+// fallback). Forcing fentry or kprobe where a hook refused it is an error
+// naming the hook and the reason; in auto mode a hook with no mechanism
+// only degrades the backend. Fills backend, backend_reason, state_form.
+absl::Status SelectBackend(ProbeReport& report, std::string_view backend,
+                           std::optional<Mechanism> tp_form);
 
 // Loads and attaches a trivial program for every (hook, mechanism) pair, one
-// at a time, and picks per hook the best mechanism that worked. Needs root;
-// never fails: what it could not do is written into the report.
+// at a time, then SelectBackend(auto). Needs root; never fails: what it
+// could not do is written into the report.
 ProbeReport RunFeatureProbe();
 
 }  // namespace svcmap::kernel

@@ -83,12 +83,13 @@ class TracepointBackend {
 
   std::unique_ptr<svcmap_bpf, SkelDeleter> skel_;
   std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links_;
+  std::unique_ptr<bpf_link, LinkDeleter> iter_link_;  // live-socket iterator
   std::unique_ptr<ring_buffer, RingDeleter> ring_;
   std::vector<std::string> attached_;
   EventSink sink_;
   std::thread drainer_;
   std::atomic<bool> stop_{false};
-  std::atomic<uint64_t> decode_errors_{0};
+  mutable std::atomic<uint64_t> decode_errors_{0};
   std::atomic<uint64_t> tcp_corrected_{0};
 };
 
