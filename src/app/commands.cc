@@ -18,12 +18,12 @@
 #include "svcmap/kernel/feature_probe.h"
 #include "svcmap/kernel/libbpf_error.h"
 #include "svcmap/kernel/procfs.h"
-#include "svcmap/kernel/tracepoint_backend.h"
+#include "svcmap/kernel/bpf_backend.h"
 
 namespace svcmap::app {
 namespace {
 
-using kernel::TracepointBackend;
+using kernel::BpfBackend;
 
 uint64_t BoottimeNs() {
   timespec ts{};
@@ -59,7 +59,7 @@ absl::Status CheckCanTrace() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<TracepointBackend>> OpenBackend(const Options& o,
+absl::StatusOr<std::unique_ptr<BpfBackend>> OpenBackend(const Options& o,
                                                                kernel::ProbeReport& report) {
   if (absl::Status s = CheckCanTrace(); !s.ok()) return s;
   report = kernel::RunFeatureProbe();
@@ -71,7 +71,7 @@ absl::StatusOr<std::unique_ptr<TracepointBackend>> OpenBackend(const Options& o,
   bo.max_sockets = o.max_sockets;
   bo.ringbuf_bytes = o.ringbuf_mib << 20;
   bo.wakeup_bytes = std::min<uint32_t>(bo.ringbuf_bytes / 16, 256u << 10);
-  return TracepointBackend::Create(report, bo);
+  return BpfBackend::Create(report, bo);
 }
 
 nlohmann::ordered_json ProbeJson(const kernel::ProbeReport& r) {
@@ -131,7 +131,7 @@ void ReportStats(const kernel::BackendStats& s) {
 
 absl::Status RunTrace(const Options& o) {
   kernel::ProbeReport report;
-  absl::StatusOr<std::unique_ptr<TracepointBackend>> backend = OpenBackend(o, report);
+  absl::StatusOr<std::unique_ptr<BpfBackend>> backend = OpenBackend(o, report);
   if (!backend.ok()) return backend.status();
 
   exporter::Clock clock{RealtimeMinusBoottimeNs()};
@@ -211,7 +211,7 @@ absl::Status RunSnapshot(const Options& o) {
   }
 
   kernel::ProbeReport report;
-  absl::StatusOr<std::unique_ptr<TracepointBackend>> backend = OpenBackend(o, report);
+  absl::StatusOr<std::unique_ptr<BpfBackend>> backend = OpenBackend(o, report);
   if (!backend.ok()) return backend.status();
 
   std::mutex mu;

@@ -1,4 +1,4 @@
-#include "svcmap/kernel/tracepoint_backend.h"
+#include "svcmap/kernel/bpf_backend.h"
 
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -66,24 +66,24 @@ uint32_t FuncArgCount(const btf* vmlinux, const char* name, uint32_t fallback) {
 
 }  // namespace
 
-void TracepointBackend::SkelDeleter::operator()(svcmap_bpf* s) const {
+void BpfBackend::SkelDeleter::operator()(svcmap_bpf* s) const {
   svcmap_bpf__destroy(s);
 }
-void TracepointBackend::RingDeleter::operator()(ring_buffer* r) const {
+void BpfBackend::RingDeleter::operator()(ring_buffer* r) const {
   ring_buffer__free(r);
 }
-void TracepointBackend::LinkDeleter::operator()(bpf_link* l) const {
+void BpfBackend::LinkDeleter::operator()(bpf_link* l) const {
   bpf_link__destroy(l);
 }
 
 
-absl::StatusOr<std::unique_ptr<TracepointBackend>> TracepointBackend::Create(
+absl::StatusOr<std::unique_ptr<BpfBackend>> BpfBackend::Create(
     const ProbeReport& probe, const BackendOptions& options) {
   if (probe.backend.empty() || !probe.state_form)
     return absl::FailedPreconditionError(
         fmt::format("no usable BPF backend: {}", probe.backend_reason));
 
-  auto backend = std::make_unique<TracepointBackend>(Passkey{});
+  auto backend = std::make_unique<BpfBackend>(Passkey{});
   backend->skel_.reset(svcmap_bpf__open());
   if (!backend->skel_) return LibbpfError(errno, "open BPF object svcmap");
   svcmap_bpf* skel = backend->skel_.get();
@@ -157,12 +157,12 @@ absl::StatusOr<std::unique_ptr<TracepointBackend>> TracepointBackend::Create(
   if (!backend->iter_link_) return LibbpfError(errno, "attach iter/bpf_map_elem");
 
   backend->ring_.reset(ring_buffer__new(bpf_map__fd(skel->maps.events),
-                                        &TracepointBackend::OnRecord, backend.get(), nullptr));
+                                        &BpfBackend::OnRecord, backend.get(), nullptr));
   if (!backend->ring_) return LibbpfError(errno, "create ring buffer reader");
   return backend;
 }
 
-TracepointBackend::~TracepointBackend() {
+BpfBackend::~BpfBackend() {
   Stop();
   // Links before the skeleton: detach, then unload.
   links_.clear();
@@ -171,14 +171,14 @@ TracepointBackend::~TracepointBackend() {
   skel_.reset();
 }
 
-absl::Status TracepointBackend::Start(EventSink sink) {
+absl::Status BpfBackend::Start(EventSink sink) {
   if (drainer_.joinable()) return absl::FailedPreconditionError("already started");
   sink_ = std::move(sink);
   drainer_ = std::thread([this] { DrainLoop(); });
   return absl::OkStatus();
 }
 
-void TracepointBackend::DrainLoop() {
+void BpfBackend::DrainLoop() {
   // The kernel wakes us only once wakeup_bytes have built up (batching), so
   // the timeout doubles as the latency bound for a trickle of events, and
   // consume() picks up what arrived without a wakeup.
@@ -190,13 +190,13 @@ void TracepointBackend::DrainLoop() {
   ring_buffer__consume(ring_.get());
 }
 
-void TracepointBackend::Stop() {
+void BpfBackend::Stop() {
   stop_.store(true, std::memory_order_release);
   if (drainer_.joinable()) drainer_.join();
 }
 
-int TracepointBackend::OnRecord(void* ctx, void* data, size_t size) {
-  auto* self = static_cast<TracepointBackend*>(ctx);
+int BpfBackend::OnRecord(void* ctx, void* data, size_t size) {
+  auto* self = static_cast<BpfBackend*>(ctx);
   absl::StatusOr<flow::SockEvent> ev =
       DecodeEvent({static_cast<const uint8_t*>(data), size});
   if (!ev.ok()) {
@@ -209,7 +209,7 @@ int TracepointBackend::OnRecord(void* ctx, void* data, size_t size) {
   return 0;
 }
 
-absl::StatusOr<std::vector<flow::SockRecord>> TracepointBackend::ReadLive() const {
+absl::StatusOr<std::vector<flow::SockRecord>> BpfBackend::ReadLive() const {
   // A fresh iterator walks the socks map; read() returns whole records
   // (bpf_seq_write never splits one). Userspace never writes the map, and
   // the counters are atomic adds, so nothing is lost by reading.
@@ -243,7 +243,7 @@ absl::StatusOr<std::vector<flow::SockRecord>> TracepointBackend::ReadLive() cons
   return out;
 }
 
-BackendStats TracepointBackend::Stats() const {
+BackendStats BpfBackend::Stats() const {
   BackendStats s;
   int fd = bpf_map__fd(skel_->maps.stats);
   int ncpu = libbpf_num_possible_cpus();

@@ -1,5 +1,5 @@
-#ifndef SVCMAP_KERNEL_TRACEPOINT_BACKEND_H_
-#define SVCMAP_KERNEL_TRACEPOINT_BACKEND_H_
+#ifndef SVCMAP_KERNEL_BPF_BACKEND_H_
+#define SVCMAP_KERNEL_BPF_BACKEND_H_
 
 #include <atomic>
 #include <cstdint>
@@ -35,20 +35,21 @@ struct BackendStats {
   uint64_t tcp_corrected = 0;   // user: closes where TCP counted more bytes
 };
 
-// Owns the loaded tracepoint programs, their links, the ring buffer and the
-// thread that drains it. Destruction detaches everything; after it no link
+// Owns the loaded programs (fentry, kprobe or tracepoint, per hook, as the
+// probe selected), their links, the ring buffer and the thread that drains
+// it. Destruction detaches everything; after it no link
 // of ours remains. Events reach the sink on the drain thread, in order.
-class TracepointBackend {
+class BpfBackend {
  public:
   using EventSink = std::function<void(const flow::SockEvent&)>;
 
-  // Loads and attaches, choosing per hook the mechanism `probe` found.
-  static absl::StatusOr<std::unique_ptr<TracepointBackend>> Create(
+  // Loads and attaches, per hook, the mechanism SelectBackend chose.
+  static absl::StatusOr<std::unique_ptr<BpfBackend>> Create(
       const ProbeReport& probe, const BackendOptions& options);
 
-  TracepointBackend(const TracepointBackend&) = delete;
-  TracepointBackend& operator=(const TracepointBackend&) = delete;
-  ~TracepointBackend();
+  BpfBackend(const BpfBackend&) = delete;
+  BpfBackend& operator=(const BpfBackend&) = delete;
+  ~BpfBackend();
 
   // Starts the drain thread. Call once.
   absl::Status Start(EventSink sink);
@@ -65,7 +66,7 @@ class TracepointBackend {
   struct Passkey {};
 
  public:
-  explicit TracepointBackend(Passkey) {}
+  explicit BpfBackend(Passkey) {}
 
  private:
   struct SkelDeleter {
@@ -95,4 +96,4 @@ class TracepointBackend {
 
 }  // namespace svcmap::kernel
 
-#endif  // SVCMAP_KERNEL_TRACEPOINT_BACKEND_H_
+#endif  // SVCMAP_KERNEL_BPF_BACKEND_H_
