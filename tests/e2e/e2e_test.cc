@@ -171,7 +171,7 @@ class E2eTest : public ::testing::Test {
     EXPECT_EQ((*srv)["pid"], server_pid);
     EXPECT_EQ((*srv)["listen_ports"], Json::array({port}));
     EXPECT_EQ((*srv)["instance_id"], "e2e-server@" + b_instance);
-    ASSERT_EQ((*srv)["accepted"].size(), 1u);
+    ASSERT_EQ((*srv)["accepted"].size(), 1u) << x.snap_b.dump(2);
     const Json& acc = (*srv)["accepted"][0];
     EXPECT_EQ(acc["pid"], server_pid);
     EXPECT_EQ(acc["peer_ip"], client_ip);
