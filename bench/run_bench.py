@@ -83,7 +83,7 @@ class Tracer:
 
 
 def svcmap_tracer(args):
-    return Tracer([args.svcmap, "trace", "--json"], "svcmap: tracing")
+    return Tracer([args.svcmap, "--backend", args.backend, "trace", "--json"], "svcmap: tracing")
 
 
 def bpftrace_tracer(args):
@@ -101,7 +101,10 @@ def drops(err):
 # Program names as bpftool shows them (the kernel keeps 15 characters).
 PROGRAMS = {
     "svcmap": ("btf_set_state", "btf_send", "btf_recv", "btf_destroy",
-               "tp_set_state", "tp_send", "tp_recv", "tp_destroy"),
+               "tp_set_state", "tp_send", "tp_recv", "tp_destroy",
+               "fentry_connect", "fexit_accept", "fexit_send", "fexit_recv", "fentry_destroy",
+               "kprobe_connect", "kretprobe_accep", "kprobe_send", "kretprobe_send",
+               "kprobe_recv", "kretprobe_recv", "kprobe_destroy"),
     "bpftrace": ("inet_sock_set_s", "sock_send_lengt", "sock_recv_lengt", "tcp_destroy_soc"),
 }
 
@@ -138,6 +141,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--svcmap", default=os.path.join(ROOT, "build", "svcmap"))
+    ap.add_argument("--backend", default="auto", choices=("auto", "fentry", "kprobe", "tracepoint"))
     ap.add_argument("--loadgen", default=os.path.join(ROOT, "build", "bench", "svcmap-loadgen"))
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "latest.json"))
     args = ap.parse_args()
@@ -146,8 +150,8 @@ def main():
 
     stats_path = "/proc/sys/kernel/bpf_stats_enabled"
     stats_was = open(stats_path).read().strip()
-    results = {"kernel": os.uname().release, "pairs": args.pairs, "seconds": args.seconds,
-               "threads": args.threads}
+    results = {"kernel": os.uname().release, "backend": args.backend, "pairs": args.pairs,
+               "seconds": args.seconds, "threads": args.threads}
     try:
         # 1. Throughput, alternating which half of a pair goes first so that
         #    drift (thermal, neighbours) does not favour one side.
