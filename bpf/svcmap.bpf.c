@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * The tracepoint backend: per-socket ownership and byte counts kept in the
- * kernel, lifecycle events out through a ring buffer.
+ * Every backend (fentry/fexit, kprobe/kretprobe, tracepoints): per-socket
+ * ownership and byte counts kept in the kernel, lifecycle events out through
+ * a ring buffer. Userspace loads, per hook, the entry point of the mechanism
+ * its probe chose; the state tracepoint runs under all of them.
  *
  * Ownership is only ever taken in process context: connect (CLOSE->SYN_SENT),
  * listen (CLOSE->LISTEN) and the first send/receive on a socket. Transitions
@@ -9,9 +11,9 @@
  * FIN) run on whatever task is current, which on loopback and veth is the
  * *client*; they may update the tuple and flags, never the owner.
  *
- * Each hook has one body (on_*); the tp_btf and classic tracepoint entry
- * points only unpack their context. Userspace turns off the form it does not
- * use with bpf_program__set_autoload().
+ * Each hook has one body (on_*); the fentry, kprobe, tp_btf and classic
+ * tracepoint entry points only unpack their context. Userspace turns off
+ * the ones it does not use with bpf_program__set_autoload().
  *
  * svcmap_sock_state.flags is updated with a plain read-modify-write from
  * both process context and softirq, so a bit can be lost in a race; the
