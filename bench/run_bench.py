@@ -98,12 +98,13 @@ def drops(err):
     raise RuntimeError("no stats line from svcmap: " + err)
 
 
-# Program names as bpftool shows them (the kernel keeps 15 characters).
+# Program names as bpftool shows them: the kernel keeps 15 characters, and
+# bpftool restores longer ones from BTF where it can, so list both.
 PROGRAMS = {
     "svcmap": ("btf_set_state", "btf_send", "btf_recv", "btf_destroy",
                "tp_set_state", "tp_send", "tp_recv", "tp_destroy",
                "fentry_connect", "fexit_accept", "fexit_send", "fexit_recv", "fentry_destroy",
-               "kprobe_connect", "kretprobe_accep", "kprobe_send", "kretprobe_send",
+               "kprobe_connect", "kretprobe_accept", "kretprobe_accep", "kprobe_send", "kretprobe_send",
                "kprobe_recv", "kretprobe_recv", "kprobe_destroy"),
     "bpftrace": ("inet_sock_set_s", "sock_send_lengt", "sock_recv_lengt", "tcp_destroy_soc"),
 }
