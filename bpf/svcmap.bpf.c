@@ -81,6 +81,16 @@ struct {
 	__type(value, struct svcmap_owner);
 } listeners SEC(".maps");
 
+/* Socket inode -> owner, written by userspace from /proc/<pid>/fd just
+ * before the seed iterator runs; the only map userspace writes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, u64);
+	__type(value, struct svcmap_owner);
+} seed_owners SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16 * 1024 * 1024);
@@ -511,6 +521,99 @@ int dump_socks(struct bpf_iter__bpf_map_elem *ctx)
 		rec.flags = SVCMAP_F_TCP_COUNTERS;
 	}
 	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
+	return 0;
+}
+
+/* Start-up seed: one walk over the TCP sockets of the reader's netns
+ * (iter/tcp lists listeners before connections), run once per netns right
+ * after the hooks are attached. A socket that existed before svcmap gets an
+ * entry as if a hook had seen it open, with the owner userspace found
+ * through /proc; its byte totals so far are TCP's own counters, which the
+ * close event and live reads take whenever they are larger, so the bytes
+ * the hooks count from now on are never added twice. */
+SEC("iter/tcp")
+int seed_socks(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct svcmap_owner *owner = NULL, *lo;
+	struct svcmap_sock_state *st;
+	struct listen_key lk = {};
+	const struct sock *sk;
+	struct tcp_sock *tp;
+	struct socket *sock;
+	u8 result, state, role, flags;
+	u64 key, ino = 0;
+
+	if (!skc)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(skc);	/* NULL for TIME_WAIT and requests */
+	if (!tp)
+		return 0;
+	sk = (const struct sock *)tp;
+	key = (u64)sk;
+	state = sk->__sk_common.skc_state;
+	if (state == TCP_CLOSE)
+		return 0;
+	sock = sk->sk_socket;
+	if (sock && sock->file)
+		ino = sock->file->f_inode->i_ino;
+	if (ino)
+		owner = bpf_map_lookup_elem(&seed_owners, &ino);
+
+	lk.netns = sock_netns(sk, true);
+	lk.port = sock_local_port(sk, true);
+	if (state == TCP_LISTEN) {
+		result = SVCMAP_SEED_UNOWNED;
+		if (!owner)
+			goto out;
+		result = SVCMAP_SEED_KEPT;
+		if (bpf_map_lookup_elem(&socks, &key))
+			goto out;
+		st = track(key, sk, true, SVCMAP_ROLE_LISTENER,
+			   SVCMAP_F_OWNED | SVCMAP_F_SEEDED, owner, BPF_NOEXIST);
+		result = st ? SVCMAP_SEED_LISTENER : SVCMAP_SEED_FULL;
+		/* A listen() since attach keeps its own entry. */
+		bpf_map_update_elem(&listeners, &lk, owner, BPF_NOEXIST);
+		/* As if listen() had just run: the port is known even if the
+		 * listener closes before anything reads the live table. */
+		if (st)
+			emit(SVCMAP_EV_LISTEN, key, st, 0, 0, 0);
+		goto out;
+	}
+
+	lo = bpf_map_lookup_elem(&listeners, &lk);
+	role = lo ? SVCMAP_ROLE_SERVER : SVCMAP_ROLE_CLIENT;
+	flags = SVCMAP_F_SEEDED;
+	if (state != TCP_SYN_SENT && state != TCP_SYN_RECV)
+		flags |= SVCMAP_F_ESTABLISHED;
+	if (state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 ||
+	    state == TCP_CLOSING || state == TCP_LAST_ACK)
+		flags |= SVCMAP_F_FIN_SENT;
+
+	st = bpf_map_lookup_elem(&socks, &key);
+	if (st) {
+		result = SVCMAP_SEED_KEPT;
+		/* Tracked by its first I/O since attach, role unknown: the role
+		 * found here lets its close use TCP's lifetime counters. */
+		if (st->role == SVCMAP_ROLE_UNKNOWN) {
+			st->role = role;
+			st->flags |= flags;
+		}
+		goto out;
+	}
+	result = SVCMAP_SEED_UNOWNED;
+	if (owner) {
+		flags |= SVCMAP_F_OWNED;
+	} else if (lo && !(flags & SVCMAP_F_FIN_SENT)) {
+		/* Still in the accept queue: its listener's, until accepted. */
+		owner = lo;
+	} else {
+		goto out;	/* closed by its process, lingering */
+	}
+	st = track(key, sk, true, role, flags, owner, BPF_NOEXIST);
+	result = st ? SVCMAP_SEED_SOCK : SVCMAP_SEED_FULL;
+out:
+	bpf_seq_write(ctx->meta->seq, &result, sizeof(result));
 	return 0;
 }
 

@@ -54,7 +54,8 @@ TEST(EventDecodeTest, DecodesACloseEventFieldByField) {
   EXPECT_TRUE(s.owned);
   EXPECT_TRUE(s.established);
   EXPECT_EQ(s.owner.process.pid, 4242u);
-  EXPECT_EQ(s.owner.process.start_ns, 123'456'789ULL);
+  // Whole clock ticks, as /proc/<pid>/stat has them (see StartNsToKey).
+  EXPECT_EQ(s.owner.process.start_ns, 120'000'000ULL);
   EXPECT_EQ(s.owner.cgroup_id, 77u);
   EXPECT_EQ(s.owner.comm, "nginx");
   EXPECT_EQ(s.local_ip.ToString(), "10.0.0.1");

@@ -44,7 +44,9 @@ TEST(SnapshotJsonTest, UsesTheDataModelFieldNames) {
                        3306, 100, 20, flow::Role::kClient, 7, 0});
 
   InstanceInfo inst{"host-a", "10.0.0.2", "/run/netns/b", 4026532000u, "tracepoint", 5.0};
-  nlohmann::ordered_json doc = SnapshotJson(inst, g, {1, 2, 3, 4, 5, 6}, Clock{});
+  Completeness seen{true, 900, 100, 990};
+  nlohmann::ordered_json doc =
+      SnapshotJson(inst, g, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, seen, Clock{});
 
   EXPECT_EQ(doc["instance"]["hostname"], "host-a");
   EXPECT_EQ(doc["instance"]["instance_ip"], "10.0.0.2");
@@ -76,10 +78,24 @@ TEST(SnapshotJsonTest, UsesTheDataModelFieldNames) {
   EXPECT_EQ(doc["stats"]["ringbuf_drops"], 1);
   EXPECT_EQ(doc["stats"]["traffic_overflow"], 5);
   EXPECT_EQ(doc["stats"]["unowned_closes"], 6);
+  EXPECT_EQ(doc["stats"]["seeded_sockets"], 7);
+  EXPECT_EQ(doc["stats"]["scan_errors"], 10);
+  EXPECT_EQ(doc["completeness"]["opens"], 1000);
+  EXPECT_EQ(doc["completeness"]["seen"], 990);
+  EXPECT_EQ(doc["completeness"]["missed"], 10);
+  EXPECT_DOUBLE_EQ(doc["completeness"]["ratio"].get<double>(), 0.99);
+}
+
+TEST(SnapshotJsonTest, CompletenessNeverGoesNegativeAndIsNullWhenUnknown) {
+  // Seen before the counters were read: more seen than opened.
+  nlohmann::ordered_json doc = SnapshotJson({}, {}, {}, Completeness{true, 3, 0, 5}, Clock{});
+  EXPECT_EQ(doc["completeness"]["missed"], 0);
+  EXPECT_DOUBLE_EQ(doc["completeness"]["ratio"].get<double>(), 1.0);
+  EXPECT_TRUE(SnapshotJson({}, {}, {}, Completeness{}, Clock{})["completeness"].is_null());
 }
 
 TEST(SnapshotJsonTest, EmptyGraphStillHasEveryArray) {
-  nlohmann::ordered_json doc = SnapshotJson({}, {}, {}, Clock{});
+  nlohmann::ordered_json doc = SnapshotJson({}, {}, {}, {}, Clock{});
   EXPECT_TRUE(doc["services"].is_array());
   EXPECT_TRUE(doc["connections"].is_array());
   EXPECT_TRUE(doc["traffic"].is_array());

@@ -40,6 +40,17 @@ enum svcmap_sock_flag {
 	SVCMAP_F_FIN_SENT = 1 << 3,
 	/* Close only: the tcp_sock counters below were read. */
 	SVCMAP_F_TCP_COUNTERS = 1 << 4,
+	/* Found by the start-up seed: it existed before svcmap. */
+	SVCMAP_F_SEEDED = 1 << 5,
+};
+
+/* What the start-up seed iterator did with each socket: one byte each. */
+enum svcmap_seed_result {
+	SVCMAP_SEED_SOCK = 1,      /* tracked from now on, totals from TCP */
+	SVCMAP_SEED_LISTENER = 2,
+	SVCMAP_SEED_KEPT = 3,      /* the hooks saw it first */
+	SVCMAP_SEED_UNOWNED = 4,   /* no process holds it: skipped */
+	SVCMAP_SEED_FULL = 5,      /* socks map full */
 };
 
 struct svcmap_owner {

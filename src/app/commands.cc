@@ -19,6 +19,9 @@
 #include "svcmap/kernel/libbpf_error.h"
 #include "svcmap/kernel/procfs.h"
 #include "svcmap/kernel/bpf_backend.h"
+#include "svcmap/kernel/procfs_backend.h"
+#include "svcmap/scan/sock_diag.h"
+#include "absl/container/flat_hash_map.h"
 
 namespace svcmap::app {
 namespace {
@@ -48,30 +51,65 @@ bool WaitForSignal(absl::Duration d) {
   }
 }
 
-absl::Status CheckCanTrace() {
+absl::Status CheckRoot() {
   if (geteuid() != 0)
     return absl::PermissionDeniedError(
-        "must run as root: loading BPF programs needs CAP_BPF and CAP_PERFMON (try sudo)");
-  if (access(kernel::kBtfPath, R_OK) != 0)
-    return absl::FailedPreconditionError(fmt::format(
-        "no kernel BTF at {}: svcmap needs a kernel built with CONFIG_DEBUG_INFO_BTF=y",
-        kernel::kBtfPath));
+        "must run as root: BPF needs CAP_BPF and CAP_PERFMON, and the scanner reads every "
+        "process's /proc/<pid>/fd (try sudo)");
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<BpfBackend>> OpenBackend(const Options& o,
-                                                               kernel::ProbeReport& report) {
-  if (absl::Status s = CheckCanTrace(); !s.ok()) return s;
+struct Opened {
+  std::unique_ptr<kernel::Backend> backend;
+  std::string name;  // "fentry", "tracepoint", "mixed", "procfs"
+};
+
+absl::StatusOr<Opened> OpenProcfs(const Options& o, std::string_view why) {
+  if (!why.empty())
+    fmt::print(stderr, "svcmap: no usable BPF ({}); using the /proc + sock_diag scanner\n", why);
+  kernel::ProcfsOptions po;
+  po.interval = o.scan_interval;
+  absl::StatusOr<std::unique_ptr<kernel::ProcfsBackend>> b = kernel::ProcfsBackend::Create(po);
+  if (!b.ok()) return b.status();
+  return Opened{*std::move(b), "procfs"};
+}
+
+// The backend --backend asks for. In auto mode, anything that keeps BPF
+// from working (no BTF, the bpf syscall refused, no hook attached) falls
+// back to the scanner; a forced BPF backend fails with the reason instead.
+absl::StatusOr<Opened> OpenBackend(const Options& o, kernel::ProbeReport& report) {
+  if (absl::Status s = CheckRoot(); !s.ok()) return s;
+  const bool automatic = o.backend == "auto";
+  if (o.backend == "procfs") return OpenProcfs(o, "");
+  if (access(kernel::kBtfPath, R_OK) != 0) {
+    std::string why = fmt::format("no kernel BTF at {}", kernel::kBtfPath);
+    if (automatic) return OpenProcfs(o, why);
+    return absl::FailedPreconditionError(fmt::format(
+        "{}: the {} backend needs a kernel built with CONFIG_DEBUG_INFO_BTF=y", why, o.backend));
+  }
   report = kernel::RunFeatureProbe();
   std::optional<kernel::Mechanism> form;
   if (o.tracepoint_form == "classic") form = kernel::Mechanism::kTracepoint;
   if (o.tracepoint_form == "tp_btf") form = kernel::Mechanism::kTpBtf;
-  if (absl::Status s = kernel::SelectBackend(report, o.backend, form); !s.ok()) return s;
+  if (absl::Status s = kernel::SelectBackend(report, o.backend, form); !s.ok()) {
+    if (automatic) return OpenProcfs(o, std::string(s.message()));
+    return s;
+  }
   kernel::BackendOptions bo;
   bo.max_sockets = o.max_sockets;
   bo.ringbuf_bytes = o.ringbuf_mib << 20;
   bo.wakeup_bytes = std::min<uint32_t>(bo.ringbuf_bytes / 16, 256u << 10);
-  return BpfBackend::Create(report, bo);
+  absl::StatusOr<std::unique_ptr<BpfBackend>> b = BpfBackend::Create(report, bo);
+  if (!b.ok()) {
+    if (automatic) return OpenProcfs(o, std::string(b.status().message()));
+    return b.status();
+  }
+  if (!(*b)->seed_error().empty())
+    fmt::print(stderr,
+               "svcmap: warning: sockets opened before svcmap are only seen from their next "
+               "I/O on: start-up seed failed: {}\n",
+               (*b)->seed_error());
+  return Opened{*std::move(b), report.backend};
 }
 
 nlohmann::ordered_json ProbeJson(const kernel::ProbeReport& r) {
@@ -97,13 +135,23 @@ nlohmann::ordered_json ProbeJson(const kernel::ProbeReport& r) {
           {"hooks", std::move(hooks)}};
 }
 
+// What the scanner would read here.
+std::string ProcfsSource() {
+  absl::StatusOr<std::vector<scan::DiagSock>> d = scan::DumpTcpSockets(1u << 10);
+  if (d.ok()) return "sock_diag with tcp_info (bytes per socket)";
+  return fmt::format("/proc/net/tcp only, no byte counts (sock_diag: {})",
+                     std::string(d.status().message()));
+}
+
 absl::Status RunProbe(const Options& o) {
   if (geteuid() != 0)
     return absl::PermissionDeniedError(
         "must run as root: the probe loads BPF programs (try sudo)");
   kernel::ProbeReport r = kernel::RunFeatureProbe();
   if (o.json) {
-    fmt::print("{}\n", ProbeJson(r).dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+    nlohmann::ordered_json doc = ProbeJson(r);
+    doc["procfs"] = ProcfsSource();
+    fmt::print("{}\n", doc.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
     return absl::OkStatus();
   }
   fmt::print("kernel   {}\nBTF      {}\ntracefs  {}\n", r.kernel_release,
@@ -118,7 +166,10 @@ absl::Status RunProbe(const Options& o) {
                                                  : a.reason);
     }
   }
-  fmt::print("\nbackend  {} ({})\n", r.backend.empty() ? "NONE" : r.backend, r.backend_reason);
+  fmt::print("\nbackend  {} ({})\n", r.backend.empty() ? "procfs" : r.backend,
+             r.backend.empty() ? "no BPF backend; auto falls back to the scanner: " + r.backend_reason
+                               : r.backend_reason);
+  fmt::print("procfs   {}\n", ProcfsSource());
   return absl::OkStatus();
 }
 
@@ -131,8 +182,9 @@ void ReportStats(const kernel::BackendStats& s) {
 
 absl::Status RunTrace(const Options& o) {
   kernel::ProbeReport report;
-  absl::StatusOr<std::unique_ptr<BpfBackend>> backend = OpenBackend(o, report);
-  if (!backend.ok()) return backend.status();
+  absl::StatusOr<Opened> opened = OpenBackend(o, report);
+  if (!opened.ok()) return opened.status();
+  kernel::Backend* backend = opened->backend.get();
 
   exporter::Clock clock{RealtimeMinusBoottimeNs()};
   // Full buffering, flushed by the main thread below: one write(2) per
@@ -142,7 +194,7 @@ absl::Status RunTrace(const Options& o) {
   std::mutex out_mu;
   if (!o.json) fmt::print("{}\n", TraceHeader());
   std::string line;  // reused: the drain thread is the only writer
-  absl::Status started = (*backend)->Start([&](const flow::SockEvent& ev) {
+  absl::Status started = backend->Start([&](const flow::SockEvent& ev) {
     if (o.pid && ev.sock.owner.process.pid != *o.pid) return;
     line.clear();
     if (o.json)
@@ -155,7 +207,7 @@ absl::Status RunTrace(const Options& o) {
   });
   if (!started.ok()) return started;
   fmt::print(stderr, "svcmap: tracing via {}; Ctrl-C to stop\n",
-             fmt::join((*backend)->attached(), ", "));
+             fmt::join(backend->attached(), ", "));
 
   absl::Time end = o.duration ? absl::Now() + *o.duration : absl::InfiniteFuture();
   for (;;) {
@@ -167,9 +219,9 @@ absl::Status RunTrace(const Options& o) {
     }
     if (signalled || absl::Now() >= end) break;
   }
-  (*backend)->Stop();
+  backend->Stop();
   std::fflush(stdout);
-  ReportStats((*backend)->Stats());
+  ReportStats(backend->Stats());
   return absl::OkStatus();
 }
 
@@ -210,20 +262,25 @@ absl::Status RunSnapshot(const Options& o) {
     instance_ip = ip.ok() ? *ip : "127.0.0.1";
   }
 
+  // Before anything attaches: a connection opened from here on that the
+  // backend does not report is a miss.
+  if (absl::Status s = CheckRoot(); !s.ok()) return s;
+  absl::flat_hash_map<uint32_t, scan::TcpOpens> opens_before = scan::ReadOpensByNetns();
   kernel::ProbeReport report;
-  absl::StatusOr<std::unique_ptr<BpfBackend>> backend = OpenBackend(o, report);
-  if (!backend.ok()) return backend.status();
+  absl::StatusOr<Opened> opened = OpenBackend(o, report);
+  if (!opened.ok()) return opened.status();
+  kernel::Backend* backend = opened->backend.get();
 
   std::mutex mu;
   flow::Collector collector(
       [](const flow::ProcessKey& k) { return kernel::ReadExe(k); });
-  absl::Status started = (*backend)->Start([&](const flow::SockEvent& ev) {
+  absl::Status started = backend->Start([&](const flow::SockEvent& ev) {
     std::lock_guard<std::mutex> lock(mu);
     collector.OnEvent(ev);
   });
   if (!started.ok()) return started;
   fmt::print(stderr, "svcmap: tracing for {} via {}\n", absl::FormatDuration(*o.duration),
-             fmt::join((*backend)->attached(), ", "));
+             fmt::join(backend->attached(), ", "));
 
   absl::Time start = absl::Now();
   WaitForSignal(*o.duration);
@@ -231,11 +288,12 @@ absl::Status RunSnapshot(const Options& o) {
 
   // Live sockets first, then drain: a socket that closes in between is in
   // both, and the collector counts it once (by its close).
+  absl::flat_hash_map<uint32_t, scan::TcpOpens> opens_after = scan::ReadOpensByNetns();
   uint64_t now = BoottimeNs();
-  absl::StatusOr<std::vector<flow::SockRecord>> live = (*backend)->ReadLive();
+  absl::StatusOr<std::vector<flow::SockRecord>> live = backend->ReadLive();
   if (!live.ok()) return live.status();
-  (*backend)->Stop();
-  kernel::BackendStats bs = (*backend)->Stats();
+  backend->Stop();
+  kernel::BackendStats bs = backend->Stats();
 
   std::lock_guard<std::mutex> lock(mu);
   flow::Collector::Result view = collector.View(*live, now);
@@ -243,12 +301,32 @@ absl::Status RunSnapshot(const Options& o) {
       view.flows, view.listeners, collector.processes(), {netns, instance_ip});
   exporter::InstanceInfo inst{Hostname(), instance_ip,
                               o.netns_path.empty() ? "all" : o.netns_path,
-                              netns.value_or(0), report.backend, elapsed};
-  exporter::SnapshotStats stats{bs.ringbuf_drops,  bs.socks_full,
-                                bs.decode_errors,  bs.tcp_corrected,
-                                view.flows.traffic_overflow, bs.unowned_close};
-  nlohmann::ordered_json doc =
-      exporter::SnapshotJson(inst, graph, stats, exporter::Clock{RealtimeMinusBoottimeNs()});
+                              netns.value_or(0), opened->name, elapsed};
+  exporter::SnapshotStats stats;
+  stats.ringbuf_drops = bs.ringbuf_drops;
+  stats.socks_full = bs.socks_full;
+  stats.decode_errors = bs.decode_errors;
+  stats.tcp_corrected = bs.tcp_corrected;
+  stats.traffic_overflow = view.flows.traffic_overflow;
+  stats.unowned_closes = bs.unowned_close;
+  stats.seeded_sockets = bs.seeded_sockets;
+  stats.seeded_listeners = bs.seeded_listeners;
+  stats.scans = bs.scans;
+  stats.scan_errors = bs.scan_errors;
+  exporter::Completeness completeness;
+  for (const auto& [ino, after] : opens_after) {
+    if (netns && ino != *netns) continue;
+    completeness.known = true;
+    // A namespace created while we watched started from zero.
+    scan::TcpOpens before = opens_before.contains(ino) ? opens_before[ino] : scan::TcpOpens{};
+    completeness.active_opens += after.active_opens - std::min(after.active_opens, before.active_opens);
+    completeness.passive_opens +=
+        after.passive_opens - std::min(after.passive_opens, before.passive_opens);
+    if (auto it = view.flows.opened.find(ino); it != view.flows.opened.end())
+      completeness.seen += it->second;
+  }
+  nlohmann::ordered_json doc = exporter::SnapshotJson(
+      inst, graph, stats, completeness, exporter::Clock{RealtimeMinusBoottimeNs()});
   if (o.json)
     // Process names are arbitrary bytes: never throw on invalid UTF-8.
     fmt::print("{}\n", doc.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));

@@ -26,7 +26,7 @@ absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text) {
 absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   ParseResult result;
   Options& o = result.options;
-  std::string duration;
+  std::string duration, scan_interval;
 
   CLI::App app{"svcmap: which process on which machine talks to which, and how many bytes flow",
                "svcmap"};
@@ -34,8 +34,9 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   app.set_help_all_flag("--help-all", "Help for every subcommand");
   app.add_flag("-v,--verbose", o.verbose, "Print libbpf's own log lines");
   app.add_option("--backend", o.backend,
-                 "Capture backend: auto picks per hook the best that attaches")
-      ->check(CLI::IsMember({"auto", "fentry", "kprobe", "tracepoint"}))
+                 "Capture backend: auto picks per hook the best that attaches, and the "
+                 "/proc + sock_diag scanner (procfs) when no BPF is usable")
+      ->check(CLI::IsMember({"auto", "fentry", "kprobe", "tracepoint", "procfs"}))
       ->default_str("auto");
   app.add_option("--tracepoint-form", o.tracepoint_form,
                  "Tracepoint programs: tp_btf, classic (the fallback), or auto")
@@ -63,6 +64,8 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
         ->check(CLI::Range(1024u, 1u << 24));
     sub->add_option("--ringbuf-mib", o.ringbuf_mib, "Ring buffer size, MiB (power of two)")
         ->check(CLI::Range(1u, 1024u));
+    sub->add_option("--scan-interval", scan_interval,
+                    "procfs backend: time between scans (default 1s)");
   }
 
   std::vector<std::string> rev(args.size() > 1 ? args.size() - 1 : 0);
@@ -93,6 +96,14 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
     o.duration = *d;
   } else if (o.command == Command::kSnapshot) {
     o.duration = absl::Seconds(5);
+  }
+  if (!scan_interval.empty()) {
+    absl::StatusOr<absl::Duration> d = ParseDurationFlag(scan_interval);
+    if (!d.ok()) return d.status();
+    if (*d < absl::Milliseconds(10))
+      return absl::InvalidArgumentError(
+          fmt::format("invalid --scan-interval '{}': at least 10ms", scan_interval));
+    o.scan_interval = *d;
   }
   if (!o.instance_ip.empty() && !flow::IpAddr::Parse(o.instance_ip))
     return absl::InvalidArgumentError(

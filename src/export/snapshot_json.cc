@@ -36,7 +36,8 @@ void Clock::AppendRfc3339(std::string& out, uint64_t boot_ns) const {
 
 nlohmann::ordered_json SnapshotJson(const InstanceInfo& instance,
                                     const flow::ServiceGraph& graph,
-                                    const SnapshotStats& stats, const Clock& clock) {
+                                    const SnapshotStats& stats, const Completeness& completeness,
+                                    const Clock& clock) {
   using Json = nlohmann::ordered_json;
   Json doc;
   doc["instance"] = {{"hostname", instance.hostname},
@@ -107,7 +108,27 @@ nlohmann::ordered_json SnapshotJson(const InstanceInfo& instance,
                   {"decode_errors", stats.decode_errors},
                   {"tcp_corrected", stats.tcp_corrected},
                   {"traffic_overflow", stats.traffic_overflow},
-                  {"unowned_closes", stats.unowned_closes}};
+                  {"unowned_closes", stats.unowned_closes},
+                  {"seeded_sockets", stats.seeded_sockets},
+                  {"seeded_listeners", stats.seeded_listeners},
+                  {"scans", stats.scans},
+                  {"scan_errors", stats.scan_errors}};
+  if (completeness.known) {
+    const uint64_t opens = completeness.active_opens + completeness.passive_opens;
+    // A connection opened between the last scan and the counters' read can
+    // be seen without being counted yet: never report a negative miss.
+    const uint64_t missed = opens > completeness.seen ? opens - completeness.seen : 0;
+    doc["completeness"] = {{"active_opens", completeness.active_opens},
+                           {"passive_opens", completeness.passive_opens},
+                           {"opens", opens},
+                           {"seen", completeness.seen},
+                           {"missed", missed},
+                           {"ratio", opens == 0 ? 1.0
+                                                : static_cast<double>(opens - missed) /
+                                                      static_cast<double>(opens)}};
+  } else {
+    doc["completeness"] = nullptr;
+  }
   return doc;
 }
 

@@ -56,6 +56,8 @@ TrafficKey FlowTable::TrafficKeyOf(const SockRecord& s, Role role) {
 void FlowTable::AddTo(FlowView& view, const SockRecord& s, uint64_t seen_ns,
                       Role role, bool closed) const {
   view.flows[KeyOf(s, role)].Add(s, seen_ns, closed);
+  // A role the hooks did not see being set means the socket predates them.
+  if (!s.seeded && (s.role == Role::kClient || s.role == Role::kServer)) ++view.opened[s.netns];
   if (!s.established) return;  // no 4-tuple worth listing
   TrafficKey tk = TrafficKeyOf(s, role);
   auto it = view.traffic.find(tk);

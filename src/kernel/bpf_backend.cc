@@ -15,6 +15,8 @@
 #include "svcmap/bpf_abi.h"
 #include "svcmap/kernel/event_decode.h"
 #include "svcmap/kernel/libbpf_error.h"
+#include "svcmap/scan/netns.h"
+#include "svcmap/scan/owners.h"
 
 namespace svcmap::kernel {
 namespace {
@@ -94,16 +96,21 @@ absl::StatusOr<std::unique_ptr<BpfBackend>> BpfBackend::Create(
   std::optional<Mechanism> connect = probe.Chosen("connect");
   skel->rodata->connect_hooked =
       connect == Mechanism::kFentry || connect == Mechanism::kKprobe;
+  bool can_seed = false;
   {
     btf* vmlinux = btf__load_vmlinux_btf();
     skel->rodata->accept_nargs = FuncArgCount(vmlinux, "inet_csk_accept", 2);
     skel->rodata->recvmsg_nargs = FuncArgCount(vmlinux, "tcp_recvmsg", 5);
+    // iter/tcp (5.9): its context type exists only where it does.
+    can_seed = vmlinux && btf__find_by_name_kind(vmlinux, "bpf_iter__tcp", BTF_KIND_STRUCT) > 0;
     btf__free(vmlinux);
   }
   if (int err = bpf_map__set_max_entries(skel->maps.socks, options.max_sockets))
     return LibbpfError(err, "size socks map");
   if (int err = bpf_map__set_max_entries(skel->maps.events, options.ringbuf_bytes))
     return LibbpfError(err, "size ring buffer");
+  if (int err = bpf_map__set_max_entries(skel->maps.seed_owners, options.max_sockets))
+    return LibbpfError(err, "size seed_owners map");
 
   // Only what the selection picked is loaded; a hook with no usable
   // mechanism loads nothing and its data is simply missing (probe says so).
@@ -139,6 +146,7 @@ absl::StatusOr<std::unique_ptr<BpfBackend>> BpfBackend::Create(
   bpf_program* prog = nullptr;
   bpf_object__for_each_program(prog, skel->obj) bpf_program__set_autoload(prog, false);
   bpf_program__set_autoload(skel->progs.dump_socks, true);
+  bpf_program__set_autoload(skel->progs.seed_socks, can_seed);
   for (const Use& u : use) bpf_program__set_autoload(u.prog, true);
   if (int err = svcmap_bpf__load(skel)) return LibbpfError(err, "load BPF object svcmap");
 
@@ -159,7 +167,62 @@ absl::StatusOr<std::unique_ptr<BpfBackend>> BpfBackend::Create(
   backend->ring_.reset(ring_buffer__new(bpf_map__fd(skel->maps.events),
                                         &BpfBackend::OnRecord, backend.get(), nullptr));
   if (!backend->ring_) return LibbpfError(errno, "create ring buffer reader");
+
+  // Everything is attached: a socket opened from here on is the hooks'.
+  // Now the ones that were already there.
+  if (!can_seed)
+    backend->seed_error_ = "this kernel has no iter/tcp (5.9+)";
+  else if (absl::Status s = backend->Seed(); !s.ok())
+    backend->seed_error_ = std::string(s.message());
   return backend;
+}
+
+absl::Status BpfBackend::Seed() {
+  svcmap_bpf* skel = skel_.get();
+  scan::SocketOwners owners = scan::ScanSocketOwners(nullptr);
+  int owners_fd = bpf_map__fd(skel->maps.seed_owners);
+  for (const auto& [ino, owner] : owners.by_inode) {
+    svcmap_owner o{};
+    o.tgid = owner.process.pid;
+    o.start_ns = owner.process.start_ns;
+    o.cgroup_id = owner.cgroup_id;
+    std::memcpy(o.comm, owner.comm.data(), std::min(owner.comm.size(), sizeof(o.comm) - 1));
+    if (bpf_map_update_elem(owners_fd, &ino, &o, BPF_ANY) != 0) ++seed_full_;
+  }
+  std::unique_ptr<bpf_link, LinkDeleter> link(bpf_program__attach_iter(skel->progs.seed_socks,
+                                                                       nullptr));
+  if (!link) return LibbpfError(errno, "attach iter/tcp");
+  absl::Status status = absl::OkStatus();
+  for (const scan::NetnsRef& ns : scan::ListNetns().namespaces) {
+    // iter/tcp walks the netns of whoever creates the iterator.
+    absl::Status in = scan::RunInNetns(ns.path, [&] {
+      int fd = bpf_iter_create(bpf_link__fd(link.get()));
+      if (fd < 0) {
+        status = LibbpfError(errno, "create iter/tcp");
+        return;
+      }
+      uint8_t buf[4096];
+      for (;;) {
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        for (ssize_t i = 0; i < n; ++i) {
+          switch (buf[i]) {
+            case SVCMAP_SEED_SOCK: ++seeded_sockets_; break;
+            case SVCMAP_SEED_LISTENER: ++seeded_listeners_; break;
+            case SVCMAP_SEED_UNOWNED: ++seed_unowned_; break;
+            case SVCMAP_SEED_FULL: ++seed_full_; break;
+            default: break;
+          }
+        }
+      }
+      close(fd);
+    });
+    (void)in;  // a namespace that vanished had nothing left to seed
+  }
+  // The owners were only for this walk.
+  for (const auto& [ino, owner] : owners.by_inode) bpf_map_delete_elem(owners_fd, &ino);
+  return status;
 }
 
 BpfBackend::~BpfBackend() {
@@ -209,7 +272,7 @@ int BpfBackend::OnRecord(void* ctx, void* data, size_t size) {
   return 0;
 }
 
-absl::StatusOr<std::vector<flow::SockRecord>> BpfBackend::ReadLive() const {
+absl::StatusOr<std::vector<flow::SockRecord>> BpfBackend::ReadLive() {
   // A fresh iterator walks the socks map; read() returns whole records
   // (bpf_seq_write never splits one). Userspace never writes the map, and
   // the counters are atomic adds, so nothing is lost by reading.
@@ -255,6 +318,10 @@ BackendStats BpfBackend::Stats() const {
     for (uint64_t v : per_cpu) *fields[i] += v;
   }
   s.decode_errors = decode_errors_.load(std::memory_order_relaxed);
+  s.seeded_sockets = seeded_sockets_;
+  s.seeded_listeners = seeded_listeners_;
+  s.seed_unowned = seed_unowned_;
+  s.socks_full += seed_full_;
   s.tcp_corrected = tcp_corrected_.load(std::memory_order_relaxed);
   return s;
 }

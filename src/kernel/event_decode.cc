@@ -11,7 +11,7 @@ namespace {
 
 flow::Owner DecodeOwner(const svcmap_owner& o) {
   flow::Owner owner;
-  owner.process = {o.tgid, o.start_ns};
+  owner.process = {o.tgid, flow::StartNsToKey(o.start_ns)};
   owner.cgroup_id = o.cgroup_id;
   owner.comm = std::string(o.comm, strnlen(o.comm, sizeof(o.comm)));
   return owner;
@@ -63,6 +63,7 @@ absl::StatusOr<flow::SockEvent> DecodeEvent(absl::Span<const uint8_t> bytes) {
   s.role = DecodeRole(e.role);
   s.owned = e.flags & SVCMAP_F_OWNED;
   s.established = e.flags & SVCMAP_F_ESTABLISHED;
+  s.seeded = e.flags & SVCMAP_F_SEEDED;
   s.owner = DecodeOwner(e.owner);
   DecodeTuple(e.tuple, s);
   s.bytes_sent = e.bytes_sent;
@@ -80,6 +81,7 @@ flow::SockRecord DecodeSockState(uint64_t sock_id, const svcmap_sock_state& st) 
   s.role = DecodeRole(st.role);
   s.owned = st.flags & SVCMAP_F_OWNED;
   s.established = st.flags & SVCMAP_F_ESTABLISHED;
+  s.seeded = st.flags & SVCMAP_F_SEEDED;
   s.owner = DecodeOwner(st.owner);
   DecodeTuple(st.tuple, s);
   // Racing atomic adds may be mid-flight; each u64 is read whole, so a

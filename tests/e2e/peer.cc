@@ -5,13 +5,18 @@
 //                       [--expect N] [--peek 1] [--hold-ms T]
 //   svcmap-peer connect --host IP --port P --send N [--count K] [--name N]
 //                       [--expect M] [--hold-ms T]
+//   Two phases (a connection that predates the tracer):
+//     serve   ... --expect N --expect2 N2 --reply2 M2
+//     connect ... --expect M --wait-file F --send2 N2 --expect2 M2
 //
 // The client sends N bytes, shuts down its write side, then reads to EOF;
 // the server reads to EOF, answers M bytes and closes. With --expect, a side
 // reads exactly that many bytes instead of waiting for EOF (and the client
 // does not shut down), so that with --hold-ms both can keep the connection
 // open for T ms before closing. --peek 1 makes the server MSG_PEEK the data
-// before reading it. Each prints one JSON line with its pid and totals, the
+// before reading it. In two-phase mode the client prints "phase1" after the
+// first exchange, waits for file F to exist, then sends N2 and reads M2;
+// the server answers the second request with M2. Each prints one JSON line with its pid and totals, the
 // server also "ready" once listening and "held" once every exchange is done.
 // Every wait is bounded (30 s).
 #include <arpa/inet.h>
@@ -45,6 +50,9 @@ struct Args {
   long long expect = -1;  // read exactly this many bytes, not to EOF
   bool peek = false;
   long hold_ms = 0;
+  long long bytes2 = -1;   // --send2 or --reply2: a second exchange
+  long long expect2 = -1;
+  std::string wait_file;
 };
 
 Args Parse(int argc, char** argv) {
@@ -64,6 +72,9 @@ Args Parse(int argc, char** argv) {
     else if (k == "--expect") a.expect = std::atoll(v.c_str());
     else if (k == "--peek") a.peek = v == "1";
     else if (k == "--hold-ms") a.hold_ms = std::atol(v.c_str());
+    else if (k == "--send2" || k == "--reply2") a.bytes2 = std::atoll(v.c_str());
+    else if (k == "--expect2") a.expect2 = std::atoll(v.c_str());
+    else if (k == "--wait-file") a.wait_file = v;
     else {
       std::fprintf(stderr, "svcmap-peer: unknown option %s\n", k.c_str());
       std::exit(2);
@@ -150,6 +161,15 @@ long long Receive(int fd, long long expect) {
   return expect >= 0 ? ReadExactly(fd, expect) : ReadToEof(fd);
 }
 
+void WaitForFile(const std::string& path) {
+  for (int i = 0; i < kTimeoutMs / 10; ++i) {
+    if (access(path.c_str(), F_OK) == 0) return;
+    usleep(10000);
+  }
+  errno = ETIMEDOUT;
+  Die("wait-file");
+}
+
 void Hold(long ms) {
   if (ms > 30000) ms = 30000;
   if (ms > 0) usleep(static_cast<useconds_t>(ms) * 1000);
@@ -180,6 +200,11 @@ int Serve(const Args& a) {
     received += Receive(fd, a.expect);
     SendAll(fd, a.bytes);
     sent += a.bytes;
+    if (a.bytes2 >= 0) {
+      received += Receive(fd, a.expect2);
+      SendAll(fd, a.bytes2);
+      sent += a.bytes2;
+    }
     if (a.hold_ms > 0) {
       std::printf("held\n");
       std::fflush(stdout);
@@ -207,6 +232,14 @@ int Connect(const Args& a) {
     sent += a.bytes;
     if (a.expect < 0) shutdown(fd, SHUT_WR);
     received += Receive(fd, a.expect);
+    if (a.bytes2 >= 0) {
+      std::printf("phase1\n");
+      std::fflush(stdout);
+      if (!a.wait_file.empty()) WaitForFile(a.wait_file);
+      SendAll(fd, a.bytes2);
+      sent += a.bytes2;
+      received += Receive(fd, a.expect2);
+    }
     Hold(a.hold_ms);
     close(fd);
   }

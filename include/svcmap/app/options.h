@@ -18,7 +18,7 @@ struct Options {
   Command command = Command::kProbe;
   bool json = false;
   bool verbose = false;
-  std::string backend = "auto";          // auto | fentry | kprobe | tracepoint
+  std::string backend = "auto";          // auto | fentry | kprobe | tracepoint | procfs
   std::string tracepoint_form = "auto";  // auto | tp_btf | classic
   std::optional<absl::Duration> duration;  // trace: until signalled if unset
   std::optional<uint32_t> pid;           // trace: only this process
@@ -26,6 +26,7 @@ struct Options {
   std::string instance_ip;               // snapshot: override the address
   uint32_t max_sockets = 65536;
   uint32_t ringbuf_mib = 16;
+  absl::Duration scan_interval = absl::Seconds(1);  // procfs backend
 };
 
 struct ParseResult {

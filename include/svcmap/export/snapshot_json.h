@@ -25,6 +25,20 @@ struct SnapshotStats {
   uint64_t tcp_corrected = 0;
   uint64_t traffic_overflow = 0;
   uint64_t unowned_closes = 0;  // accepted, then closed before any I/O
+  uint64_t seeded_sockets = 0;  // found at start-up, already open
+  uint64_t seeded_listeners = 0;
+  uint64_t scans = 0;           // procfs backend
+  uint64_t scan_errors = 0;
+};
+
+// How many of the connections the kernel opened while we watched we saw:
+// the kernel's ActiveOpens + PassiveOpens (per netns, /proc/net/snmp) against
+// the sockets the backend reported.
+struct Completeness {
+  bool known = false;  // the counters could be read
+  uint64_t active_opens = 0;
+  uint64_t passive_opens = 0;
+  uint64_t seen = 0;
 };
 
 // Converts since-boot nanoseconds to wall-clock time for output.
@@ -41,7 +55,8 @@ struct Clock {
 // field names. Pure: same input, same bytes.
 nlohmann::ordered_json SnapshotJson(const InstanceInfo& instance,
                                     const flow::ServiceGraph& graph,
-                                    const SnapshotStats& stats, const Clock& clock);
+                                    const SnapshotStats& stats, const Completeness& completeness,
+                                    const Clock& clock);
 
 }  // namespace svcmap::exporter
 

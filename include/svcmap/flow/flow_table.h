@@ -72,6 +72,10 @@ struct FlowView {
   absl::flat_hash_map<FlowKey, FlowStats> flows;
   absl::flat_hash_map<TrafficKey, TrafficStats> traffic;
   uint64_t traffic_overflow = 0;  // connections not listed: table was full
+  // Sockets opened while we watched (connect attempts and accepted
+  // connections, not those found at start-up), per netns: what the
+  // kernel's ActiveOpens + PassiveOpens should match.
+  absl::flat_hash_map<uint32_t, uint64_t> opened;
 };
 
 // Flows built from sockets. Closed sockets accumulate here; live sockets are

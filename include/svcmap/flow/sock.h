@@ -18,6 +18,13 @@ std::string_view RoleName(Role r);
 
 // A process, as opposed to a PID: the start time tells a reused PID from
 // the process that had it before.
+// /proc reports a process's start time in clock ticks (USER_HZ, 100 on
+// every Linux ABI), the kernel's task in ns. Process keys use whole ticks so
+// that a process found by a /proc scan and one seen by a BPF hook compare
+// equal; two processes with one PID within 10 ms do not happen.
+inline constexpr uint64_t kNsPerClockTick = 10'000'000;
+inline uint64_t StartNsToKey(uint64_t start_ns) { return start_ns - start_ns % kNsPerClockTick; }
+
 struct ProcessKey {
   uint32_t pid = 0;
   uint64_t start_ns = 0;  // since boot, as the kernel's start_boottime
@@ -44,6 +51,7 @@ struct SockRecord {
   Role role = Role::kUnknown;
   bool owned = false;     // owner taken in process context
   bool established = false;
+  bool seeded = false;    // existed before svcmap started (start-up scan)
   Owner owner;
   IpAddr local_ip;
   uint16_t local_port = 0;

@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "svcmap/flow/sock.h"
+#include "svcmap/kernel/backend.h"
 #include "svcmap/kernel/feature_probe.h"
 
 struct svcmap_bpf;
@@ -26,41 +27,33 @@ struct BackendOptions {
   uint32_t wakeup_bytes = 256u << 10;       // batch before waking the reader
 };
 
-struct BackendStats {
-  uint64_t ringbuf_drops = 0;   // kernel: ring buffer full
-  uint64_t socks_full = 0;      // kernel: socks map full, socket not tracked
-  uint64_t events = 0;          // kernel: events submitted
-  uint64_t unowned_close = 0;   // kernel: accepted socket closed before any I/O
-  uint64_t decode_errors = 0;   // user: malformed records
-  uint64_t tcp_corrected = 0;   // user: closes where TCP counted more bytes
-};
 
 // Owns the loaded programs (fentry, kprobe or tracepoint, per hook, as the
 // probe selected), their links, the ring buffer and the thread that drains
 // it. Destruction detaches everything; after it no link
 // of ours remains. Events reach the sink on the drain thread, in order.
-class BpfBackend {
+class BpfBackend final : public Backend {
  public:
-  using EventSink = std::function<void(const flow::SockEvent&)>;
-
   // Loads and attaches, per hook, the mechanism SelectBackend chose.
   static absl::StatusOr<std::unique_ptr<BpfBackend>> Create(
       const ProbeReport& probe, const BackendOptions& options);
 
   BpfBackend(const BpfBackend&) = delete;
   BpfBackend& operator=(const BpfBackend&) = delete;
-  ~BpfBackend();
+  ~BpfBackend() override;
 
   // Starts the drain thread. Call once.
-  absl::Status Start(EventSink sink);
+  absl::Status Start(EventSink sink) override;
   // Drains what is left, then stops the thread. Idempotent.
-  void Stop();
+  void Stop() override;
 
   // Every socket the kernel is tracking now, with running byte totals.
-  absl::StatusOr<std::vector<flow::SockRecord>> ReadLive() const;
-  BackendStats Stats() const;
+  absl::StatusOr<std::vector<flow::SockRecord>> ReadLive() override;
+  BackendStats Stats() const override;
   // "tp_btf/inet_sock_set_state", ... : what is attached.
-  const std::vector<std::string>& attached() const { return attached_; }
+  const std::vector<std::string>& attached() const override { return attached_; }
+  // Why the start-up seed did not run or was partial; empty if it ran.
+  const std::string& seed_error() const { return seed_error_; }
 
  private:
   struct Passkey {};
@@ -80,6 +73,8 @@ class BpfBackend {
   };
 
   static int OnRecord(void* ctx, void* data, size_t size);
+  // Gives the sockets that predate the hooks owners and entries.
+  absl::Status Seed();
   void DrainLoop();
 
   std::unique_ptr<svcmap_bpf, SkelDeleter> skel_;
@@ -92,6 +87,9 @@ class BpfBackend {
   std::atomic<bool> stop_{false};
   mutable std::atomic<uint64_t> decode_errors_{0};
   std::atomic<uint64_t> tcp_corrected_{0};
+  // Written by Seed() before Start(), read-only afterwards.
+  uint64_t seeded_sockets_ = 0, seeded_listeners_ = 0, seed_unowned_ = 0, seed_full_ = 0;
+  std::string seed_error_;
 };
 
 }  // namespace svcmap::kernel

@@ -1,0 +1,53 @@
+#ifndef SVCMAP_KERNEL_BACKEND_H_
+#define SVCMAP_KERNEL_BACKEND_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "svcmap/flow/sock.h"
+
+namespace svcmap::kernel {
+
+struct BackendStats {
+  uint64_t ringbuf_drops = 0;   // kernel: ring buffer full
+  uint64_t socks_full = 0;      // kernel: socks map full, socket not tracked
+  uint64_t events = 0;          // events delivered
+  uint64_t unowned_close = 0;   // accepted socket closed before its owner was known
+  uint64_t decode_errors = 0;   // malformed records
+  uint64_t tcp_corrected = 0;   // closes where TCP counted more bytes than the hooks
+  // Start-up seeding: sockets that existed before svcmap.
+  uint64_t seeded_sockets = 0;
+  uint64_t seeded_listeners = 0;
+  uint64_t seed_unowned = 0;    // no process holds them (closed, lingering)
+  // Scanning backend.
+  uint64_t scans = 0;
+  uint64_t scan_errors = 0;     // namespaces or processes that vanished mid-scan
+  uint64_t last_scan_us = 0;
+};
+
+// A source of socket lifecycle events and live socket state: the BPF
+// backends or the /proc + sock_diag scanner. Userspace above this line
+// cannot tell them apart.
+class Backend {
+ public:
+  using EventSink = std::function<void(const flow::SockEvent&)>;
+  virtual ~Backend() = default;
+
+  // Starts delivering events to `sink` (on a thread of the backend's).
+  virtual absl::Status Start(EventSink sink) = 0;
+  // Delivers what is pending, then stops. Idempotent.
+  virtual void Stop() = 0;
+  // Every socket alive now, with its byte totals so far.
+  virtual absl::StatusOr<std::vector<flow::SockRecord>> ReadLive() = 0;
+  virtual BackendStats Stats() const = 0;
+  // What is attached or read, for the start-up line: "tp_btf/...", ...
+  virtual const std::vector<std::string>& attached() const = 0;
+};
+
+}  // namespace svcmap::kernel
+
+#endif  // SVCMAP_KERNEL_BACKEND_H_
