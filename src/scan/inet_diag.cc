@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <cstring>
 
@@ -103,7 +104,10 @@ DiagReply ParseTcpDiagDatagram(absl::Span<const uint8_t> buf, std::vector<DiagSo
         return r;
       case NLMSG_ERROR: {
         r.status = DiagParse::kError;
-        r.error = payload_len >= sizeof(nlmsgerr) ? -Load<nlmsgerr>(payload).error : 0;
+        // The kernel sends -errno; anything else (found by the fuzzer:
+        // INT_MIN, whose negation overflows) is a protocol error.
+        int e = payload_len >= sizeof(nlmsgerr) ? Load<nlmsgerr>(payload).error : 0;
+        r.error = e < 0 && e > -4096 ? -e : EPROTO;
         return r;
       }
       case SOCK_DIAG_BY_FAMILY:

@@ -124,10 +124,12 @@ std::vector<flow::SockEvent> SocketTracker::Apply(
           e.process = l->second;
       }
       if (e.role != flow::Role::kListener) {
+        e.tcp_info |= s.bytes_acked.has_value();
         uint64_t sent = 0, received = 0;
         PayloadBytes(s, e.role, sent, received);
         // Counters only grow; a closing socket's FIN adjustment must not
-        // take back what was already reported.
+        // take back what was already reported, and an orphan in FIN_WAIT2
+        // (a timewait socket by then) has no tcp_info left at all.
         e.bytes_sent = std::max(e.bytes_sent, sent);
         e.bytes_received = std::max(e.bytes_received, received);
       }
@@ -167,6 +169,9 @@ std::vector<flow::SockEvent> SocketTracker::Apply(
       ev.type = flow::EventType::kClose;
       ev.ts_ns = now_ns;
       ev.sock = Record(cur->first, cur->second);
+      // The scanner's byte counts are TCP's own, as of the last scan.
+      if (cur->second.tcp_info)
+        ev.tcp = flow::TcpCounters{ev.sock.bytes_sent, ev.sock.bytes_received};
       events.push_back(std::move(ev));
     }
     socks_.erase(cur);

@@ -68,6 +68,7 @@ class SocketTracker {
     bool owned = false;
     bool seeded = false;
     bool seen = false;  // in the scan being applied
+    bool tcp_info = false;  // bytes are tcp_info's (sock_diag), not unknown
     uint64_t inode = 0;
     uint64_t open_ns = 0;
     uint64_t bytes_sent = 0;
