@@ -9,9 +9,12 @@
 #include <sys/socket.h>
 
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 
 #include "gtest/gtest.h"
 #include "svcmap/scan/inet_diag.h"
+#include "svcmap/scan/owners.h"
 #include "svcmap/scan/proc_parse.h"
 #include "svcmap/scan/tracker.h"
 
@@ -317,6 +320,73 @@ TEST(SocketTrackerTest, ClientRoleOrphansAndVanishedNamespaces) {
   ASSERT_EQ(ev.size(), 2u);  // the two closes, nothing for the orphan
   for (const flow::SockEvent& e : ev) EXPECT_EQ(e.type, flow::EventType::kClose);
   EXPECT_TRUE(t.Live().empty());
+}
+
+// A fake /proc, built in a temporary directory: the fd walk reads nothing
+// but directory entries, symlink texts and stat files.
+class FakeProc {
+ public:
+  FakeProc() {
+    char tmpl[] = "/tmp/svcmap-fakeproc.XXXXXX";
+    root_ = mkdtemp(tmpl);
+  }
+  ~FakeProc() { std::filesystem::remove_all(root_); }
+  const std::string& root() const { return root_; }
+
+  void Process(int pid, const std::string& comm, uint64_t start_ticks,
+               const std::vector<std::string>& links) {
+    std::string dir = root_ + "/" + std::to_string(pid);
+    std::filesystem::create_directories(dir + "/fd");
+    std::ofstream(dir + "/stat") << pid << " (" << comm
+                                 << ") S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 " << start_ticks
+                                 << " 0 0\n";
+    for (size_t i = 0; i < links.size(); ++i)
+      std::filesystem::create_symlink(links[i], dir + "/fd/" + std::to_string(i));
+  }
+  void Raw(const std::string& rel, const std::string& text) {
+    std::filesystem::create_directories(std::filesystem::path(root_ + "/" + rel).parent_path());
+    std::ofstream(root_ + "/" + rel) << text;
+  }
+
+ private:
+  std::string root_;
+};
+
+TEST(SocketOwnersTest, WalksFdLinksAndCountsWhatItCouldNotRead) {
+  FakeProc proc;
+  proc.Process(100, "nginx: master", 500, {"socket:[7]", "/dev/null", "pipe:[9]"});
+  proc.Process(101, "nginx: worker", 501, {"socket:[7]", "socket:[8]"});
+  proc.Process(102, "gone", 502, {"socket:[10]"});
+  proc.Raw("102/stat", "102 (gone");             // exited while we read it
+  proc.Raw("103/status", "no fd directory\n");   // exited before
+  proc.Raw("self-not-a-pid/fd/x", "");
+  SocketOwners all = ScanSocketOwners(nullptr, proc.root());
+  EXPECT_EQ(all.processes, 4u);
+  EXPECT_EQ(all.vanished, 2u);
+  ASSERT_EQ(all.by_inode.size(), 2u);
+  // The shared listener goes to the lowest PID: the parent that made it.
+  EXPECT_EQ(all.by_inode.at(7).process.pid, 100u);
+  EXPECT_EQ(all.by_inode.at(7).comm, "nginx: master");
+  EXPECT_EQ(all.by_inode.at(7).process.start_ns, 500 * flow::kNsPerClockTick);
+  EXPECT_EQ(all.by_inode.at(8).process.pid, 101u);
+
+  // Only what is wanted; a hinted process is walked first, and the walk
+  // stops as soon as everything wanted is found.
+  absl::flat_hash_set<uint64_t> wanted = {8};
+  SocketOwners some = ScanSocketOwners(&wanted, proc.root(), {101});
+  ASSERT_EQ(some.by_inode.size(), 1u);
+  EXPECT_EQ(some.by_inode.at(8).comm, "nginx: worker");
+  EXPECT_EQ(some.processes, 1u);
+  // A hint that no longer exists costs nothing but a count.
+  SocketOwners stale = ScanSocketOwners(&wanted, proc.root(), {999});
+  EXPECT_EQ(stale.by_inode.size(), 1u);
+  EXPECT_GE(stale.vanished, 1u);
+}
+
+TEST(SocketOwnersTest, MissingProcIsEmptyNotAnError) {
+  SocketOwners none = ScanSocketOwners(nullptr, "/nonexistent/proc");
+  EXPECT_TRUE(none.by_inode.empty());
+  EXPECT_EQ(none.processes, 0u);
 }
 
 }  // namespace

@@ -61,57 +61,79 @@ flow::ProcessKey ProcessKeyFromTicks(uint32_t pid, uint64_t start_ticks) {
   return flow::ProcessKey{pid, start_ticks * flow::kNsPerClockTick};
 }
 
+namespace {
+
+// Reads one process's socket fds into `out`; false if it vanished.
+void WalkProcess(int procfd, uint32_t pid, const char* name,
+                 const absl::flat_hash_set<uint64_t>* wanted, std::string_view proc_root,
+                 SocketOwners& out, std::vector<uint64_t>& found, std::string& stat_text) {
+  ++out.processes;
+  int piddir = openat(procfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (piddir < 0) {
+    ++out.vanished;
+    return;
+  }
+  int fddir = openat(piddir, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fddir < 0) {
+    (errno == ENOENT ? out.vanished : out.unreadable)++;
+    close(piddir);
+    return;
+  }
+  DIR* fds = fdopendir(fddir);
+  found.clear();
+  char link[64];
+  while (dirent* f = fds ? readdir(fds) : nullptr) {
+    if (f->d_name[0] == '.') continue;
+    ssize_t n = readlinkat(fddir, f->d_name, link, sizeof(link));
+    if (n <= 0 || n >= static_cast<ssize_t>(sizeof(link))) continue;
+    std::optional<uint64_t> ino = ParseSocketLink(std::string_view(link, static_cast<size_t>(n)));
+    if (!ino || (wanted && !wanted->contains(*ino)) || out.by_inode.contains(*ino)) continue;
+    found.push_back(*ino);
+  }
+  if (fds)
+    closedir(fds);
+  else
+    close(fddir);
+  if (!found.empty()) {
+    absl::StatusOr<ProcStat> st = ReadSmallFile(piddir, "stat", stat_text)
+                                      ? ParseProcStat(stat_text)
+                                      : absl::NotFoundError("gone");
+    if (!st.ok()) {
+      ++out.vanished;
+    } else {
+      flow::Owner owner;
+      owner.process = ProcessKeyFromTicks(pid, st->start_ticks);
+      // The kernel's comm is at most 15 bytes; /proc shows the same.
+      owner.comm = std::move(st->comm);
+      owner.cgroup_id = CgroupId(piddir, proc_root);
+      for (uint64_t ino : found) out.by_inode.emplace(ino, owner);
+    }
+  }
+  close(piddir);
+}
+
+}  // namespace
+
 SocketOwners ScanSocketOwners(const absl::flat_hash_set<uint64_t>* wanted,
-                              std::string_view proc_root) {
+                              std::string_view proc_root, const std::vector<uint32_t>& first) {
   SocketOwners out;
   std::string root(proc_root);
   DIR* proc = opendir(root.c_str());
   if (proc == nullptr) return out;
   std::vector<uint64_t> found;
   std::string stat_text;
-  while (dirent* e = readdir(proc)) {
+  auto done = [&] { return wanted != nullptr && out.by_inode.size() >= wanted->size(); };
+  absl::flat_hash_set<uint32_t> walked;
+  for (uint32_t pid : first) {
+    if (done()) break;
+    if (!walked.insert(pid).second) continue;
+    WalkProcess(dirfd(proc), pid, std::to_string(pid).c_str(), wanted, proc_root, out, found,
+                stat_text);
+  }
+  while (dirent* e = done() ? nullptr : readdir(proc)) {
     std::optional<uint32_t> pid = PidOf(e->d_name);
-    if (!pid) continue;
-    ++out.processes;
-    int piddir = openat(dirfd(proc), e->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (piddir < 0) {
-      ++out.vanished;
-      continue;
-    }
-    int fddir = openat(piddir, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fddir < 0) {
-      (errno == ENOENT ? out.vanished : out.unreadable)++;
-      close(piddir);
-      continue;
-    }
-    DIR* fds = fdopendir(fddir);
-    found.clear();
-    char link[64];
-    while (dirent* f = fds ? readdir(fds) : nullptr) {
-      if (f->d_name[0] == '.') continue;
-      ssize_t n = readlinkat(fddir, f->d_name, link, sizeof(link));
-      if (n <= 0 || n >= static_cast<ssize_t>(sizeof(link))) continue;
-      std::optional<uint64_t> ino = ParseSocketLink(std::string_view(link, static_cast<size_t>(n)));
-      if (!ino || (wanted && !wanted->contains(*ino)) || out.by_inode.contains(*ino)) continue;
-      found.push_back(*ino);
-    }
-    if (fds) closedir(fds); else close(fddir);
-    if (!found.empty()) {
-      absl::StatusOr<ProcStat> st =
-          ReadSmallFile(piddir, "stat", stat_text) ? ParseProcStat(stat_text)
-                                                  : absl::NotFoundError("gone");
-      if (!st.ok()) {
-        ++out.vanished;
-      } else {
-        flow::Owner owner;
-        owner.process = ProcessKeyFromTicks(*pid, st->start_ticks);
-        // The kernel's comm is at most 15 bytes; /proc shows the same.
-        owner.comm = std::move(st->comm);
-        owner.cgroup_id = CgroupId(piddir, proc_root);
-        for (uint64_t ino : found) out.by_inode.emplace(ino, owner);
-      }
-    }
-    close(piddir);
+    if (!pid || walked.contains(*pid)) continue;
+    WalkProcess(dirfd(proc), *pid, e->d_name, wanted, proc_root, out, found, stat_text);
   }
   closedir(proc);
   return out;

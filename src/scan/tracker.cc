@@ -1,5 +1,8 @@
 #include "svcmap/scan/tracker.h"
 
+#include <algorithm>
+#include <functional>
+
 namespace svcmap::scan {
 namespace {
 
@@ -182,6 +185,18 @@ std::vector<flow::SockEvent> SocketTracker::Apply(
   absl::erase_if(owners_, [&](const auto& kv) { return !used.contains(kv.first); });
   first_ = false;
   return events;
+}
+
+std::vector<uint32_t> SocketTracker::OwnerPids() const {
+  absl::flat_hash_map<uint32_t, uint64_t> count;
+  for (const auto& [k, e] : socks_)
+    if (e.owned) ++count[e.process.pid];
+  std::vector<std::pair<uint64_t, uint32_t>> by_count;
+  for (const auto& [pid, n] : count) by_count.emplace_back(n, pid);
+  std::sort(by_count.begin(), by_count.end(), std::greater<>());
+  std::vector<uint32_t> out;
+  for (const auto& [n, pid] : by_count) out.push_back(pid);
+  return out;
 }
 
 std::vector<flow::SockRecord> SocketTracker::Live() const {

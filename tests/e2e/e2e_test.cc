@@ -311,6 +311,56 @@ TEST_F(E2eTest, ConnectionOpenedBeforeSvcmapStartsKeepsItsOwnersAndTotals) {
   EXPECT_GE(x.snap_b["stats"]["seeded_listeners"].get<long>(), 1) << x.snap_b.dump(2);
 }
 
+// 10,000 idle connections made before svcmap starts: 20,000 sockets for
+// the start-up seed (or the scanner) to find, own and count, exactly.
+TEST_F(E2eTest, TwentyThousandSocketsOpenBeforeStartAreAllFoundAndOwned) {
+  const long conns = 10000;
+  const int port = 7109;
+  std::string go = fmt::format("/tmp/svcmap-e2e-go20k.{}", getpid());
+  unlink(go.c_str());
+  Child server(TwoHosts::In(hosts_->b, {kPeer, "serve", "--bind", hosts_->b_ip4, "--port",
+                                        std::to_string(port), "--conns", std::to_string(conns),
+                                        "--keep", "1", "--wait-file", go, "--name",
+                                        "e2e-server"}));
+  ASSERT_TRUE(server.WaitForLine(false, "ready", seconds(30)));
+  Child client(TwoHosts::In(hosts_->a, {kPeer, "connect", "--host", hosts_->b_ip4, "--port",
+                                        std::to_string(port), "--count", std::to_string(conns),
+                                        "--keep", "1", "--wait-file", go, "--name",
+                                        "e2e-client"}));
+  ASSERT_TRUE(server.WaitForLine(false, "held", seconds(120)));
+  ASSERT_TRUE(client.WaitForLine(false, "held", seconds(120)));
+
+  std::unique_ptr<Child> sa = StartSnapshot(hosts_->a_path, "300s");
+  std::unique_ptr<Child> sb = StartSnapshot(hosts_->b_path, "300s");
+  sa->Signal(SIGINT);
+  sb->Signal(SIGINT);
+  Json snap_a = Finish(*sa);
+  Json snap_b = Finish(*sb);
+  { std::ofstream touch(go); }
+  EXPECT_EQ(client.Wait(seconds(60)).exit_code, 0);
+  EXPECT_EQ(server.Wait(seconds(60)).exit_code, 0);
+  unlink(go.c_str());
+
+  const Json& conns_a = snap_a["connections"];
+  ASSERT_EQ(conns_a.size(), 1u) << conns_a.dump(2);
+  EXPECT_EQ(conns_a[0]["src_service_name"], "e2e-client");
+  EXPECT_EQ(conns_a[0]["connections"], conns);
+  EXPECT_EQ(conns_a[0]["dst_port"], port);
+  const Json* srv = FindService(snap_b, "e2e-server");
+  ASSERT_NE(srv, nullptr) << snap_b["services"].dump(2);
+  EXPECT_EQ((*srv)["listen_ports"], Json::array({port}));
+  ASSERT_EQ((*srv)["accepted"].size(), 1u) << (*srv).dump(2);
+  EXPECT_EQ((*srv)["accepted"][0]["connections"], conns);
+  EXPECT_EQ(snap_a["traffic"].size(), static_cast<size_t>(conns));
+  EXPECT_EQ(snap_b["traffic"].size(), static_cast<size_t>(conns));
+  for (const Json* snap : {&snap_a, &snap_b}) {
+    // Each svcmap seeds every namespace: both ends of all 10,000.
+    EXPECT_GE((*snap)["stats"]["seeded_sockets"].get<long>(), 2 * conns) << (*snap)["stats"];
+    EXPECT_EQ((*snap)["stats"]["socks_full"], 0);
+    EXPECT_EQ((*snap)["completeness"]["opens"], 0);
+  }
+}
+
 TEST_F(E2eTest, ConnectionStillOpenAtTheEndCountsWithItsBytesSoFar) {
   ExchangeSpec spec{hosts_->b_ip4, 7105, 300000, 4000};
   spec.hold = true;

@@ -5,6 +5,10 @@
 //                       [--expect N] [--peek 1] [--hold-ms T]
 //   svcmap-peer connect --host IP --port P --send N [--count K] [--name N]
 //                       [--expect M] [--hold-ms T]
+//   Many idle connections at once (both ends print "held" once all are up,
+//   then keep them until file F exists):
+//     serve   ... --conns K --keep 1 --wait-file F
+//     connect ... --count K --keep 1 --wait-file F
 //   Two phases (a connection that predates the tracer):
 //     serve   ... --expect N --expect2 N2 --reply2 M2
 //     connect ... --expect M --wait-file F --send2 N2 --expect2 M2
@@ -23,6 +27,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -53,6 +58,7 @@ struct Args {
   long long bytes2 = -1;   // --send2 or --reply2: a second exchange
   long long expect2 = -1;
   std::string wait_file;
+  bool keep = false;
 };
 
 Args Parse(int argc, char** argv) {
@@ -75,6 +81,7 @@ Args Parse(int argc, char** argv) {
     else if (k == "--send2" || k == "--reply2") a.bytes2 = std::atoll(v.c_str());
     else if (k == "--expect2") a.expect2 = std::atoll(v.c_str());
     else if (k == "--wait-file") a.wait_file = v;
+    else if (k == "--keep") a.keep = v == "1";
     else {
       std::fprintf(stderr, "svcmap-peer: unknown option %s\n", k.c_str());
       std::exit(2);
@@ -175,6 +182,39 @@ void Hold(long ms) {
   if (ms > 0) usleep(static_cast<useconds_t>(ms) * 1000);
 }
 
+void RaiseFdLimit() {
+  rlimit rl{};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = rl.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+// --keep: open (or accept) every connection, report, hold them all.
+int Keep(const Args& a, int lfd, const sockaddr_storage& ss, socklen_t len) {
+  RaiseFdLimit();
+  std::vector<int> fds;
+  for (long i = 0; i < a.count; ++i) {
+    int fd;
+    if (lfd >= 0) {
+      WaitFor(lfd, POLLIN);
+      fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) Die("accept");
+    } else {
+      fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd < 0) Die("socket");
+      if (connect(fd, reinterpret_cast<const sockaddr*>(&ss), len) != 0) Die("connect");
+    }
+    fds.push_back(fd);
+  }
+  std::printf("held\n");
+  std::fflush(stdout);
+  if (!a.wait_file.empty()) WaitForFile(a.wait_file);
+  for (int fd : fds) close(fd);
+  std::printf("{\"pid\": %d, \"sent\": 0, \"received\": 0, \"conns\": %ld}\n", getpid(),
+              a.count);
+  return 0;
+}
+
 int Serve(const Args& a) {
   sockaddr_storage ss;
   socklen_t len = MakeAddr(a.host, a.port, &ss);
@@ -186,6 +226,11 @@ int Serve(const Args& a) {
   if (listen(lfd, 4096) != 0) Die("listen");
   std::printf("ready\n");
   std::fflush(stdout);
+  if (a.keep) {
+    int rc = Keep(a, lfd, ss, len);
+    close(lfd);
+    return rc;
+  }
   long long received = 0, sent = 0;
   for (long i = 0; i < a.count; ++i) {
     WaitFor(lfd, POLLIN);
@@ -221,6 +266,7 @@ int Serve(const Args& a) {
 int Connect(const Args& a) {
   sockaddr_storage ss;
   socklen_t len = MakeAddr(a.host, a.port, &ss);
+  if (a.keep) return Keep(a, -1, ss, len);
   long long received = 0, sent = 0;
   for (long i = 0; i < a.count; ++i) {
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -25,10 +26,14 @@ struct SocketOwners {
 flow::ProcessKey ProcessKeyFromTicks(uint32_t pid, uint64_t start_ticks);
 
 // Walks /proc/<pid>/fd of every process. With `wanted`, only those inodes
-// are kept (and only their processes' stat files read). When several
-// processes share a socket (a forked listener), the lowest PID keeps it.
+// are kept (and only their processes' stat files read), the processes in
+// `first` are walked before the others (new sockets mostly belong to
+// processes that already had some), and the walk stops once every wanted
+// inode is found. When several processes share a socket (a forked
+// listener), the first one walked keeps it: the lowest PID, unless hinted.
 SocketOwners ScanSocketOwners(const absl::flat_hash_set<uint64_t>* wanted,
-                              std::string_view proc_root = "/proc");
+                              std::string_view proc_root = "/proc",
+                              const std::vector<uint32_t>& first = {});
 
 }  // namespace svcmap::scan
 

@@ -39,6 +39,10 @@ class SocketTracker {
                                      const absl::flat_hash_set<uint32_t>& failed_netns,
                                      uint64_t now_ns);
 
+  // The processes that own tracked sockets, busiest first: where the
+  // owners of new sockets are most likely to be found.
+  std::vector<uint32_t> OwnerPids() const;
+
   // Every socket of the last scan.
   std::vector<flow::SockRecord> Live() const;
   size_t size() const { return socks_.size(); }
