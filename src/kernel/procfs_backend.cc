@@ -63,8 +63,10 @@ absl::Status ProcfsBackend::ScanOnce() {
   }
   absl::flat_hash_set<uint64_t> unknown = tracker_.UnknownInodes(scans);
   scan::SocketOwners owners;
-  if (!unknown.empty())
+  if (!unknown.empty()) {
     owners = scan::ScanSocketOwners(&unknown, options_.proc_root, tracker_.OwnerPids());
+    tracker_.NoteUnresolved(unknown, owners.by_inode);
+  }
   scan_errors_.fetch_add(owners.vanished, std::memory_order_relaxed);
   std::vector<flow::SockEvent> events = tracker_.Apply(scans, owners.by_inode, failed,
                                                        BoottimeNs());

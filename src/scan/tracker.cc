@@ -41,6 +41,9 @@ absl::flat_hash_set<uint64_t> SocketTracker::UnknownInodes(
   for (const NetnsScan& ns : scans) {
     for (const DiagSock& s : ns.socks) {
       if (s.inode == 0) continue;
+      if (auto u = unresolved_.find(s.inode);
+          u != unresolved_.end() && scan_number_ - u->second.marked < kRetryScans)
+        continue;
       auto it = socks_.find(Key{ns.netns, Id(s)});
       if (it == socks_.end() || !it->second.owned || it->second.inode != s.inode)
         out.insert(s.inode);
@@ -71,6 +74,12 @@ flow::SockRecord SocketTracker::Record(const Key& k, const Entry& e) const {
   return r;
 }
 
+void SocketTracker::NoteUnresolved(const absl::flat_hash_set<uint64_t>& wanted,
+                                   const absl::flat_hash_map<uint64_t, flow::Owner>& found) {
+  for (uint64_t ino : wanted)
+    if (!found.contains(ino)) unresolved_.insert_or_assign(ino, Unresolved{scan_number_, scan_number_});
+}
+
 std::vector<flow::SockEvent> SocketTracker::Apply(
     const std::vector<NetnsScan>& scans,
     const absl::flat_hash_map<uint64_t, flow::Owner>& owners,
@@ -97,6 +106,9 @@ std::vector<flow::SockEvent> SocketTracker::Apply(
     for (const DiagSock& s : ns.socks) {
       const uint64_t id = Id(s);
       if (id == 0) continue;  // /proc without an inode: cannot follow it
+      if (!unresolved_.empty())
+        if (auto u = unresolved_.find(s.inode); u != unresolved_.end())
+          u->second.last_seen = scan_number_;
       Key key{ns.netns, id};
       auto [it, added] = socks_.try_emplace(key);
       Entry& e = it->second;
@@ -179,11 +191,16 @@ std::vector<flow::SockEvent> SocketTracker::Apply(
     }
     socks_.erase(cur);
   }
-  // Forget processes no socket refers to.
-  absl::flat_hash_set<flow::ProcessKey> used;
-  for (const auto& [k, e] : socks_) used.insert(e.process);
-  absl::erase_if(owners_, [&](const auto& kv) { return !used.contains(kv.first); });
+  // Forget unplaced inodes that are gone, and (now and then: it is a pass
+  // over every socket) processes no socket refers to.
+  absl::erase_if(unresolved_, [&](const auto& kv) { return kv.second.last_seen != scan_number_; });
+  if (scan_number_ % 32 == 0 || owners_.size() > 2 * socks_.size() + 64) {
+    absl::flat_hash_set<flow::ProcessKey> used;
+    for (const auto& [k, e] : socks_) used.insert(e.process);
+    absl::erase_if(owners_, [&](const auto& kv) { return !used.contains(kv.first); });
+  }
   first_ = false;
+  ++scan_number_;
   return events;
 }
 

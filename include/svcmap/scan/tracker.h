@@ -28,8 +28,14 @@ void PayloadBytes(const DiagSock& s, flow::Role role, uint64_t& sent, uint64_t& 
 class SocketTracker {
  public:
   // Inodes in `scans` whose owner is not known yet: only these need the
-  // walk over /proc/<pid>/fd.
+  // walk over /proc/<pid>/fd. An inode a walk could not place (held by a
+  // process in another pid namespace, or by the kernel) is left out for
+  // kRetryScans scans: otherwise every scan would walk every process.
   absl::flat_hash_set<uint64_t> UnknownInodes(const std::vector<NetnsScan>& scans) const;
+  // Records which of `wanted` the walk did not find.
+  void NoteUnresolved(const absl::flat_hash_set<uint64_t>& wanted,
+                      const absl::flat_hash_map<uint64_t, flow::Owner>& found);
+  static constexpr uint64_t kRetryScans = 30;
 
   // Applies one complete scan taken at `now_ns` (boot time). The first scan
   // only seeds: what it finds existed before svcmap. Sockets of a netns in
@@ -84,6 +90,12 @@ class SocketTracker {
   absl::flat_hash_map<Key, Entry> socks_;
   absl::flat_hash_map<flow::ProcessKey, flow::Owner> owners_;
   bool first_ = true;
+  uint64_t scan_number_ = 0;
+  struct Unresolved {
+    uint64_t marked;     // scan whose walk did not find it
+    uint64_t last_seen;  // scan that last listed it
+  };
+  absl::flat_hash_map<uint64_t, Unresolved> unresolved_;  // by inode
   uint64_t seeded_ = 0, seeded_listeners_ = 0, seed_unowned_ = 0;
 };
 
