@@ -69,6 +69,8 @@ absl::StatusOr<Opened> OpenProcfs(const Options& o, std::string_view why) {
     fmt::print(stderr, "svcmap: no usable BPF ({}); using the /proc + sock_diag scanner\n", why);
   kernel::ProcfsOptions po;
   po.interval = o.scan_interval;
+  po.use_sock_diag = o.scan_source != "proc";
+  po.require_sock_diag = o.scan_source == "sock_diag";
   absl::StatusOr<std::unique_ptr<kernel::ProcfsBackend>> b = kernel::ProcfsBackend::Create(po);
   if (!b.ok()) return b.status();
   return Opened{*std::move(b), "procfs"};

@@ -66,6 +66,11 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
         ->check(CLI::Range(1u, 1024u));
     sub->add_option("--scan-interval", scan_interval,
                     "procfs backend: time between scans (default 1s)");
+    sub->add_option("--scan-source", o.scan_source,
+                    "procfs backend: sock_diag (byte counts), proc (/proc/net/tcp, no bytes), "
+                    "or auto (sock_diag if it works)")
+        ->check(CLI::IsMember({"auto", "sock_diag", "proc"}))
+        ->default_str("auto");
   }
 
   std::vector<std::string> rev(args.size() > 1 ? args.size() - 1 : 0);

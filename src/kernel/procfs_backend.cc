@@ -24,11 +24,15 @@ absl::StatusOr<std::unique_ptr<ProcfsBackend>> ProcfsBackend::Create(
     return absl::InvalidArgumentError("scan interval must be at least 10ms");
   auto b = std::make_unique<ProcfsBackend>(options);
   // Try sock_diag once here so the start-up line says what will be used.
-  std::string source = "/proc/net/tcp";
+  std::string source = "/proc/net/tcp (no byte counts)";
   if (options.use_sock_diag) {
     absl::StatusOr<std::vector<scan::DiagSock>> probe =
         scan::DumpTcpSockets(1u << 10 /* LISTEN: small */);
-    if (probe.ok()) source = "sock_diag";
+    if (probe.ok())
+      source = "sock_diag";
+    else if (options.require_sock_diag)
+      return absl::FailedPreconditionError(
+          fmt::format("--scan-source sock_diag: {}", std::string(probe.status().message())));
   }
   b->attached_.push_back(fmt::format("{} + /proc/<pid>/fd every {}", source,
                                      absl::FormatDuration(options.interval)));

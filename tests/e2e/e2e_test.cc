@@ -593,6 +593,48 @@ TEST_F(E2eTest, WithoutBtfAutoFallsBackToTheScannerAndSaysWhy) {
   EXPECT_NE(f.err.find("no kernel BTF"), std::string::npos) << f.err;
 }
 
+// Without sock_diag (--scan-source proc: what a kernel without inet_diag
+// leaves) the scanner still finds both ends and their processes; it has no
+// byte counts, and says so where it says what it reads.
+TEST_F(E2eTest, ProcNetTcpFallbackAttributesBothEndsWithoutBytes) {
+  const int port = 7111;
+  std::vector<std::unique_ptr<Child>> snaps;
+  for (const std::string& ns : {hosts_->a_path, hosts_->b_path}) {
+    snaps.push_back(std::make_unique<Child>(std::vector<std::string>{
+        kSvcmap, "--backend", "procfs", "snapshot", "--json", "--duration", "300s",
+        "--scan-interval", "200ms", "--scan-source", "proc", "--netns", ns}));
+    ASSERT_TRUE(snaps.back()->WaitForLine(true, "via /proc/net/tcp (no byte counts)", seconds(20)));
+  }
+  Child server(TwoHosts::In(
+      hosts_->b, {kPeer, "serve", "--bind", hosts_->b_ip6, "--port", std::to_string(port),
+                  "--expect", "777", "--reply", "77", "--hold-ms", "1000", "--name",
+                  "e2e-server"}));
+  ASSERT_TRUE(server.WaitForLine(false, "ready", seconds(30)));
+  RunResult c = RunCmd(TwoHosts::In(
+      hosts_->a, {kPeer, "connect", "--host", hosts_->b_ip6, "--port", std::to_string(port),
+                  "--send", "777", "--expect", "77", "--hold-ms", "1000", "--name",
+                  "e2e-client"}));
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  RunResult srv = server.Wait(seconds(30));
+  ASSERT_EQ(srv.exit_code, 0) << srv.err;
+  for (auto& s : snaps) s->Signal(SIGINT);
+  Json a = Finish(*snaps[0]), b = Finish(*snaps[1]);
+  ASSERT_EQ(a["connections"].size(), 1u) << a.dump(2);
+  EXPECT_EQ(a["connections"][0]["src_service_name"], "e2e-client");
+  EXPECT_EQ(a["connections"][0]["src_pid"], Json::parse(c.out)["pid"]);
+  EXPECT_EQ(a["connections"][0]["dst_ip"], hosts_->b_ip6);
+  EXPECT_EQ(a["connections"][0]["connections"], 1);
+  EXPECT_EQ(a["connections"][0]["bytes"], 0);
+  const Json* s = FindService(b, "e2e-server");
+  ASSERT_NE(s, nullptr) << b.dump(2);
+  EXPECT_EQ((*s)["listen_ports"], Json::array({port}));
+  ASSERT_EQ((*s)["accepted"].size(), 1u) << b.dump(2);
+  EXPECT_EQ((*s)["accepted"][0]["peer_ip"], hosts_->a_ip6);
+  EXPECT_EQ((*s)["accepted"][0]["connections"], 1);
+  EXPECT_EQ(a["completeness"]["seen"], 1);
+  EXPECT_EQ(b["completeness"]["seen"], 1);
+}
+
 TEST_F(E2eTest, RefusesToRunWithoutRootWithOneClearLine) {
   RunResult r = RunCmd({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", kSvcmap,
                      "snapshot", "--duration", "1s"});

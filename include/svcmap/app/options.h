@@ -27,6 +27,7 @@ struct Options {
   uint32_t max_sockets = 65536;
   uint32_t ringbuf_mib = 16;
   absl::Duration scan_interval = absl::Seconds(1);  // procfs backend
+  std::string scan_source = "auto";                 // auto | sock_diag | proc
 };
 
 struct ParseResult {

@@ -18,6 +18,7 @@ namespace svcmap::kernel {
 struct ProcfsOptions {
   absl::Duration interval = absl::Seconds(1);
   bool use_sock_diag = true;  // false: /proc/<pid>/net/tcp only (no bytes)
+  bool require_sock_diag = false;  // fail rather than fall back to /proc
   std::string proc_root = "/proc";
 };
 
