@@ -71,7 +71,7 @@ absl::Status ProcfsBackend::ScanOnce() {
     owners = scan::ScanSocketOwners(&unknown, options_.proc_root, tracker_.OwnerPids());
     tracker_.NoteUnresolved(unknown, owners.by_inode);
   }
-  scan_errors_.fetch_add(owners.vanished, std::memory_order_relaxed);
+  scan_errors_.fetch_add(owners.vanished + owners.unreadable, std::memory_order_relaxed);
   std::vector<flow::SockEvent> events = tracker_.Apply(scans, owners.by_inode, failed,
                                                        BoottimeNs());
   scans_.fetch_add(1, std::memory_order_relaxed);

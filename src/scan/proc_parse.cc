@@ -134,7 +134,8 @@ ProcNetTcp ParseProcNetTcp(std::string_view text, bool ipv6) {
                                      st = f.Next();
     std::optional<std::string_view> inode;
     for (int i = 0; i < 6; ++i) inode = f.Next();  // tx:rx tr:when retrnsmt uid timeout inode
-    ProcNetTcpEntry e;
+    DiagSock e;
+    e.family = ipv6 ? 10 : 2;  // AF_INET6, AF_INET
     if (!sl || !inode || !ParseHexEndpoint(*local, ipv6, e.local_ip, e.local_port) ||
         !ParseHexEndpoint(*remote, ipv6, e.remote_ip, e.remote_port) ||
         !ParseUnsigned(*st, e.state, 16) || !ParseUnsigned(*inode, e.inode)) {

@@ -130,18 +130,8 @@ NetnsSockets ReadCurrentNetns(bool use_diag) {
     if (!ok) continue;
     ProcNetTcp parsed = ParseProcNetTcp(text, v6);
     out.bad_records += parsed.bad_lines;
-    for (const ProcNetTcpEntry& e : parsed.entries) {
-      if (e.state == kTimeWait || e.state == kNewSynRecv) continue;
-      DiagSock s;
-      s.family = v6 ? AF_INET6 : AF_INET;
-      s.state = e.state;
-      s.local_ip = e.local_ip;
-      s.local_port = e.local_port;
-      s.remote_ip = e.remote_ip;
-      s.remote_port = e.remote_port;
-      s.inode = e.inode;
-      out.socks.push_back(s);
-    }
+    for (const DiagSock& e : parsed.entries)
+      if (e.state != kTimeWait && e.state != kNewSynRecv) out.socks.push_back(e);
   }
   return out;
 }

@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "svcmap/flow/ip_addr.h"
+#include "svcmap/scan/inet_diag.h"
 
 namespace svcmap::scan {
 
@@ -36,18 +37,11 @@ struct ProcStat {
 };
 absl::StatusOr<ProcStat> ParseProcStat(std::string_view stat);
 
-// One line of /proc/<pid>/net/tcp or tcp6. Addresses there are the kernel's
-// __be32 words printed as host-order hex.
-struct ProcNetTcpEntry {
-  flow::IpAddr local_ip;
-  uint16_t local_port = 0;
-  flow::IpAddr remote_ip;
-  uint16_t remote_port = 0;
-  uint8_t state = 0;  // TCP_ESTABLISHED = 1, ... TCP_LISTEN = 10
-  uint64_t inode = 0;
-};
+// The lines of /proc/<pid>/net/tcp or tcp6, as the sockets sock_diag would
+// have listed, without cookie or byte counts. Addresses there are the
+// kernel's __be32 words printed as host-order hex.
 struct ProcNetTcp {
-  std::vector<ProcNetTcpEntry> entries;
+  std::vector<DiagSock> entries;
   uint64_t bad_lines = 0;  // skipped, not fatal
 };
 // `ipv6` selects the tcp6 layout. The header line is skipped.
