@@ -538,59 +538,74 @@ TEST_F(E2eTest, ForcingAnUnavailableBackendIsOneClearError) {
   }
 }
 
-// No BTF (hidden here in a private mount namespace): auto falls back to the
-// scanner, says why, and still reports a connection exactly. Always auto,
-// whatever SVCMAP_E2E_BACKEND says.
-TEST_F(E2eTest, WithoutBtfAutoFallsBackToTheScannerAndSaysWhy) {
-  const std::vector<std::string> no_btf = {
-      "unshare", "-m", "--propagation", "private", "sh", "-c",
-      "mount -t tmpfs none /sys/kernel/btf && exec \"$@\"", "sh"};
-  std::string go = fmt::format("/tmp/svcmap-e2e-gob.{}", getpid());
-  unlink(go.c_str());
-  const int port = 7110;
+// Runs `svcmap snapshot` (auto backend) behind `wrap` over a held
+// exchange from A to B, and checks that it fell back to the scanner with
+// `reason` and still counted exactly.
+void ExpectScannerFallback(const std::vector<std::string>& wrap, int port,
+                           const std::string& reason, TwoHosts& hosts) {
   Child server(TwoHosts::In(
-      hosts_->b, {kPeer, "serve", "--bind", hosts_->b_ip4, "--port", std::to_string(port),
-                  "--expect", "4321", "--reply", "123", "--hold-ms", "1000", "--name",
-                  "e2e-server"}));
+      hosts.b, {kPeer, "serve", "--bind", hosts.b_ip4, "--port", std::to_string(port),
+                "--expect", "4321", "--reply", "123", "--hold-ms", "1000", "--name",
+                "e2e-server"}));
   ASSERT_TRUE(server.WaitForLine(false, "ready", seconds(30)));
-  std::vector<std::string> argv = no_btf;
+  std::vector<std::string> argv = wrap;
   for (const std::string& a : {kSvcmap, std::string("snapshot"), std::string("--json"),
                                std::string("--duration"), std::string("300s"),
                                std::string("--scan-interval"), std::string("200ms"),
-                               std::string("--netns"), hosts_->a_path})
+                               std::string("--netns"), hosts.a_path})
     argv.push_back(a);
   Child snap(argv);
   ASSERT_TRUE(snap.WaitForLine(true, "svcmap: tracing", seconds(20)));
   RunResult c = RunCmd(TwoHosts::In(
-      hosts_->a, {kPeer, "connect", "--host", hosts_->b_ip4, "--port", std::to_string(port),
-                  "--send", "4321", "--expect", "123", "--hold-ms", "1000", "--name",
-                  "e2e-client"}));
+      hosts.a, {kPeer, "connect", "--host", hosts.b_ip4, "--port", std::to_string(port),
+                "--send", "4321", "--expect", "123", "--hold-ms", "1000", "--name",
+                "e2e-client"}));
   ASSERT_EQ(c.exit_code, 0) << c.err;
   ASSERT_EQ(server.Wait(seconds(30)).exit_code, 0);
   snap.Signal(SIGINT);
   RunResult r = snap.Wait(seconds(60));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.err.find("svcmap: no usable BPF (no kernel BTF at /sys/kernel/btf/vmlinux); "
-                       "using the /proc + sock_diag scanner"),
-            std::string::npos)
-      << r.err;
+  EXPECT_EQ(r.err.rfind("svcmap: no usable BPF (", 0), 0u) << r.err;
+  EXPECT_NE(r.err.find(reason), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("); using the /proc + sock_diag scanner\n"), std::string::npos) << r.err;
   Json doc = Json::parse(r.out, nullptr, false);
   ASSERT_FALSE(doc.is_discarded()) << r.out;
   EXPECT_EQ(doc["instance"]["backend"], "procfs");
   ASSERT_EQ(doc["connections"].size(), 1u) << doc.dump(2);
   EXPECT_EQ(doc["connections"][0]["src_service_name"], "e2e-client");
+  EXPECT_EQ(doc["connections"][0]["src_pid"], Json::parse(c.out)["pid"]);
   EXPECT_EQ(doc["connections"][0]["bytes_sent"], 4321);
   EXPECT_EQ(doc["connections"][0]["bytes_received"], 123);
   EXPECT_EQ(doc["completeness"]["opens"], 1);
   EXPECT_EQ(doc["completeness"]["missed"], 0);
-  // A forced BPF backend does not fall back: it fails and says why.
+}
+
+// No BTF (hidden here in a private mount namespace): auto falls back to the
+// scanner, says why, and still reports a connection exactly; a forced BPF
+// backend fails instead. Always auto, whatever SVCMAP_E2E_BACKEND says.
+TEST_F(E2eTest, WithoutBtfAutoFallsBackToTheScannerAndSaysWhy) {
+  const std::vector<std::string> no_btf = {
+      "unshare", "-m", "--propagation", "private", "sh", "-c",
+      "mount -t tmpfs none /sys/kernel/btf && exec \"$@\"", "sh"};
+  ExpectScannerFallback(no_btf, 7110, "no kernel BTF at /sys/kernel/btf/vmlinux", *hosts_);
   std::vector<std::string> forced = no_btf;
-  for (const char* a : {"--backend", "tracepoint", "snapshot", "--duration", "1"})
+  for (const std::string& a : {kSvcmap, std::string("--backend"), std::string("tracepoint"),
+                               std::string("snapshot"), std::string("--duration"),
+                               std::string("1")})
     forced.push_back(a);
-  forced.insert(forced.begin() + static_cast<long>(no_btf.size()), kSvcmap);
   RunResult f = RunCmd(forced);
   EXPECT_EQ(f.exit_code, 69) << f.err;
   EXPECT_NE(f.err.find("no kernel BTF"), std::string::npos) << f.err;
+}
+
+// Root without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (a locked-down
+// container): every load is refused, auto falls back to the scanner. It
+// runs inside A, because joining another netns needs CAP_SYS_ADMIN.
+TEST_F(E2eTest, WithoutBpfPermissionAutoFallsBackToTheScannerAndSaysWhy) {
+  ExpectScannerFallback(
+      TwoHosts::In(hosts_->a, {"setpriv", "--inh-caps=-bpf,-perfmon,-sys_admin",
+                               "--bounding-set=-bpf,-perfmon,-sys_admin"}),
+      7112, "load: EPERM", *hosts_);
 }
 
 // Without sock_diag (--scan-source proc: what a kernel without inet_diag
