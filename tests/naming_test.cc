@@ -114,5 +114,19 @@ TEST(ServiceNamerTest, BadRulesNameTheRule) {
   EXPECT_NE(std::string(n.status().message()).find("rules[0].name"), std::string::npos);
 }
 
+TEST(ServiceNamerTest, RuleFlags) {
+  absl::StatusOr<NamingRule> r = ParseNamingRule("cmdline:--name (\\S+)=$1");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->field, NamingRule::Field::kCmdline);
+  EXPECT_EQ(r->pattern, "--name (\\S+)");
+  EXPECT_EQ(r->name, "$1");
+  r = ParseNamingRule("cgroup:a=b=c");  // the last '=' splits
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->pattern, "a=b");
+  EXPECT_EQ(r->name, "c");
+  for (const char* bad : {"", "exe", "exe:x", "pid:x=y", "exe:=y", "exe:x=", "=x:y"})
+    EXPECT_FALSE(ParseNamingRule(bad).ok()) << bad;
+}
+
 }  // namespace
 }  // namespace svcmap::identity

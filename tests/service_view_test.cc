@@ -89,7 +89,9 @@ TEST(ServiceViewTest, UnknownProcessGetsAPidName) {
 }
 
 TEST(CollectorTest, LiveListenersAndSocketsJoinTheView) {
-  Collector c([](const ProcessKey& k) { return "/usr/sbin/x" + std::to_string(k.pid); });
+  Collector c([](const Owner& o) {
+    return ProcessInfo{"", "/usr/sbin/x" + std::to_string(o.process.pid), "postgres", "systemd"};
+  });
   SockRecord listener = Ev(EventType::kListen, 5, "pg", Role::kListener, "0.0.0.0", 5432, "0.0.0.0", 0, 0, 0).sock;
   SockRecord conn = Ev(EventType::kClose, 5, "pg", Role::kUnknown, "10.0.0.2", 5432, "10.0.0.1", 40000, 9, 8).sock;
   Collector::Result r = c.View(std::vector<SockRecord>{listener, conn}, 2000);
@@ -97,6 +99,12 @@ TEST(CollectorTest, LiveListenersAndSocketsJoinTheView) {
   ASSERT_EQ(r.flows.flows.size(), 1u);
   EXPECT_EQ(r.flows.flows.begin()->first.role, Role::kServer);  // via the listen port
   EXPECT_EQ(c.processes().Find({5, 1})->exe, "/usr/sbin/x5");
+  // The describer's name, not the comm, names the service.
+  ServiceGraph g = BuildServiceView(r.flows, r.listeners, c.processes(), {std::nullopt, "x"});
+  ASSERT_EQ(g.services.size(), 1u);
+  EXPECT_EQ(g.services[0].name, "postgres");
+  EXPECT_EQ(g.services[0].name_source, "systemd");
+  EXPECT_EQ(c.processes().Find({5, 1})->comm, "pg");
 }
 
 }  // namespace

@@ -4,6 +4,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
 #include <ctime>
 #include <memory>
 #include <mutex>
@@ -17,7 +20,7 @@
 #include "svcmap/flow/service_view.h"
 #include "svcmap/kernel/feature_probe.h"
 #include "svcmap/kernel/libbpf_error.h"
-#include "svcmap/kernel/procfs.h"
+#include "svcmap/scan/process_facts.h"
 #include "svcmap/kernel/bpf_backend.h"
 #include "svcmap/kernel/procfs_backend.h"
 #include "svcmap/scan/sock_diag.h"
@@ -251,6 +254,29 @@ void PrintSnapshotText(const nlohmann::ordered_json& doc) {
   }
 }
 
+absl::StatusOr<identity::ServiceNamer> MakeNamer(const Options& o) {
+  identity::PodIndex pods;
+  if (!o.pod_list_path.empty()) {
+    std::ifstream in(o.pod_list_path);
+    if (!in)
+      return absl::InvalidArgumentError(
+          fmt::format("--pod-list {}: {}", o.pod_list_path, std::strerror(errno)));
+    std::stringstream text;
+    text << in.rdbuf();
+    absl::StatusOr<identity::PodIndex> parsed = identity::ParsePodList(text.str());
+    if (!parsed.ok())
+      return absl::InvalidArgumentError(fmt::format("--pod-list {}: {}", o.pod_list_path,
+                                                    std::string(parsed.status().message())));
+    pods = *std::move(parsed);
+  }
+  absl::StatusOr<identity::ServiceNamer> namer =
+      identity::ServiceNamer::Create(o.name_rules, std::move(pods));
+  if (!namer.ok())
+    return absl::InvalidArgumentError(
+        fmt::format("--name-rule: {}", std::string(namer.status().message())));
+  return namer;
+}
+
 absl::Status RunSnapshot(const Options& o) {
   std::optional<uint32_t> netns;
   if (!o.netns_path.empty()) {
@@ -268,14 +294,20 @@ absl::Status RunSnapshot(const Options& o) {
   // backend does not report is a miss.
   if (absl::Status s = CheckRoot(); !s.ok()) return s;
   absl::flat_hash_map<uint32_t, scan::TcpOpens> opens_before = scan::ReadOpensByNetns();
+  absl::StatusOr<identity::ServiceNamer> namer = MakeNamer(o);
+  if (!namer.ok()) return namer.status();
   kernel::ProbeReport report;
   absl::StatusOr<Opened> opened = OpenBackend(o, report);
   if (!opened.ok()) return opened.status();
   kernel::Backend* backend = opened->backend.get();
 
   std::mutex mu;
-  flow::Collector collector(
-      [](const flow::ProcessKey& k) { return kernel::ReadExe(k); });
+  flow::Collector collector([&namer](const flow::Owner& owner) {
+    identity::ProcessFacts facts = scan::ReadProcessFacts(owner.process);
+    facts.comm = owner.comm;
+    identity::ServiceName n = namer->Name(facts);
+    return flow::ProcessInfo{owner.comm, facts.exe, std::move(n.name), std::move(n.source)};
+  });
   absl::Status started = backend->Start([&](const flow::SockEvent& ev) {
     std::lock_guard<std::mutex> lock(mu);
     collector.OnEvent(ev);

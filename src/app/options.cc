@@ -27,6 +27,7 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   ParseResult result;
   Options& o = result.options;
   std::string duration, scan_interval;
+  std::vector<std::string> name_rules;
 
   CLI::App app{"svcmap: which process on which machine talks to which, and how many bytes flow",
                "svcmap"};
@@ -57,6 +58,13 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   snapshot->add_option("--duration", duration, "How long to trace (default 5s)");
   snapshot->add_option("--netns", o.netns_path,
                        "Only sockets in this network namespace, e.g. /run/netns/web");
+  snapshot->add_option("--name-rule", name_rules,
+                       "Name services: FIELD:REGEX=NAME, FIELD exe, cmdline or cgroup, $1.. "
+                       "for groups; repeatable, first match wins, before pod, systemd unit, "
+                       "container, exe and comm");
+  snapshot->add_option("--pod-list", o.pod_list_path,
+                       "A PodList JSON (kubectl get pods -o json, or the kubelet's /pods) "
+                       "to name pods by their workload");
   snapshot->add_option("--instance-ip", o.instance_ip,
                        "This machine's address in the output (default: first non-loopback)");
   for (CLI::App* sub : {trace, snapshot}) {
@@ -101,6 +109,11 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
     o.duration = *d;
   } else if (o.command == Command::kSnapshot) {
     o.duration = absl::Seconds(5);
+  }
+  for (const std::string& text : name_rules) {
+    absl::StatusOr<identity::NamingRule> r = identity::ParseNamingRule(text);
+    if (!r.ok()) return r.status();
+    o.name_rules.push_back(*std::move(r));
   }
   if (!scan_interval.empty()) {
     absl::StatusOr<absl::Duration> d = ParseDurationFlag(scan_interval);

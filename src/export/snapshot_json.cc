@@ -66,6 +66,7 @@ nlohmann::ordered_json SnapshotJson(const InstanceInfo& instance,
                         {"pid", s.pids.empty() ? 0 : s.pids.front()},
                         {"pids", s.pids},
                         {"exe", s.exe},
+                        {"name_source", s.name_source},
                         {"listen_ports", Json(std::vector<uint16_t>(
                                              s.listen_ports.begin(), s.listen_ports.end()))},
                         {"accepted", std::move(accepted)}});

@@ -4,12 +4,15 @@ namespace svcmap::flow {
 
 const ProcessInfo& ProcessTable::Observe(const Owner& owner) {
   auto [it, inserted] = processes_.try_emplace(owner.process);
-  if (inserted) {
+  // exec() keeps the PID and start time but changes the comm (and maybe
+  // the name): describe it again.
+  if (inserted || (it->second.comm != owner.comm && !owner.comm.empty())) {
+    it->second = describer_ ? describer_(owner) : ProcessInfo{};
     it->second.comm = owner.comm;
-    if (resolver_) it->second.exe = resolver_(owner.process);
-  } else if (it->second.comm != owner.comm && !owner.comm.empty()) {
-    // exec() keeps the PID and start time but changes the name.
-    it->second.comm = owner.comm;
+    if (it->second.name.empty()) {
+      it->second.name = owner.comm;
+      it->second.name_source = "comm";
+    }
   }
   return it->second;
 }

@@ -11,8 +11,8 @@ namespace {
 
 std::string NameOf(const ProcessTable& processes, const ProcessKey& key) {
   const ProcessInfo* info = processes.Find(key);
-  if (info == nullptr || info->comm.empty()) return fmt::format("pid-{}", key.pid);
-  return info->comm;
+  if (info == nullptr || info->name.empty()) return fmt::format("pid-{}", key.pid);
+  return info->name;
 }
 
 }  // namespace
@@ -41,6 +41,7 @@ ServiceGraph BuildServiceView(const FlowView& flows,
     pids[name].insert(key.pid);
     const ProcessInfo* info = processes.Find(key);
     if (row.exe.empty() && info != nullptr) row.exe = info->exe;
+    if (row.name_source.empty() && info != nullptr) row.name_source = info->name_source;
     return row;
   };
 

@@ -124,6 +124,33 @@ absl::StatusOr<PodIndex> ParsePodList(std::string_view json) {
   return out;
 }
 
+absl::StatusOr<NamingRule> ParseNamingRule(std::string_view text) {
+  size_t colon = text.find(':');
+  size_t eq = text.rfind('=');
+  if (colon == std::string_view::npos || eq == std::string_view::npos || eq < colon)
+    return absl::InvalidArgumentError(
+        fmt::format("invalid name rule '{}': want FIELD:REGEX=NAME, FIELD one of exe, cmdline, "
+                    "cgroup",
+                    text));
+  NamingRule r;
+  std::string_view field = text.substr(0, colon);
+  if (field == "exe")
+    r.field = NamingRule::Field::kExe;
+  else if (field == "cmdline")
+    r.field = NamingRule::Field::kCmdline;
+  else if (field == "cgroup")
+    r.field = NamingRule::Field::kCgroup;
+  else
+    return absl::InvalidArgumentError(fmt::format(
+        "invalid name rule '{}': field '{}' is not exe, cmdline or cgroup", text, field));
+  r.pattern = std::string(text.substr(colon + 1, eq - colon - 1));
+  r.name = std::string(text.substr(eq + 1));
+  if (r.pattern.empty() || r.name.empty())
+    return absl::InvalidArgumentError(
+        fmt::format("invalid name rule '{}': empty regex or name", text));
+  return r;
+}
+
 absl::StatusOr<ServiceNamer> ServiceNamer::Create(std::vector<NamingRule> rules, PodIndex pods) {
   ServiceNamer n;
   for (size_t i = 0; i < rules.size(); ++i) {

@@ -32,6 +32,10 @@ std::string Backend() {
   return b && *b ? b : "auto";
 }
 
+// The peers are all one executable; each is named by its --name (a user
+// rule, which comes before the exe's basename in the naming order).
+const char kNameRule[] = "cmdline:--name (\\S+)=$1";
+
 // The procfs backend sees a connection only if it is open during a scan.
 bool Scanner() { return Backend() == "procfs"; }
 
@@ -54,7 +58,7 @@ class E2eTest : public ::testing::Test {
                                               const std::string& form = "auto") {
     std::vector<std::string> argv{kSvcmap, "--backend", form == "auto" ? Backend() : "tracepoint",
                                   "--tracepoint-form", form, "snapshot", "--json", "--duration",
-                                  duration, "--netns", netns_path};
+                                  duration, "--netns", netns_path, "--name-rule", kNameRule};
     if (Scanner()) argv.insert(argv.end(), {"--scan-interval", "200ms"});
     auto c = std::make_unique<Child>(argv);
     EXPECT_TRUE(c->WaitForLine(true, "svcmap: tracing", seconds(20))) << "snapshot never attached";
@@ -185,6 +189,8 @@ class E2eTest : public ::testing::Test {
     EXPECT_EQ((*srv)["pid"], server_pid);
     EXPECT_EQ((*srv)["listen_ports"], Json::array({port}));
     EXPECT_EQ((*srv)["instance_id"], "e2e-server@" + b_instance);
+    // Alive when first seen: named by the --name-rule on its command line.
+    EXPECT_EQ((*srv)["name_source"], "rule");
     ASSERT_EQ((*srv)["accepted"].size(), 1u) << x.snap_b.dump(2);
     const Json& acc = (*srv)["accepted"][0];
     EXPECT_EQ(acc["pid"], server_pid);
@@ -552,7 +558,8 @@ void ExpectScannerFallback(const std::vector<std::string>& wrap, int port,
   for (const std::string& a : {kSvcmap, std::string("snapshot"), std::string("--json"),
                                std::string("--duration"), std::string("300s"),
                                std::string("--scan-interval"), std::string("200ms"),
-                               std::string("--netns"), hosts.a_path})
+                               std::string("--netns"), hosts.a_path,
+                               std::string("--name-rule"), std::string(kNameRule)})
     argv.push_back(a);
   Child snap(argv);
   ASSERT_TRUE(snap.WaitForLine(true, "svcmap: tracing", seconds(20)));
@@ -617,7 +624,8 @@ TEST_F(E2eTest, ProcNetTcpFallbackAttributesBothEndsWithoutBytes) {
   for (const std::string& ns : {hosts_->a_path, hosts_->b_path}) {
     snaps.push_back(std::make_unique<Child>(std::vector<std::string>{
         kSvcmap, "--backend", "procfs", "snapshot", "--json", "--duration", "300s",
-        "--scan-interval", "200ms", "--scan-source", "proc", "--netns", ns}));
+        "--scan-interval", "200ms", "--scan-source", "proc", "--netns", ns, "--name-rule",
+        kNameRule}));
     ASSERT_TRUE(snaps.back()->WaitForLine(true, "via /proc/net/tcp (no byte counts)", seconds(20)));
   }
   Child server(TwoHosts::In(
@@ -665,6 +673,9 @@ TEST_F(E2eTest, BadInputIsOneLineAndNonZero) {
            {kSvcmap, "trace", "--pid", "-4"},
            {kSvcmap, "snapshot", "--frobnicate"},
            {kSvcmap, "snapshot", "--instance-ip", "10.0.0.300"},
+           {kSvcmap, "snapshot", "--name-rule", "pid:1=x"},
+           {kSvcmap, "snapshot", "--name-rule", "exe:(=x"},
+           {kSvcmap, "snapshot", "--pod-list", "/nonexistent.json"},
            {kSvcmap, "snapshot", "--duration", "1s", "--netns", "/run/netns/does-not-exist"}}) {
     RunResult r = RunCmd(argv);
     EXPECT_NE(r.exit_code, 0) << argv[1] << " " << argv[2];

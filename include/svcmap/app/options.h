@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "svcmap/identity/naming.h"
 
 namespace svcmap::app {
 
@@ -28,6 +29,8 @@ struct Options {
   uint32_t ringbuf_mib = 16;
   absl::Duration scan_interval = absl::Seconds(1);  // procfs backend
   std::string scan_source = "auto";                 // auto | sock_diag | proc
+  std::vector<identity::NamingRule> name_rules;    // --name-rule, in order
+  std::string pod_list_path;                       // --pod-list
 };
 
 struct ParseResult {

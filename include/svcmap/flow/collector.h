@@ -17,9 +17,8 @@ namespace svcmap::flow {
 // thread-safe: the caller serialises OnEvent() and View().
 class Collector {
  public:
-  explicit Collector(ProcessTable::ExeResolver exe_resolver = nullptr,
-                     size_t max_traffic = 100000)
-      : processes_(std::move(exe_resolver)), flows_(max_traffic) {}
+  explicit Collector(ProcessTable::Describer describer = nullptr, size_t max_traffic = 100000)
+      : processes_(std::move(describer)), flows_(max_traffic) {}
 
   void OnEvent(const SockEvent& ev);
 

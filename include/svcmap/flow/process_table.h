@@ -11,25 +11,27 @@ namespace svcmap::flow {
 
 struct ProcessInfo {
   std::string comm;
-  std::string exe;  // empty when it could not be read (process gone)
+  std::string exe;          // empty when it could not be read (process gone)
+  std::string name;         // the service name; the comm if nobody named it
+  std::string name_source;  // "rule", "pod", "systemd", "container", "exe", "comm"
 };
 
-// Process identity -> comm and exe. The exe is looked up once per process,
-// through the resolver given at construction (so this stays free of I/O),
-// and only when the process is first seen, while it is most likely alive.
+// Process identity -> what we know of it. The details (exe, service name)
+// come from the describer given at construction (so this stays free of
+// I/O), once per process, when it is first seen and most likely alive, and
+// again if it exec()s (same PID and start time, new comm).
 class ProcessTable {
  public:
-  using ExeResolver = std::function<std::string(const ProcessKey&)>;
+  using Describer = std::function<ProcessInfo(const Owner&)>;
 
-  explicit ProcessTable(ExeResolver resolver = nullptr)
-      : resolver_(std::move(resolver)) {}
+  explicit ProcessTable(Describer describer = nullptr) : describer_(std::move(describer)) {}
 
   const ProcessInfo& Observe(const Owner& owner);
   const ProcessInfo* Find(const ProcessKey& key) const;
   size_t size() const { return processes_.size(); }
 
  private:
-  ExeResolver resolver_;
+  Describer describer_;
   // Keyed by {pid, start}: a reused PID is a new entry, not an overwrite.
   absl::flat_hash_map<ProcessKey, ProcessInfo> processes_;
 };

@@ -34,6 +34,7 @@ struct ServiceRow {
   std::vector<uint32_t> pids;          // ascending
   std::set<uint16_t> listen_ports;
   std::string exe;                     // of the lowest pid that has one
+  std::string name_source;             // how the name was found (identity::ServiceName)
   std::vector<AcceptedRow> accepted;
 };
 
@@ -72,7 +73,7 @@ struct ServiceGraph {
 // restarts of the service and of svcmap.
 std::string InstanceId(std::string_view name, std::string_view instance_ip);
 
-// Groups processes into services by name (the process comm, for now) and
+// Groups processes into services by name (ProcessInfo::name) and
 // lists each service's listening ports, accepted and outbound flows.
 ServiceGraph BuildServiceView(const FlowView& flows,
                               const std::vector<Listener>& listeners,

@@ -54,6 +54,10 @@ struct NamingRule {
   std::string name;
 };
 
+// "exe:REGEX=NAME", "cmdline:REGEX=NAME" or "cgroup:REGEX=NAME" (the last
+// '=' separates the name), as --name-rule takes it.
+absl::StatusOr<NamingRule> ParseNamingRule(std::string_view text);
+
 struct ServiceName {
   std::string name;
   std::string source;  // "rule", "pod", "systemd", "container", "exe", "comm"
