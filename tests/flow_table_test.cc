@@ -127,6 +127,22 @@ TEST(FlowTableTest, FailedConnectsAreCountedOnlyOnceClosed) {
   EXPECT_EQ(v.flows.begin()->second.connections, 0u);
 }
 
+// Seen on 5.10 under emulation: the kernel made a spare child for one
+// handshake and dropped it. A passive open, but no connection and no row.
+TEST(FlowTableTest, AServerChildThatNeverEstablishedIsAnOpenButNotAFlow) {
+  FlowTable t;
+  SockRecord spare = Server(1, 9, 0, 0, 0);
+  spare.established = false;
+  spare.remote_ip = IpAddr();  // the listener's, cloned: no peer yet
+  t.AddClosed(spare, 2000, kNoListeners);
+  t.AddClosed(Server(2, 9, 40001, 5, 6), 2000, kNoListeners);
+  FlowView v = t.View({}, 3000, kNoListeners);
+  ASSERT_EQ(v.flows.size(), 1u);
+  EXPECT_EQ(v.flows.begin()->first.remote_ip, IpAddr::V4(10, 0, 0, 1));
+  EXPECT_EQ(v.flows.begin()->second.connections, 1u);
+  EXPECT_EQ(v.opened.at(1), 2u);
+}
+
 TEST(FlowTableTest, UnknownRoleIsResolvedByListeningPort) {
   FlowTable t;
   SockRecord s = Server(1, 9, 40001, 10, 100);

@@ -55,9 +55,14 @@ TrafficKey FlowTable::TrafficKeyOf(const SockRecord& s, Role role) {
 
 void FlowTable::AddTo(FlowView& view, const SockRecord& s, uint64_t seen_ns,
                       Role role, bool closed) const {
-  view.flows[KeyOf(s, role)].Add(s, seen_ns, closed);
   // A role the hooks did not see being set means the socket predates them.
   if (!s.seeded && (s.role == Role::kClient || s.role == Role::kServer)) ++view.opened[s.netns];
+  // A child socket that never established (its handshake lost a race, or
+  // the accept queue was full, and the client's retry made another) is a
+  // passive open to the kernel but no connection: no flow, no empty row
+  // with a 0.0.0.0 peer. A client's is a failed connect, which is one.
+  if (role == Role::kServer && !s.established) return;
+  view.flows[KeyOf(s, role)].Add(s, seen_ns, closed);
   if (!s.established) return;  // no 4-tuple worth listing
   TrafficKey tk = TrafficKeyOf(s, role);
   auto it = view.traffic.find(tk);
