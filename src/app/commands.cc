@@ -1,6 +1,7 @@
 #include "svcmap/app/commands.h"
 
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -9,12 +10,16 @@
 #include <sstream>
 #include <ctime>
 #include <memory>
+#include <map>
 #include <mutex>
+#include <thread>
 
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
 #include "svcmap/app/host_info.h"
 #include "svcmap/app/trace_format.h"
+#include "httplib.h"
+#include "svcmap/export/metrics.h"
 #include "svcmap/export/snapshot_json.h"
 #include "svcmap/flow/collector.h"
 #include "svcmap/flow/service_view.h"
@@ -370,6 +375,127 @@ absl::Status RunSnapshot(const Options& o) {
   return absl::OkStatus();
 }
 
+
+// One daemon per node: the backend runs until SIGTERM/SIGINT, and every
+// HTTP request computes the view from the events so far plus the live
+// sockets of that moment.
+absl::Status RunAgent(const Options& o) {
+  if (absl::Status s = CheckRoot(); !s.ok()) return s;
+  std::optional<uint32_t> netns;
+  if (!o.netns_path.empty()) {
+    absl::StatusOr<uint32_t> ino = NetnsInode(o.netns_path);
+    if (!ino.ok()) return ino.status();
+    netns = *ino;
+  }
+  std::string instance_ip = o.instance_ip;
+  if (instance_ip.empty()) {
+    absl::StatusOr<std::string> ip = FirstAddress(o.netns_path);
+    instance_ip = ip.ok() ? *ip : "127.0.0.1";
+  }
+  absl::StatusOr<std::pair<std::string, int>> addr = SplitHostPort(o.listen);
+  if (!addr.ok()) return addr.status();
+  absl::StatusOr<identity::ServiceNamer> namer = MakeNamer(o);
+  if (!namer.ok()) return namer.status();
+
+  // Bind before loading anything: a taken port is the commonest mistake.
+  // httplib's default options add SO_REUSEPORT, with which a second agent
+  // would share the port silently; SO_REUSEADDR alone only allows a restart.
+  httplib::Server http;
+  http.set_socket_options([](int sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  if (!http.bind_to_port(addr->first, addr->second))
+    return absl::UnavailableError(fmt::format("cannot listen on {}: {}", o.listen,
+                                              std::strerror(errno ? errno : EADDRINUSE)));
+
+  kernel::ProbeReport report;
+  absl::StatusOr<Opened> opened = OpenBackend(o, report);
+  if (!opened.ok()) return opened.status();
+  kernel::Backend* backend = opened->backend.get();
+
+  std::mutex mu;  // the collector and the event counts
+  std::map<std::string, uint64_t> events;
+  flow::Collector collector([&namer](const flow::Owner& owner) {
+    identity::ProcessFacts facts = scan::ReadProcessFacts(owner.process);
+    facts.comm = owner.comm;
+    identity::ServiceName n = namer->Name(facts);
+    return flow::ProcessInfo{owner.comm, facts.exe, std::move(n.name), std::move(n.source)};
+  });
+  absl::Status started = backend->Start([&](const flow::SockEvent& ev) {
+    static constexpr const char* kTypes[] = {"listen", "connect", "accept", "close"};
+    std::lock_guard<std::mutex> lock(mu);
+    collector.OnEvent(ev);
+    ++events[kTypes[static_cast<int>(ev.type)]];
+  });
+  if (!started.ok()) return started;
+
+  const absl::Time start = absl::Now();
+  std::mutex view_mu;  // one view at a time: each reads the kernel's live table
+  auto view = [&](auto&& use) {
+    std::lock_guard<std::mutex> serial(view_mu);
+    uint64_t now = BoottimeNs();
+    absl::StatusOr<std::vector<flow::SockRecord>> live = backend->ReadLive();
+    std::lock_guard<std::mutex> lock(mu);
+    flow::Collector::Result r = collector.View(live.ok() ? *live : std::vector<flow::SockRecord>{},
+                                               now);
+    flow::ServiceGraph graph = flow::BuildServiceView(r.flows, r.listeners, collector.processes(),
+                                                      {netns, instance_ip});
+    use(graph, r);
+  };
+  http.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
+    view([&](const flow::ServiceGraph& graph, const flow::Collector::Result& r) {
+      kernel::BackendStats bs = backend->Stats();
+      exporter::AgentHealth h;
+      h.backend = opened->name;
+      h.events = events;
+      h.ringbuf_drops = bs.ringbuf_drops;
+      h.socks_full = bs.socks_full;
+      h.decode_errors = bs.decode_errors;
+      h.scan_errors = bs.scan_errors;
+      h.flows = r.flows.flows.size();
+      exporter::Metrics m = exporter::BuildMetrics(graph, instance_ip, h, {o.max_series});
+      res.set_content(exporter::MetricsText(m), "text/plain; version=0.0.4; charset=utf-8");
+    });
+  });
+  http.Get("/api/snapshot", [&](const httplib::Request&, httplib::Response& res) {
+    view([&](const flow::ServiceGraph& graph, const flow::Collector::Result& r) {
+      kernel::BackendStats bs = backend->Stats();
+      exporter::InstanceInfo inst{Hostname(), instance_ip,
+                                  o.netns_path.empty() ? "all" : o.netns_path, netns.value_or(0),
+                                  opened->name, absl::ToDoubleSeconds(absl::Now() - start)};
+      exporter::SnapshotStats stats;
+      stats.ringbuf_drops = bs.ringbuf_drops;
+      stats.socks_full = bs.socks_full;
+      stats.decode_errors = bs.decode_errors;
+      stats.tcp_corrected = bs.tcp_corrected;
+      stats.traffic_overflow = r.flows.traffic_overflow;
+      stats.unowned_closes = bs.unowned_close;
+      stats.seeded_sockets = bs.seeded_sockets;
+      stats.seeded_listeners = bs.seeded_listeners;
+      stats.scans = bs.scans;
+      stats.scan_errors = bs.scan_errors;
+      nlohmann::ordered_json doc = exporter::SnapshotJson(
+          inst, graph, stats, {}, exporter::Clock{RealtimeMinusBoottimeNs()});
+      res.set_content(doc.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace),
+                      "application/json");
+    });
+  });
+  http.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("ok\n", "text/plain");
+  });
+  std::thread server([&] { http.listen_after_bind(); });
+  fmt::print(stderr, "svcmap: agent on http://{}/metrics via {}\n", o.listen,
+             fmt::join(backend->attached(), ", "));
+  while (!WaitForSignal(absl::Hours(24))) {
+  }
+  fmt::print(stderr, "svcmap: stopping\n");
+  http.stop();
+  server.join();
+  backend->Stop();
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status RunCommand(const Options& options) {
@@ -378,6 +504,7 @@ absl::Status RunCommand(const Options& options) {
     case Command::kProbe: return RunProbe(options);
     case Command::kTrace: return RunTrace(options);
     case Command::kSnapshot: return RunSnapshot(options);
+    case Command::kAgent: return RunAgent(options);
   }
   return absl::InternalError("unknown command");
 }

@@ -23,6 +23,23 @@ absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text) {
   return d;
 }
 
+absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& text) {
+  size_t colon = text.rfind(':');
+  auto bad = [&] {
+    return absl::InvalidArgumentError(
+        fmt::format("invalid --listen '{}': want HOST:PORT, e.g. 127.0.0.1:9464 or [::1]:9464",
+                    text));
+  };
+  if (colon == std::string::npos || colon == 0) return bad();
+  std::string host = text.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  int port = 0;
+  if (!absl::SimpleAtoi(text.substr(colon + 1), &port) || port < 1 || port > 65535) return bad();
+  if (!flow::IpAddr::Parse(host)) return bad();
+  return std::make_pair(host, port);
+}
+
 absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   ParseResult result;
   Options& o = result.options;
@@ -56,18 +73,27 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
       "snapshot", "Trace for a while, then print services, connections and traffic");
   snapshot->add_flag("--json", o.json, "JSON (the only format; accepted for symmetry)");
   snapshot->add_option("--duration", duration, "How long to trace (default 5s)");
-  snapshot->add_option("--netns", o.netns_path,
-                       "Only sockets in this network namespace, e.g. /run/netns/web");
-  snapshot->add_option("--name-rule", name_rules,
-                       "Name services: FIELD:REGEX=NAME, FIELD exe, cmdline or cgroup, $1.. "
-                       "for groups; repeatable, first match wins, before pod, systemd unit, "
-                       "container, exe and comm");
-  snapshot->add_option("--pod-list", o.pod_list_path,
-                       "A PodList JSON (kubectl get pods -o json, or the kubelet's /pods) "
-                       "to name pods by their workload");
-  snapshot->add_option("--instance-ip", o.instance_ip,
-                       "This machine's address in the output (default: first non-loopback)");
-  for (CLI::App* sub : {trace, snapshot}) {
+  CLI::App* agent = app.add_subcommand(
+      "agent", "Run continuously and serve /metrics, /api/snapshot and /healthz over HTTP");
+  agent->add_option("--listen", o.listen,
+                    "HTTP address, HOST:PORT (default 127.0.0.1:9464; 0.0.0.0:9464 for all)");
+  agent->add_option("--max-series", o.max_series,
+                    "Connection and traffic series exported at most; the rest are counted")
+      ->check(CLI::Range(1u, 1u << 24));
+  for (CLI::App* sub : {snapshot, agent}) {
+    sub->add_option("--netns", o.netns_path,
+                    "Only sockets in this network namespace, e.g. /run/netns/web");
+    sub->add_option("--name-rule", name_rules,
+                    "Name services: FIELD:REGEX=NAME, FIELD exe, cmdline or cgroup, $1.. "
+                    "for groups; repeatable, first match wins, before pod, systemd unit, "
+                    "container, exe and comm");
+    sub->add_option("--pod-list", o.pod_list_path,
+                    "A PodList JSON (kubectl get pods -o json, or the kubelet's /pods) "
+                    "to name pods by their workload");
+    sub->add_option("--instance-ip", o.instance_ip,
+                    "This machine's address in the output (default: first non-loopback)");
+  }
+  for (CLI::App* sub : {trace, snapshot, agent}) {
     sub->add_option("--max-sockets", o.max_sockets, "Sockets tracked at once in the kernel")
         ->check(CLI::Range(1024u, 1u << 24));
     sub->add_option("--ringbuf-mib", o.ringbuf_mib, "Ring buffer size, MiB (power of two)")
@@ -88,7 +114,7 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   } catch (const CLI::CallForHelp&) {
     result.help = true;
     result.help_text = app.help();
-    for (CLI::App* sub : {probe, trace, snapshot})
+    for (CLI::App* sub : {probe, trace, snapshot, agent})
       if (sub->parsed()) result.help_text = sub->help();
     return result;
   } catch (const CLI::CallForAllHelp&) {
@@ -102,6 +128,7 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   if (probe->parsed()) o.command = Command::kProbe;
   if (trace->parsed()) o.command = Command::kTrace;
   if (snapshot->parsed()) o.command = Command::kSnapshot;
+  if (agent->parsed()) o.command = Command::kAgent;
 
   if (!duration.empty()) {
     absl::StatusOr<absl::Duration> d = ParseDurationFlag(duration);
@@ -123,6 +150,8 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
           fmt::format("invalid --scan-interval '{}': at least 10ms", scan_interval));
     o.scan_interval = *d;
   }
+  if (absl::StatusOr<std::pair<std::string, int>> hp = SplitHostPort(o.listen); !hp.ok())
+    return hp.status();
   if (!o.instance_ip.empty() && !flow::IpAddr::Parse(o.instance_ip))
     return absl::InvalidArgumentError(
         fmt::format("invalid --instance-ip '{}': not an IPv4 or IPv6 address", o.instance_ip));

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -12,7 +13,7 @@
 
 namespace svcmap::app {
 
-enum class Command { kProbe, kTrace, kSnapshot };
+enum class Command { kProbe, kTrace, kSnapshot, kAgent };
 
 // Validated command line. Everything downstream takes this, never flags.
 struct Options {
@@ -31,6 +32,8 @@ struct Options {
   std::string scan_source = "auto";                 // auto | sock_diag | proc
   std::vector<identity::NamingRule> name_rules;    // --name-rule, in order
   std::string pod_list_path;                       // --pod-list
+  std::string listen = "127.0.0.1:9464";            // agent: HTTP address
+  uint32_t max_series = 100000;                     // agent: export cap
 };
 
 struct ParseResult {
@@ -38,6 +41,9 @@ struct ParseResult {
   bool help = false;       // --help: print help_text, exit 0
   std::string help_text;
 };
+
+// "127.0.0.1:9464" or "[::1]:9464" -> host, port.
+absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& text);
 
 // "5s", "250ms", "1m30s", or a bare number of seconds. Positive only.
 absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text);
