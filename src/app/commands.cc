@@ -282,18 +282,56 @@ absl::StatusOr<identity::ServiceNamer> MakeNamer(const Options& o) {
   return namer;
 }
 
-absl::Status RunSnapshot(const Options& o) {
+// Which namespace a snapshot or agent covers, and the address it reports.
+struct Scope {
   std::optional<uint32_t> netns;
+  std::string instance_ip;
+};
+absl::StatusOr<Scope> ResolveScope(const Options& o) {
+  Scope scope;
   if (!o.netns_path.empty()) {
     absl::StatusOr<uint32_t> ino = NetnsInode(o.netns_path);
     if (!ino.ok()) return ino.status();
-    netns = *ino;
+    scope.netns = *ino;
   }
-  std::string instance_ip = o.instance_ip;
-  if (instance_ip.empty()) {
+  scope.instance_ip = o.instance_ip;
+  if (scope.instance_ip.empty()) {
     absl::StatusOr<std::string> ip = FirstAddress(o.netns_path);
-    instance_ip = ip.ok() ? *ip : "127.0.0.1";
+    scope.instance_ip = ip.ok() ? *ip : "127.0.0.1";
   }
+  return scope;
+}
+
+// Names each process once, from /proc, when the collector first sees it.
+flow::ProcessTable::Describer Describer(const identity::ServiceNamer& namer) {
+  return [&namer](const flow::Owner& owner) {
+    identity::ProcessFacts facts = scan::ReadProcessFacts(owner.process);
+    facts.comm = owner.comm;
+    identity::ServiceName n = namer.Name(facts);
+    return flow::ProcessInfo{owner.comm, facts.exe, std::move(n.name), std::move(n.source)};
+  };
+}
+
+exporter::SnapshotStats StatsOf(const kernel::BackendStats& bs, const flow::FlowView& flows) {
+  exporter::SnapshotStats stats;
+  stats.ringbuf_drops = bs.ringbuf_drops;
+  stats.socks_full = bs.socks_full;
+  stats.decode_errors = bs.decode_errors;
+  stats.tcp_corrected = bs.tcp_corrected;
+  stats.traffic_overflow = flows.traffic_overflow;
+  stats.unowned_closes = bs.unowned_close;
+  stats.seeded_sockets = bs.seeded_sockets;
+  stats.seeded_listeners = bs.seeded_listeners;
+  stats.scans = bs.scans;
+  stats.scan_errors = bs.scan_errors;
+  return stats;
+}
+
+absl::Status RunSnapshot(const Options& o) {
+  absl::StatusOr<Scope> scope = ResolveScope(o);
+  if (!scope.ok()) return scope.status();
+  const std::optional<uint32_t> netns = scope->netns;
+  const std::string instance_ip = scope->instance_ip;
 
   // Before anything attaches: a connection opened from here on that the
   // backend does not report is a miss.
@@ -307,12 +345,7 @@ absl::Status RunSnapshot(const Options& o) {
   kernel::Backend* backend = opened->backend.get();
 
   std::mutex mu;
-  flow::Collector collector([&namer](const flow::Owner& owner) {
-    identity::ProcessFacts facts = scan::ReadProcessFacts(owner.process);
-    facts.comm = owner.comm;
-    identity::ServiceName n = namer->Name(facts);
-    return flow::ProcessInfo{owner.comm, facts.exe, std::move(n.name), std::move(n.source)};
-  });
+  flow::Collector collector(Describer(*namer));
   absl::Status started = backend->Start([&](const flow::SockEvent& ev) {
     std::lock_guard<std::mutex> lock(mu);
     collector.OnEvent(ev);
@@ -341,17 +374,7 @@ absl::Status RunSnapshot(const Options& o) {
   exporter::InstanceInfo inst{Hostname(), instance_ip,
                               o.netns_path.empty() ? "all" : o.netns_path,
                               netns.value_or(0), opened->name, elapsed};
-  exporter::SnapshotStats stats;
-  stats.ringbuf_drops = bs.ringbuf_drops;
-  stats.socks_full = bs.socks_full;
-  stats.decode_errors = bs.decode_errors;
-  stats.tcp_corrected = bs.tcp_corrected;
-  stats.traffic_overflow = view.flows.traffic_overflow;
-  stats.unowned_closes = bs.unowned_close;
-  stats.seeded_sockets = bs.seeded_sockets;
-  stats.seeded_listeners = bs.seeded_listeners;
-  stats.scans = bs.scans;
-  stats.scan_errors = bs.scan_errors;
+  exporter::SnapshotStats stats = StatsOf(bs, view.flows);
   exporter::Completeness completeness;
   for (const auto& [ino, after] : opens_after) {
     if (netns && ino != *netns) continue;
@@ -381,17 +404,10 @@ absl::Status RunSnapshot(const Options& o) {
 // sockets of that moment.
 absl::Status RunAgent(const Options& o) {
   if (absl::Status s = CheckRoot(); !s.ok()) return s;
-  std::optional<uint32_t> netns;
-  if (!o.netns_path.empty()) {
-    absl::StatusOr<uint32_t> ino = NetnsInode(o.netns_path);
-    if (!ino.ok()) return ino.status();
-    netns = *ino;
-  }
-  std::string instance_ip = o.instance_ip;
-  if (instance_ip.empty()) {
-    absl::StatusOr<std::string> ip = FirstAddress(o.netns_path);
-    instance_ip = ip.ok() ? *ip : "127.0.0.1";
-  }
+  absl::StatusOr<Scope> scope = ResolveScope(o);
+  if (!scope.ok()) return scope.status();
+  const std::optional<uint32_t> netns = scope->netns;
+  const std::string instance_ip = scope->instance_ip;
   absl::StatusOr<std::pair<std::string, int>> addr = SplitHostPort(o.listen);
   if (!addr.ok()) return addr.status();
   absl::StatusOr<identity::ServiceNamer> namer = MakeNamer(o);
@@ -416,12 +432,7 @@ absl::Status RunAgent(const Options& o) {
 
   std::mutex mu;  // the collector and the event counts
   std::map<std::string, uint64_t> events;
-  flow::Collector collector([&namer](const flow::Owner& owner) {
-    identity::ProcessFacts facts = scan::ReadProcessFacts(owner.process);
-    facts.comm = owner.comm;
-    identity::ServiceName n = namer->Name(facts);
-    return flow::ProcessInfo{owner.comm, facts.exe, std::move(n.name), std::move(n.source)};
-  });
+  flow::Collector collector(Describer(*namer));
   absl::Status started = backend->Start([&](const flow::SockEvent& ev) {
     static constexpr const char* kTypes[] = {"listen", "connect", "accept", "close"};
     std::lock_guard<std::mutex> lock(mu);
@@ -464,19 +475,8 @@ absl::Status RunAgent(const Options& o) {
       exporter::InstanceInfo inst{Hostname(), instance_ip,
                                   o.netns_path.empty() ? "all" : o.netns_path, netns.value_or(0),
                                   opened->name, absl::ToDoubleSeconds(absl::Now() - start)};
-      exporter::SnapshotStats stats;
-      stats.ringbuf_drops = bs.ringbuf_drops;
-      stats.socks_full = bs.socks_full;
-      stats.decode_errors = bs.decode_errors;
-      stats.tcp_corrected = bs.tcp_corrected;
-      stats.traffic_overflow = r.flows.traffic_overflow;
-      stats.unowned_closes = bs.unowned_close;
-      stats.seeded_sockets = bs.seeded_sockets;
-      stats.seeded_listeners = bs.seeded_listeners;
-      stats.scans = bs.scans;
-      stats.scan_errors = bs.scan_errors;
       nlohmann::ordered_json doc = exporter::SnapshotJson(
-          inst, graph, stats, {}, exporter::Clock{RealtimeMinusBoottimeNs()});
+          inst, graph, StatsOf(bs, r.flows), {}, exporter::Clock{RealtimeMinusBoottimeNs()});
       res.set_content(doc.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace),
                       "application/json");
     });
