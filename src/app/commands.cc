@@ -322,6 +322,8 @@ exporter::SnapshotStats StatsOf(const kernel::BackendStats& bs, const flow::Flow
   stats.unowned_closes = bs.unowned_close;
   stats.seeded_sockets = bs.seeded_sockets;
   stats.seeded_listeners = bs.seeded_listeners;
+  stats.seed_unowned = bs.seed_unowned;
+  stats.seed_rescued = bs.seed_rescued;
   stats.scans = bs.scans;
   stats.scan_errors = bs.scan_errors;
   return stats;

@@ -112,6 +112,8 @@ nlohmann::ordered_json SnapshotJson(const InstanceInfo& instance,
                   {"unowned_closes", stats.unowned_closes},
                   {"seeded_sockets", stats.seeded_sockets},
                   {"seeded_listeners", stats.seeded_listeners},
+                  {"seed_unowned", stats.seed_unowned},
+                  {"seed_rescued", stats.seed_rescued},
                   {"scans", stats.scans},
                   {"scan_errors", stats.scan_errors}};
   if (completeness.known) {

@@ -27,6 +27,8 @@ struct SnapshotStats {
   uint64_t unowned_closes = 0;  // accepted, then closed before any I/O
   uint64_t seeded_sockets = 0;  // found at start-up, already open
   uint64_t seeded_listeners = 0;
+  uint64_t seed_unowned = 0;    // open at start-up, no process holds them
+  uint64_t seed_rescued = 0;    // found only by a second iterator walk
   uint64_t scans = 0;           // procfs backend
   uint64_t scan_errors = 0;
 };

@@ -23,6 +23,7 @@ struct BackendStats {
   uint64_t seeded_sockets = 0;
   uint64_t seeded_listeners = 0;
   uint64_t seed_unowned = 0;    // no process holds them (closed, lingering)
+  uint64_t seed_rescued = 0;    // found only by a second walk (iterator skips)
   // Scanning backend.
   uint64_t scans = 0;
   uint64_t scan_errors = 0;     // namespaces or processes that vanished mid-scan

@@ -89,6 +89,7 @@ class BpfBackend final : public Backend {
   std::atomic<uint64_t> tcp_corrected_{0};
   // Written by Seed() before Start(), read-only afterwards.
   uint64_t seeded_sockets_ = 0, seeded_listeners_ = 0, seed_unowned_ = 0, seed_full_ = 0;
+  uint64_t seed_rescued_ = 0;
   std::string seed_error_;
 };
 
