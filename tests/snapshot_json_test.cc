@@ -46,7 +46,7 @@ TEST(SnapshotJsonTest, UsesTheDataModelFieldNames) {
   InstanceInfo inst{"host-a", "10.0.0.2", "/run/netns/b", 4026532000u, "tracepoint", 5.0};
   Completeness seen{true, 900, 100, 990};
   nlohmann::ordered_json doc =
-      SnapshotJson(inst, g, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, seen, Clock{});
+      SnapshotJson(inst, g, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, seen, Clock{});
 
   EXPECT_EQ(doc["instance"]["hostname"], "host-a");
   EXPECT_EQ(doc["instance"]["instance_ip"], "10.0.0.2");
@@ -79,7 +79,9 @@ TEST(SnapshotJsonTest, UsesTheDataModelFieldNames) {
   EXPECT_EQ(doc["stats"]["traffic_overflow"], 5);
   EXPECT_EQ(doc["stats"]["unowned_closes"], 6);
   EXPECT_EQ(doc["stats"]["seeded_sockets"], 7);
-  EXPECT_EQ(doc["stats"]["scan_errors"], 10);
+  EXPECT_EQ(doc["stats"]["seed_unowned"], 9);
+  EXPECT_EQ(doc["stats"]["seed_rescued"], 10);
+  EXPECT_EQ(doc["stats"]["scan_errors"], 12);
   EXPECT_EQ(doc["completeness"]["opens"], 1000);
   EXPECT_EQ(doc["completeness"]["seen"], 990);
   EXPECT_EQ(doc["completeness"]["missed"], 10);

@@ -17,6 +17,8 @@
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
 #include "svcmap/app/host_info.h"
+#include "svcmap/app/log.h"
+#include "svcmap/export/remote_write.h"
 #include "svcmap/app/trace_format.h"
 #include "httplib.h"
 #include "svcmap/export/metrics.h"
@@ -57,6 +59,30 @@ bool WaitForSignal(absl::Duration d) {
     if (sig == SIGINT || sig == SIGTERM) return true;
     if (sig < 0 && errno != EINTR && errno != EAGAIN) return false;
   }
+}
+
+// Like WaitForSignal, for the agent, which also takes SIGHUP: the signal
+// that came, or 0 when `deadline` passed first.
+int WaitForAgentSignal(absl::Time deadline) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  for (;;) {
+    absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) return 0;
+    timespec ts = absl::ToTimespec(left);
+    int sig = sigtimedwait(&set, nullptr, &ts);
+    if (sig > 0) return sig;
+    if (errno != EINTR && errno != EAGAIN) return 0;
+  }
+}
+
+int64_t RealtimeMs() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
 }
 
 absl::Status CheckRoot() {
@@ -308,8 +334,39 @@ flow::ProcessTable::Describer Describer(const identity::ServiceNamer& namer) {
     identity::ProcessFacts facts = scan::ReadProcessFacts(owner.process);
     facts.comm = owner.comm;
     identity::ServiceName n = namer.Name(facts);
-    return flow::ProcessInfo{owner.comm, facts.exe, std::move(n.name), std::move(n.source)};
+    return flow::ProcessInfo{owner.comm,          facts.exe,    std::move(n.name),
+                             std::move(n.source), facts.cmdline, facts.cgroup};
   };
+}
+
+// New rules for the processes already named, from the facts kept.
+void RenameAll(flow::ProcessTable& processes, const identity::ServiceNamer& namer) {
+  processes.RenameAll([&namer](flow::ProcessInfo& info) {
+    identity::ServiceName n = namer.Name({info.comm, info.exe, info.cmdline, info.cgroup});
+    info.name = n.name.empty() ? info.comm : std::move(n.name);
+    info.name_source = n.name.empty() ? "comm" : std::move(n.source);
+  });
+}
+
+// SIGHUP: the naming rules and pod list again, from the same flags and
+// config file; on any error the old ones stay.
+void ReloadNaming(const Options& o, std::mutex& mu, identity::ServiceNamer& namer,
+                  flow::Collector& collector) {
+  absl::StatusOr<ParseResult> again = ParseOptions(o.args);
+  if (!again.ok()) {
+    Log(LogLevel::kError, "SIGHUP: keeping the old naming rules: {}", std::string(again.status().message()));
+    return;
+  }
+  absl::StatusOr<identity::ServiceNamer> fresh = MakeNamer(again->options);
+  if (!fresh.ok()) {
+    Log(LogLevel::kError, "SIGHUP: keeping the old naming rules: {}", std::string(fresh.status().message()));
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  namer = *std::move(fresh);
+  RenameAll(collector.mutable_processes(), namer);
+  Log(LogLevel::kInfo, "SIGHUP: {} naming rules loaded, {} processes renamed",
+      again->options.name_rules.size(), collector.processes().size());
 }
 
 exporter::SnapshotStats StatsOf(const kernel::BackendStats& bs, const flow::FlowView& flows) {
@@ -401,9 +458,9 @@ absl::Status RunSnapshot(const Options& o) {
 }
 
 
-// One daemon per node: the backend runs until SIGTERM/SIGINT, and every
-// HTTP request computes the view from the events so far plus the live
-// sockets of that moment.
+// One daemon per node: the backend runs until SIGTERM/SIGINT, every HTTP
+// request computes the view from the events so far plus the live sockets of
+// that moment, and every --push-interval the same metrics go to the store.
 absl::Status RunAgent(const Options& o) {
   if (absl::Status s = CheckRoot(); !s.ok()) return s;
   absl::StatusOr<Scope> scope = ResolveScope(o);
@@ -432,7 +489,15 @@ absl::Status RunAgent(const Options& o) {
   if (!opened.ok()) return opened.status();
   kernel::Backend* backend = opened->backend.get();
 
-  std::mutex mu;  // the collector and the event counts
+  std::unique_ptr<exporter::RemoteWriter> writer;
+  if (!o.remote_write_url.empty()) {
+    exporter::RemoteWriteOptions rw;
+    rw.endpoint = *exporter::ParseEndpoint(o.remote_write_url);  // checked by ParseOptions
+    rw.max_pending_samples = o.remote_write_buffer;
+    writer = std::make_unique<exporter::RemoteWriter>(rw);
+  }
+
+  std::mutex mu;  // the collector, the namer and the event counts
   std::map<std::string, uint64_t> events;
   flow::Collector collector(Describer(*namer));
   absl::Status started = backend->Start([&](const flow::SockEvent& ev) {
@@ -456,7 +521,8 @@ absl::Status RunAgent(const Options& o) {
                                                       {netns, instance_ip});
     use(graph, r);
   };
-  http.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
+  auto metrics = [&] {
+    exporter::Metrics m;
     view([&](const flow::ServiceGraph& graph, const flow::Collector::Result& r) {
       kernel::BackendStats bs = backend->Stats();
       exporter::AgentHealth h;
@@ -467,9 +533,21 @@ absl::Status RunAgent(const Options& o) {
       h.decode_errors = bs.decode_errors;
       h.scan_errors = bs.scan_errors;
       h.flows = r.flows.flows.size();
-      exporter::Metrics m = exporter::BuildMetrics(graph, instance_ip, h, {o.max_series});
-      res.set_content(exporter::MetricsText(m), "text/plain; version=0.0.4; charset=utf-8");
+      if (writer) {
+        exporter::RemoteWriteStats w = writer->Stats();
+        h.remote_write = true;
+        h.rw_sent_samples = w.sent_samples;
+        h.rw_dropped_samples = w.dropped_samples;
+        h.rw_rejected_samples = w.rejected_samples;
+        h.rw_failed_requests = w.failed_requests;
+        h.rw_pending_samples = w.pending_samples;
+      }
+      m = exporter::BuildMetrics(graph, instance_ip, h, {o.max_series});
     });
+    return m;
+  };
+  http.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
+    res.set_content(exporter::MetricsText(metrics()), "text/plain; version=0.0.4; charset=utf-8");
   });
   http.Get("/api/snapshot", [&](const httplib::Request&, httplib::Response& res) {
     view([&](const flow::ServiceGraph& graph, const flow::Collector::Result& r) {
@@ -489,9 +567,47 @@ absl::Status RunAgent(const Options& o) {
   std::thread server([&] { http.listen_after_bind(); });
   fmt::print(stderr, "svcmap: agent on http://{}/metrics via {}\n", o.listen,
              fmt::join(backend->attached(), ", "));
-  while (!WaitForSignal(absl::Hours(24))) {
+  if (writer)
+    Log(LogLevel::kInfo, "remote write to {} every {}", o.remote_write_url,
+        absl::FormatDuration(o.push_interval));
+
+  // The series a store files the samples under: which agent sent them.
+  const exporter::LabelPairs push_labels = {{"job", "svcmap"}, {"instance", instance_ip}};
+  auto push = [&] {
+    writer->Enqueue(exporter::EncodeWriteRequest(metrics().families, push_labels, RealtimeMs()));
+  };
+  // Pushes on a fixed schedule from the start, so a slow view does not
+  // make the samples drift apart.
+  absl::Time next_push = start + o.push_interval;
+  std::string last_error;
+  for (;;) {
+    int sig = WaitForAgentSignal(writer ? next_push : absl::Now() + absl::Hours(24));
+    if (sig == SIGINT || sig == SIGTERM) break;
+    if (sig == SIGHUP) {
+      ReloadNaming(o, mu, *namer, collector);
+      continue;
+    }
+    if (!writer) continue;
+    push();
+    while (next_push <= absl::Now()) next_push += o.push_interval;
+    exporter::RemoteWriteStats w = writer->Stats();
+    if (w.last_error != last_error && !w.last_error.empty())
+      Log(LogLevel::kWarn, "remote write: {} ({} samples waiting, {} dropped so far)",
+          w.last_error, w.pending_samples, w.dropped_samples);
+    else if (w.last_error.empty() && !last_error.empty())
+      Log(LogLevel::kInfo, "remote write: the store takes samples again");
+    last_error = w.last_error;
   }
   fmt::print(stderr, "svcmap: stopping\n");
+  if (writer) {
+    // The latest totals, and a bounded wait for the store to take them.
+    push();
+    writer->Shutdown(absl::Seconds(5));
+    exporter::RemoteWriteStats w = writer->Stats();
+    Log(w.dropped_samples + w.rejected_samples > 0 ? LogLevel::kWarn : LogLevel::kInfo,
+        "remote write: {} samples sent, {} dropped, {} rejected", w.sent_samples,
+        w.dropped_samples, w.rejected_samples);
+  }
   http.stop();
   server.join();
   backend->Stop();
@@ -502,6 +618,7 @@ absl::Status RunAgent(const Options& o) {
 
 absl::Status RunCommand(const Options& options) {
   kernel::SetLibbpfVerbose(options.verbose);
+  SetLogLevel(ParseLogLevel(options.log_level).value_or(LogLevel::kInfo));
   switch (options.command) {
     case Command::kProbe: return RunProbe(options);
     case Command::kTrace: return RunTrace(options);

@@ -5,6 +5,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
 #include "fmt/format.h"
+#include "svcmap/export/remote_write.h"
 #include "svcmap/flow/ip_addr.h"
 
 namespace svcmap::app {
@@ -43,7 +44,7 @@ absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& tex
 absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   ParseResult result;
   Options& o = result.options;
-  std::string duration, scan_interval;
+  std::string duration, scan_interval, push_interval;
   std::vector<std::string> name_rules;
 
   CLI::App app{"svcmap: which process on which machine talks to which, and how many bytes flow",
@@ -51,6 +52,14 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Help for every subcommand");
   app.add_flag("-v,--verbose", o.verbose, "Print libbpf's own log lines");
+  app.add_option("--log-level", o.log_level, "error, warn, info or debug (default info)")
+      ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
+  // Keys are the long flags without "--", global ones at the top and the
+  // agent's under [agent]; flags given on the command line win.
+  app.set_config("--config", "",
+                 "TOML file of flags: top-level keys for global flags, [agent] for the "
+                 "agent's (reread on SIGHUP for the naming rules)");
+  app.allow_config_extras(CLI::config_extras_mode::error);
   app.add_option("--backend", o.backend,
                  "Capture backend: auto picks per hook the best that attaches, and the "
                  "/proc + sock_diag scanner (procfs) when no BPF is usable")
@@ -80,6 +89,15 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   agent->add_option("--max-series", o.max_series,
                     "Connection and traffic series exported at most; the rest are counted")
       ->check(CLI::Range(1u, 1u << 24));
+  agent->add_option("--remote-write", o.remote_write_url,
+                    "Push to this Prometheus remote-write URL too, e.g. "
+                    "http://victoria:8428/api/v1/write");
+  agent->add_option("--push-interval", push_interval,
+                    "Time between remote-write pushes (default 15s)");
+  agent->add_option("--remote-write-buffer", o.remote_write_buffer,
+                    "Samples kept while the store is unreachable; the oldest are dropped "
+                    "(and counted) beyond this")
+      ->check(CLI::Range(1000u, 1u << 30));
   for (CLI::App* sub : {snapshot, agent}) {
     sub->add_option("--netns", o.netns_path,
                     "Only sockets in this network namespace, e.g. /run/netns/web");
@@ -107,8 +125,22 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
         ->default_str("auto");
   }
 
-  std::vector<std::string> rev(args.size() > 1 ? args.size() - 1 : 0);
-  std::reverse_copy(args.begin() + (args.empty() ? 0 : 1), args.end(), rev.begin());
+  o.args = args;
+  // CLI11 reads the config file only as a global option: hoist "--config F"
+  // from after the subcommand, where an operator naturally writes it.
+  std::vector<std::string> hoisted, rest;
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (args[i] == "--config" && i + 1 < args.size()) {
+      hoisted = {args[i], args[i + 1]};
+      ++i;
+    } else if (args[i].rfind("--config=", 0) == 0) {
+      hoisted = {args[i]};
+    } else {
+      rest.push_back(args[i]);
+    }
+  }
+  hoisted.insert(hoisted.end(), rest.begin(), rest.end());
+  std::vector<std::string> rev(hoisted.rbegin(), hoisted.rend());
   try {
     app.parse(rev);
   } catch (const CLI::CallForHelp&) {
@@ -121,9 +153,19 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
     result.help = true;
     result.help_text = app.help("", CLI::AppFormatMode::All);
     return result;
+  } catch (const CLI::ConfigError& e) {
+    // CLI11 says "INI was not able to parse agent.lisen": name the file and key.
+    std::string what = e.what();
+    const std::string prefix = "INI was not able to parse ";
+    if (what.rfind(prefix, 0) == 0)
+      what = fmt::format("unknown or malformed key '{}'", what.substr(prefix.size()));
+    return absl::InvalidArgumentError(fmt::format("--config: {}", what));
+  } catch (const CLI::FileError& e) {
+    return absl::InvalidArgumentError(fmt::format("--config: {}", e.what()));
   } catch (const CLI::ParseError& e) {
     return absl::InvalidArgumentError(e.what());
   }
+  if (CLI::Option* c = app.get_option("--config"); c->count() > 0) o.config_path = c->as<std::string>();
 
   if (probe->parsed()) o.command = Command::kProbe;
   if (trace->parsed()) o.command = Command::kTrace;
@@ -150,6 +192,17 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
           fmt::format("invalid --scan-interval '{}': at least 10ms", scan_interval));
     o.scan_interval = *d;
   }
+  if (!push_interval.empty()) {
+    absl::StatusOr<absl::Duration> d = ParseDurationFlag(push_interval);
+    if (!d.ok()) return d.status();
+    if (*d < absl::Milliseconds(100))
+      return absl::InvalidArgumentError(
+          fmt::format("invalid --push-interval '{}': at least 100ms", push_interval));
+    o.push_interval = *d;
+  }
+  if (!o.remote_write_url.empty())
+    if (absl::StatusOr<exporter::Endpoint> e = exporter::ParseEndpoint(o.remote_write_url); !e.ok())
+      return e.status();
   if (absl::StatusOr<std::pair<std::string, int>> hp = SplitHostPort(o.listen); !hp.ok())
     return hp.status();
   if (!o.instance_ip.empty() && !flow::IpAddr::Parse(o.instance_ip))

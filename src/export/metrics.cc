@@ -5,6 +5,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "fmt/format.h"
 #include "prometheus/text_serializer.h"
+#include "svcmap/export/json_escape.h"
 
 namespace svcmap::exporter {
 namespace {
@@ -22,6 +23,9 @@ MetricFamily Family(std::string name, std::string help, MetricType type) {
 }
 
 ClientMetric Sample(std::vector<ClientMetric::Label> labels, double value, MetricType type) {
+  // A comm or cgroup path is arbitrary bytes; the exposition format and
+  // remote write's protobuf strings are UTF-8.
+  for (ClientMetric::Label& l : labels) l.value = ToValidUtf8(l.value);
   ClientMetric m;
   m.label = std::move(labels);
   if (type == MetricType::Counter)
@@ -143,12 +147,41 @@ Metrics BuildMetrics(const flow::ServiceGraph& graph, const std::string& instanc
                                                      {"scan", health.scan_errors},
                                                      {"export_series_cap", out.series_dropped}})
     drops.metric.push_back(Sample({{"stage", stage}}, static_cast<double>(n), MetricType::Counter));
+  if (health.remote_write)
+    drops.metric.push_back(
+        Sample({{"stage", "export_remote_write"}},
+               static_cast<double>(health.rw_dropped_samples + health.rw_rejected_samples),
+               MetricType::Counter));
   MetricFamily flows = Family("svcmap_flows", "Flows tracked.", MetricType::Gauge);
   flows.metric.push_back(Sample({}, static_cast<double>(health.flows), MetricType::Gauge));
 
   for (MetricFamily* f : {&info, &ports, &sent, &received, &conns, &failed, &traffic, &backend,
                           &events, &drops, &flows})
     out.families.push_back(std::move(*f));
+  if (health.remote_write) {
+    MetricFamily samples = Family("svcmap_remote_write_samples_total",
+                                  "Samples pushed by remote write, by outcome: sent, dropped "
+                                  "(backlog over its bound) or rejected (4xx from the store).",
+                                  MetricType::Counter);
+    for (const auto& [result, n] : std::vector<std::pair<std::string, uint64_t>>{
+             {"sent", health.rw_sent_samples},
+             {"dropped", health.rw_dropped_samples},
+             {"rejected", health.rw_rejected_samples}})
+      samples.metric.push_back(
+          Sample({{"result", result}}, static_cast<double>(n), MetricType::Counter));
+    MetricFamily failures = Family("svcmap_remote_write_failed_requests_total",
+                                   "Remote-write requests that failed and will be retried.",
+                                   MetricType::Counter);
+    failures.metric.push_back(
+        Sample({}, static_cast<double>(health.rw_failed_requests), MetricType::Counter));
+    MetricFamily pending = Family("svcmap_remote_write_pending_samples",
+                                  "Samples waiting for the store.", MetricType::Gauge);
+    pending.metric.push_back(
+        Sample({}, static_cast<double>(health.rw_pending_samples), MetricType::Gauge));
+    out.families.push_back(std::move(samples));
+    out.families.push_back(std::move(failures));
+    out.families.push_back(std::move(pending));
+  }
   return out;
 }
 

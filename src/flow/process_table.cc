@@ -22,4 +22,8 @@ const ProcessInfo* ProcessTable::Find(const ProcessKey& key) const {
   return it == processes_.end() ? nullptr : &it->second;
 }
 
+void ProcessTable::RenameAll(const std::function<void(ProcessInfo&)>& rename) {
+  for (auto& [key, info] : processes_) rename(info);
+}
+
 }  // namespace svcmap::flow

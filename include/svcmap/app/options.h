@@ -34,6 +34,12 @@ struct Options {
   std::string pod_list_path;                       // --pod-list
   std::string listen = "127.0.0.1:9464";            // agent: HTTP address
   uint32_t max_series = 100000;                     // agent: export cap
+  std::string remote_write_url;                     // agent: push here, if set
+  absl::Duration push_interval = absl::Seconds(15);  // agent: between pushes
+  uint32_t remote_write_buffer = 1000000;           // agent: samples kept while the store is away
+  std::string config_path;                          // agent: --config, reread on SIGHUP
+  std::string log_level = "info";                   // error | warn | info | debug
+  std::vector<std::string> args;                    // argv as given, for a reload
 };
 
 struct ParseResult {

@@ -24,6 +24,12 @@ struct AgentHealth {
   uint64_t decode_errors = 0;
   uint64_t scan_errors = 0;
   uint64_t flows = 0;                      // flows tracked
+  bool remote_write = false;               // the fields below mean something
+  uint64_t rw_sent_samples = 0;
+  uint64_t rw_dropped_samples = 0;         // backlog over its bound
+  uint64_t rw_rejected_samples = 0;        // the store answered 4xx
+  uint64_t rw_failed_requests = 0;         // retried
+  uint64_t rw_pending_samples = 0;
 };
 
 struct MetricsOptions {

@@ -31,6 +31,7 @@ class Collector {
   Result View(absl::Span<const SockRecord> live, uint64_t now_ns);
 
   const ProcessTable& processes() const { return processes_; }
+  ProcessTable& mutable_processes() { return processes_; }
   const ListenTable& listeners() const { return listeners_; }
 
  private:

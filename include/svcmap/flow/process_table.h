@@ -14,6 +14,10 @@ struct ProcessInfo {
   std::string exe;          // empty when it could not be read (process gone)
   std::string name;         // the service name; the comm if nobody named it
   std::string name_source;  // "rule", "pod", "systemd", "container", "exe", "comm"
+  // The rest of what naming looked at, kept so that new rules (SIGHUP) can
+  // rename a process that has exited since.
+  std::string cmdline;
+  std::string cgroup;
 };
 
 // Process identity -> what we know of it. The details (exe, service name)
@@ -28,6 +32,8 @@ class ProcessTable {
 
   const ProcessInfo& Observe(const Owner& owner);
   const ProcessInfo* Find(const ProcessKey& key) const;
+  // Applies `rename` to every process known (new naming rules).
+  void RenameAll(const std::function<void(ProcessInfo&)>& rename);
   size_t size() const { return processes_.size(); }
 
  private:

@@ -1,0 +1,188 @@
+#include "svcmap/export/remote_write.h"
+
+#include <algorithm>
+#include <map>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "fmt/format.h"
+#include "httplib.h"
+#include "proto/remote_write.pb.h"
+#include "snappy.h"
+
+namespace svcmap::exporter {
+
+WriteBatch EncodeWriteRequest(const std::vector<prometheus::MetricFamily>& families,
+                              const LabelPairs& extra, int64_t timestamp_ms) {
+  prompb::WriteRequest req;
+  WriteBatch batch;
+  batch.timestamp_ms = timestamp_ms;
+  for (const prometheus::MetricFamily& f : families) {
+    for (const prometheus::ClientMetric& m : f.metric) {
+      double value;
+      switch (f.type) {
+        case prometheus::MetricType::Counter: value = m.counter.value; break;
+        case prometheus::MetricType::Gauge: value = m.gauge.value; break;
+        default: continue;  // svcmap exports neither histograms nor summaries
+      }
+      // Sorted and unique by name, as the spec requires; empty values are
+      // the same as no label, and the spec says to leave them out.
+      std::map<std::string, std::string> labels;
+      for (const auto& [name, v] : extra) labels[name] = v;
+      for (const prometheus::ClientMetric::Label& l : m.label) labels[l.name] = l.value;
+      labels["__name__"] = f.name;
+      prompb::TimeSeries* ts = req.add_timeseries();
+      for (const auto& [name, v] : labels) {
+        if (v.empty()) continue;
+        prompb::Label* l = ts->add_labels();
+        l->set_name(name);
+        l->set_value(v);
+      }
+      prompb::Sample* s = ts->add_samples();
+      s->set_value(value);
+      s->set_timestamp(timestamp_ms);
+      ++batch.samples;
+    }
+  }
+  std::string raw = req.SerializeAsString();
+  snappy::Compress(raw.data(), raw.size(), &batch.body);
+  return batch;
+}
+
+absl::StatusOr<std::vector<DecodedSeries>> DecodeWriteRequest(std::string_view body) {
+  std::string raw;
+  if (!snappy::Uncompress(body.data(), body.size(), &raw))
+    return absl::InvalidArgumentError("not snappy-compressed");
+  prompb::WriteRequest req;
+  if (!req.ParseFromString(raw)) return absl::InvalidArgumentError("not a WriteRequest");
+  std::vector<DecodedSeries> out;
+  for (const prompb::TimeSeries& ts : req.timeseries()) {
+    DecodedSeries d;
+    for (const prompb::Label& l : ts.labels()) d.labels.emplace_back(l.name(), l.value());
+    for (const prompb::Sample& s : ts.samples()) d.samples.emplace_back(s.timestamp(), s.value());
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+absl::StatusOr<Endpoint> ParseEndpoint(const std::string& url) {
+  auto bad = [&](std::string_view why) {
+    return absl::InvalidArgumentError(fmt::format("--remote-write {:?}: {}", url, why));
+  };
+  size_t scheme_end = url.find("://");
+  if (scheme_end == std::string::npos) return bad("want http://host:port/path");
+  std::string scheme = url.substr(0, scheme_end);
+  if (scheme != "http" && scheme != "https") return bad("only http and https");
+  size_t host_start = scheme_end + 3;
+  size_t path_start = url.find('/', host_start);
+  std::string authority = url.substr(host_start, path_start - host_start);
+  if (authority.empty()) return bad("no host");
+  if (authority.find('@') != std::string::npos) return bad("credentials in the URL are not supported");
+  // A port, if given, is a number in range; "[v6]:port" keeps its brackets.
+  size_t colon = authority.rfind(':');
+  if (colon != std::string::npos && authority.find(']', colon) == std::string::npos) {
+    int port = 0;
+    if (!absl::SimpleAtoi(authority.substr(colon + 1), &port) || port <= 0 || port > 65535)
+      return bad("bad port");
+    if (colon == 0) return bad("no host");
+  }
+  Endpoint e;
+  e.scheme_host_port = scheme + "://" + authority;
+  e.path = path_start == std::string::npos ? "/" : url.substr(path_start);
+  return e;
+}
+
+RemoteWriter::RemoteWriter(RemoteWriteOptions options) : options_(std::move(options)) {
+  sender_ = std::thread([this] { Run(); });
+}
+
+RemoteWriter::~RemoteWriter() { Shutdown(absl::ZeroDuration()); }
+
+void RemoteWriter::Enqueue(WriteBatch batch) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopping_ || batch.samples > options_.max_pending_samples) {
+    stats_.dropped_samples += batch.samples;
+    return;
+  }
+  stats_.pending_samples += batch.samples;
+  pending_.emplace_back(next_seq_++, std::move(batch));
+  // Over the bound: the oldest go, so what reaches the store is recent.
+  while (stats_.pending_samples > options_.max_pending_samples && pending_.size() > 1) {
+    stats_.pending_samples -= pending_.front().second.samples;
+    stats_.dropped_samples += pending_.front().second.samples;
+    pending_.pop_front();
+  }
+  cv_.notify_one();
+}
+
+void RemoteWriter::Shutdown(absl::Duration grace) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stopping_) {
+      stopping_ = true;
+      deadline_ = absl::Now() + grace;
+    }
+  }
+  cv_.notify_one();
+  if (sender_.joinable()) sender_.join();
+}
+
+RemoteWriteStats RemoteWriter::Stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void RemoteWriter::Run() {
+  httplib::Client client(options_.endpoint.scheme_host_port);
+  const auto timeout = absl::ToChronoMicroseconds(options_.timeout);
+  client.set_connection_timeout(timeout);
+  client.set_read_timeout(timeout);
+  client.set_write_timeout(timeout);
+  client.set_keep_alive(true);
+  const httplib::Headers headers = {{"Content-Encoding", "snappy"},
+                                    {"X-Prometheus-Remote-Write-Version", "0.1.0"},
+                                    {"User-Agent", "svcmap"}};
+  absl::Duration backoff = options_.min_backoff;
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+    if (pending_.empty() || (stopping_ && absl::Now() >= deadline_)) break;
+    // Sent from the front and removed only once the store has it, so a
+    // retry resends the same samples in order.
+    const uint64_t seq = pending_.front().first;
+    WriteBatch batch = pending_.front().second;
+    lock.unlock();
+    httplib::Result res = client.Post(options_.endpoint.path, headers, batch.body,
+                                      "application/x-protobuf");
+    lock.lock();
+    const int code = res ? res->status : 0;
+    if (code >= 200 && code < 300) {
+      stats_.sent_samples += batch.samples;
+      stats_.last_error.clear();
+    } else if (code >= 400 && code < 500 && code != 429) {
+      // The spec: a 4xx other than 429 will fail again, so do not retry.
+      stats_.rejected_samples += batch.samples;
+      stats_.last_error = fmt::format("HTTP {}: {}", code, res->body.substr(0, 200));
+    } else {
+      ++stats_.failed_requests;
+      stats_.last_error = res ? fmt::format("HTTP {}: {}", code, res->body.substr(0, 200))
+                              : fmt::format("{}: {}", options_.endpoint.scheme_host_port,
+                                            httplib::to_string(res.error()));
+      absl::Time until = std::min(absl::Now() + backoff, deadline_);
+      backoff = std::min(backoff * 2, options_.max_backoff);
+      cv_.wait_until(lock, absl::ToChronoTime(until), [&] { return stopping_ && absl::Now() >= deadline_; });
+      continue;
+    }
+    backoff = options_.min_backoff;
+    // The bound may have dropped this batch while it was in flight.
+    if (!pending_.empty() && pending_.front().first == seq) {
+      stats_.pending_samples -= batch.samples;
+      pending_.pop_front();
+    }
+  }
+  for (const auto& [seq, b] : pending_) stats_.dropped_samples += b.samples;
+  stats_.pending_samples = 0;
+  pending_.clear();
+}
+
+}  // namespace svcmap::exporter

@@ -1,0 +1,207 @@
+#include "svcmap/export/remote_write.h"
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "httplib.h"
+
+namespace svcmap::exporter {
+namespace {
+
+prometheus::MetricFamily Counter(std::string name,
+                                 std::vector<prometheus::ClientMetric::Label> labels, double v) {
+  prometheus::MetricFamily f;
+  f.name = std::move(name);
+  f.type = prometheus::MetricType::Counter;
+  prometheus::ClientMetric m;
+  m.label = std::move(labels);
+  m.counter.value = v;
+  f.metric.push_back(m);
+  return f;
+}
+
+TEST(EncodeWriteRequest, RoundTripsWithSortedUniqueLabelsAndNoEmptyValues) {
+  WriteBatch b = EncodeWriteRequest(
+      {Counter("svcmap_connections_total",
+               {{"src_service_name", "app"}, {"dst_port", "3306"}, {"instance", "own"},
+                {"empty", ""}},
+               7)},
+      {{"job", "svcmap"}, {"instance", "10.0.0.1"}}, 1700000000123);
+  EXPECT_EQ(b.samples, 1u);
+  EXPECT_EQ(b.timestamp_ms, 1700000000123);
+  absl::StatusOr<std::vector<DecodedSeries>> d = DecodeWriteRequest(b.body);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->size(), 1u);
+  EXPECT_EQ((*d)[0].labels, (LabelPairs{{"__name__", "svcmap_connections_total"},
+                                        {"dst_port", "3306"},
+                                        {"instance", "own"},
+                                        {"job", "svcmap"},
+                                        {"src_service_name", "app"}}));
+  ASSERT_EQ((*d)[0].samples.size(), 1u);
+  EXPECT_EQ((*d)[0].samples[0], (std::pair<int64_t, double>{1700000000123, 7}));
+}
+
+TEST(EncodeWriteRequest, CountsEverySeriesAndSkipsOtherTypes) {
+  prometheus::MetricFamily h;
+  h.name = "h";
+  h.type = prometheus::MetricType::Histogram;
+  h.metric.emplace_back();
+  WriteBatch b = EncodeWriteRequest({Counter("a", {}, 1), Counter("b", {}, 2), h}, {}, 5);
+  EXPECT_EQ(b.samples, 2u);
+  EXPECT_EQ(DecodeWriteRequest(b.body)->size(), 2u);
+}
+
+TEST(DecodeWriteRequest, RejectsGarbage) {
+  EXPECT_FALSE(DecodeWriteRequest("not snappy at all").ok());
+  EXPECT_FALSE(DecodeWriteRequest("").ok());
+}
+
+TEST(ParseEndpoint, SplitsAndRejects) {
+  absl::StatusOr<Endpoint> e = ParseEndpoint("http://10.0.0.9:8428/api/v1/write");
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->scheme_host_port, "http://10.0.0.9:8428");
+  EXPECT_EQ(e->path, "/api/v1/write");
+  e = ParseEndpoint("https://[fd00::1]:9090/api/v1/write");
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->scheme_host_port, "https://[fd00::1]:9090");
+  EXPECT_EQ(ParseEndpoint("http://vm")->path, "/");
+  for (const char* bad : {"vm:8428/api/v1/write", "ftp://vm/x", "http://", "http://vm:0/x",
+                          "http://vm:99999/x", "http://vm:port/x", "http://u:p@vm/x", "http://:80/"})
+    EXPECT_FALSE(ParseEndpoint(bad).ok()) << bad;
+}
+
+// A store on loopback whose answer the test sets; it records what arrived.
+class FakeStore {
+ public:
+  FakeStore() {
+    server_.Post("/write", [this](const httplib::Request& req, httplib::Response& res) {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++requests_;
+      res.status = status_;
+      if (status_ / 100 == 2) {
+        absl::StatusOr<std::vector<DecodedSeries>> d = DecodeWriteRequest(req.body);
+        if (d.ok() && !d->empty()) timestamps_.push_back((*d)[0].samples[0].first);
+        encoding_ok_ = encoding_ok_ && req.get_header_value("Content-Encoding") == "snappy";
+      }
+    });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+  }
+  ~FakeStore() {
+    server_.stop();
+    thread_.join();
+  }
+  void set_status(int s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    status_ = s;
+  }
+  std::vector<int64_t> timestamps() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return timestamps_;
+  }
+  int requests() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return requests_;
+  }
+  bool encoding_ok() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return encoding_ok_;
+  }
+  Endpoint endpoint() const { return {"http://127.0.0.1:" + std::to_string(port_), "/write"}; }
+
+ private:
+  httplib::Server server_;
+  std::thread thread_;
+  int port_ = 0;
+  std::mutex mu_;
+  int status_ = 204;
+  int requests_ = 0;
+  bool encoding_ok_ = true;
+  std::vector<int64_t> timestamps_;
+};
+
+WriteBatch Batch(int64_t ts, size_t series) {
+  std::vector<prometheus::MetricFamily> fams;
+  for (size_t i = 0; i < series; ++i) fams.push_back(Counter("c" + std::to_string(i), {}, 1));
+  return EncodeWriteRequest(fams, {}, ts);
+}
+
+template <typename F>
+bool Eventually(F f) {
+  for (int i = 0; i < 200; ++i) {
+    if (f()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  return false;
+}
+
+RemoteWriteOptions Fast(const Endpoint& e) {
+  RemoteWriteOptions o;
+  o.endpoint = e;
+  o.min_backoff = absl::Milliseconds(10);
+  o.max_backoff = absl::Milliseconds(40);
+  return o;
+}
+
+TEST(RemoteWriter, RetriesThrough503AndDeliversInOrder) {
+  FakeStore store;
+  store.set_status(503);
+  RemoteWriter w(Fast(store.endpoint()));
+  for (int64_t ts = 1; ts <= 5; ++ts) w.Enqueue(Batch(ts, 3));
+  ASSERT_TRUE(Eventually([&] { return store.requests() >= 3; }));
+  store.set_status(204);
+  ASSERT_TRUE(Eventually([&] { return w.Stats().sent_samples == 15; }));
+  EXPECT_EQ(store.timestamps(), (std::vector<int64_t>{1, 2, 3, 4, 5}));
+  RemoteWriteStats s = w.Stats();
+  EXPECT_GE(s.failed_requests, 3u);
+  EXPECT_EQ(s.dropped_samples, 0u);
+  EXPECT_EQ(s.pending_samples, 0u);
+  EXPECT_TRUE(s.last_error.empty());
+  EXPECT_TRUE(store.encoding_ok());
+}
+
+TEST(RemoteWriter, BacklogOverItsBoundDropsTheOldestAndCountsThem) {
+  FakeStore store;
+  store.set_status(500);
+  RemoteWriteOptions o = Fast(store.endpoint());
+  o.max_pending_samples = 2000;
+  RemoteWriter w(o);
+  for (int64_t ts = 1; ts <= 5; ++ts) w.Enqueue(Batch(ts, 1000));
+  EXPECT_EQ(w.Stats().dropped_samples, 3000u);
+  EXPECT_EQ(w.Stats().pending_samples, 2000u);
+  store.set_status(200);
+  ASSERT_TRUE(Eventually([&] { return w.Stats().sent_samples == 2000; }));
+  EXPECT_EQ(store.timestamps(), (std::vector<int64_t>{4, 5}));
+}
+
+TEST(RemoteWriter, A400IsNotRetried) {
+  FakeStore store;
+  store.set_status(400);
+  RemoteWriter w(Fast(store.endpoint()));
+  w.Enqueue(Batch(1, 4));
+  ASSERT_TRUE(Eventually([&] { return w.Stats().rejected_samples == 4; }));
+  store.set_status(204);
+  w.Enqueue(Batch(2, 4));
+  ASSERT_TRUE(Eventually([&] { return w.Stats().sent_samples == 4; }));
+  EXPECT_EQ(store.timestamps(), (std::vector<int64_t>{2}));
+  EXPECT_EQ(store.requests(), 2);
+}
+
+TEST(RemoteWriter, ShutdownCountsWhatNeverArrivedAsDropped) {
+  RemoteWriteOptions o = Fast({"http://127.0.0.1:1", "/write"});  // nothing listens on port 1
+  RemoteWriter w(o);
+  w.Enqueue(Batch(1, 10));
+  w.Shutdown(absl::Milliseconds(100));
+  RemoteWriteStats s = w.Stats();
+  EXPECT_EQ(s.dropped_samples, 10u);
+  EXPECT_EQ(s.pending_samples, 0u);
+  EXPECT_FALSE(s.last_error.empty());
+  w.Enqueue(Batch(2, 5));  // after shutdown: counted, never blocks
+  EXPECT_EQ(w.Stats().dropped_samples, 15u);
+}
+
+}  // namespace
+}  // namespace svcmap::exporter
