@@ -113,6 +113,23 @@ TEST(FlowTableTest, ASocketReadLiveAndThenClosedCountsOnce) {
   EXPECT_EQ(v.flows.begin()->second.connections, 2u);
 }
 
+TEST(FlowTableTest, IdleClosedFlowsExpireButLiveSocketsStay) {
+  FlowTable t;
+  t.AddClosed(Client(1, 7, 40001, 100, 10), 2000, kNoListeners);  // idle since 2000
+  t.AddClosed(Server(2, 8, 50000, 5, 6), 6000, kNoListeners);     // recent
+  SockRecord live = Client(3, 9, 40003, 1, 1);
+  EXPECT_EQ(t.ExpireIdle(5000), 1u);
+  FlowView v = t.View(std::vector<SockRecord>{live}, 7000, kNoListeners);
+  ASSERT_EQ(v.flows.size(), 2u);  // the server flow and the live client
+  for (const auto& [key, stats] : v.flows) EXPECT_NE(key.process.pid, 7u);
+  EXPECT_EQ(v.traffic.size(), 2u);
+  // A flow that expired and comes back starts again from its new bytes.
+  t.AddClosed(Client(4, 7, 40004, 3, 4), 8000, kNoListeners);
+  v = t.View({}, 9000, kNoListeners);
+  for (const auto& [key, stats] : v.flows)
+    if (key.process.pid == 7) EXPECT_EQ(stats.bytes_sent, 3u);
+}
+
 TEST(FlowTableTest, FailedConnectsAreCountedOnlyOnceClosed) {
   FlowTable t;
   SockRecord s = Client(1, 7, 0, 0, 0);

@@ -426,10 +426,12 @@ absl::Status RunSnapshot(const Options& o) {
   backend->Stop();
   kernel::BackendStats bs = backend->Stats();
 
+  flow::ServiceViewOptions view_options{netns, instance_ip, {}};
+  if (!netns) view_options.netns_ips = NetnsAddresses();
   std::lock_guard<std::mutex> lock(mu);
   flow::Collector::Result view = collector.View(*live, now);
-  flow::ServiceGraph graph = flow::BuildServiceView(
-      view.flows, view.listeners, collector.processes(), {netns, instance_ip});
+  flow::ServiceGraph graph =
+      flow::BuildServiceView(view.flows, view.listeners, collector.processes(), view_options);
   exporter::InstanceInfo inst{Hostname(), instance_ip,
                               o.netns_path.empty() ? "all" : o.netns_path,
                               netns.value_or(0), opened->name, elapsed};
@@ -499,6 +501,7 @@ absl::Status RunAgent(const Options& o) {
 
   std::mutex mu;  // the collector, the namer and the event counts
   std::map<std::string, uint64_t> events;
+  uint64_t expired_flows = 0;
   flow::Collector collector(Describer(*namer));
   absl::Status started = backend->Start([&](const flow::SockEvent& ev) {
     static constexpr const char* kTypes[] = {"listen", "connect", "accept", "close"};
@@ -510,15 +513,26 @@ absl::Status RunAgent(const Options& o) {
 
   const absl::Time start = absl::Now();
   std::mutex view_mu;  // one view at a time: each reads the kernel's live table
+  // Pods come and go: their addresses are looked up again at most this often.
+  flow::ServiceViewOptions view_options{netns, instance_ip, {}};
+  absl::Time netns_ips_at = absl::InfinitePast();
   auto view = [&](auto&& use) {
     std::lock_guard<std::mutex> serial(view_mu);
+    if (!netns && absl::Now() - netns_ips_at > absl::Seconds(30)) {
+      view_options.netns_ips = NetnsAddresses();
+      netns_ips_at = absl::Now();
+    }
     uint64_t now = BoottimeNs();
     absl::StatusOr<std::vector<flow::SockRecord>> live = backend->ReadLive();
     std::lock_guard<std::mutex> lock(mu);
+    if (o.flow_idle_timeout > absl::ZeroDuration()) {
+      const uint64_t idle_ns = absl::ToInt64Nanoseconds(o.flow_idle_timeout);
+      if (now > static_cast<uint64_t>(idle_ns)) expired_flows += collector.ExpireIdle(now - idle_ns);
+    }
     flow::Collector::Result r = collector.View(live.ok() ? *live : std::vector<flow::SockRecord>{},
                                                now);
-    flow::ServiceGraph graph = flow::BuildServiceView(r.flows, r.listeners, collector.processes(),
-                                                      {netns, instance_ip});
+    flow::ServiceGraph graph =
+        flow::BuildServiceView(r.flows, r.listeners, collector.processes(), view_options);
     use(graph, r);
   };
   auto metrics = [&] {
@@ -533,6 +547,7 @@ absl::Status RunAgent(const Options& o) {
       h.decode_errors = bs.decode_errors;
       h.scan_errors = bs.scan_errors;
       h.flows = r.flows.flows.size();
+      h.expired_flows = expired_flows;
       if (writer) {
         exporter::RemoteWriteStats w = writer->Stats();
         h.remote_write = true;

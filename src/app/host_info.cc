@@ -1,4 +1,5 @@
 #include "svcmap/app/host_info.h"
+#include "svcmap/scan/netns.h"
 
 #include <fcntl.h>
 #include <ifaddrs.h>
@@ -82,6 +83,17 @@ absl::StatusOr<std::string> FirstAddress(const std::string& netns_path) {
   });
   worker.join();
   return result;
+}
+
+absl::flat_hash_map<uint32_t, std::string> NetnsAddresses() {
+  absl::flat_hash_map<uint32_t, std::string> out;
+  absl::StatusOr<uint32_t> own = NetnsInode("");
+  for (const scan::NetnsRef& ns : scan::ListNetns().namespaces) {
+    if (own.ok() && ns.inode == *own) continue;
+    // A namespace that vanished or has only loopback keeps the node's.
+    if (absl::StatusOr<std::string> ip = FirstAddress(ns.path); ip.ok()) out[ns.inode] = *ip;
+  }
+  return out;
 }
 
 int64_t RealtimeMinusBoottimeNs() {

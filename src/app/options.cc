@@ -44,7 +44,7 @@ absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& tex
 absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   ParseResult result;
   Options& o = result.options;
-  std::string duration, scan_interval, push_interval;
+  std::string duration, scan_interval, push_interval, idle_timeout;
   std::vector<std::string> name_rules;
 
   CLI::App app{"svcmap: which process on which machine talks to which, and how many bytes flow",
@@ -98,6 +98,9 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
                     "Samples kept while the store is unreachable; the oldest are dropped "
                     "(and counted) beyond this")
       ->check(CLI::Range(1000u, 1u << 30));
+  agent->add_option("--flow-idle-timeout", idle_timeout,
+                    "Closed flows with no traffic for this long stop being exported "
+                    "(default 5m; 0 keeps them)");
   for (CLI::App* sub : {snapshot, agent}) {
     sub->add_option("--netns", o.netns_path,
                     "Only sockets in this network namespace, e.g. /run/netns/web");
@@ -191,6 +194,13 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
       return absl::InvalidArgumentError(
           fmt::format("invalid --scan-interval '{}': at least 10ms", scan_interval));
     o.scan_interval = *d;
+  }
+  if (idle_timeout == "0") {
+    o.flow_idle_timeout = absl::ZeroDuration();
+  } else if (!idle_timeout.empty()) {
+    absl::StatusOr<absl::Duration> d = ParseDurationFlag(idle_timeout);
+    if (!d.ok()) return d.status();
+    o.flow_idle_timeout = *d;
   }
   if (!push_interval.empty()) {
     absl::StatusOr<absl::Duration> d = ParseDurationFlag(push_interval);

@@ -59,15 +59,16 @@ Metrics BuildMetrics(const flow::ServiceGraph& graph, const std::string& instanc
   for (const flow::ServiceRow& s : graph.services) {
     std::string list;
     for (uint16_t p : s.listen_ports) list += (list.empty() ? "" : ",") + std::to_string(p);
+    const std::string& ip = s.instance_ip.empty() ? instance_ip : s.instance_ip;
     info.metric.push_back(Sample({{"instance_id", s.instance_id},
-                                  {"instance_ip", instance_ip},
+                                  {"instance_ip", ip},
                                   {"name", s.name},
                                   {"pid", std::to_string(s.pids.empty() ? 0 : s.pids.front())},
                                   {"listen_ports", list}},
                                  1, MetricType::Gauge));
     for (uint16_t p : s.listen_ports)
       ports.metric.push_back(Sample({{"instance_id", s.instance_id},
-                                     {"instance_ip", instance_ip},
+                                     {"instance_ip", ip},
                                      {"name", s.name},
                                      {"port", std::to_string(p)}},
                                     1, MetricType::Gauge));
@@ -154,9 +155,15 @@ Metrics BuildMetrics(const flow::ServiceGraph& graph, const std::string& instanc
                MetricType::Counter));
   MetricFamily flows = Family("svcmap_flows", "Flows tracked.", MetricType::Gauge);
   flows.metric.push_back(Sample({}, static_cast<double>(health.flows), MetricType::Gauge));
+  MetricFamily expired = Family("svcmap_flows_expired_total",
+                                "Closed flows dropped after --flow-idle-timeout without traffic; "
+                                "their series end.",
+                                MetricType::Counter);
+  expired.metric.push_back(
+      Sample({}, static_cast<double>(health.expired_flows), MetricType::Counter));
 
   for (MetricFamily* f : {&info, &ports, &sent, &received, &conns, &failed, &traffic, &backend,
-                          &events, &drops, &flows})
+                          &events, &drops, &flows, &expired})
     out.families.push_back(std::move(*f));
   if (health.remote_write) {
     MetricFamily samples = Family("svcmap_remote_write_samples_total",

@@ -61,7 +61,7 @@ nlohmann::ordered_json SnapshotJson(const InstanceInfo& instance,
                           {"time", clock.Rfc3339(a.stats.last_seen_ns)}});
     }
     services.push_back({{"instance_id", s.instance_id},
-                        {"instance_ip", instance.instance_ip},
+                        {"instance_ip", s.instance_ip.empty() ? instance.instance_ip : s.instance_ip},
                         {"name", s.name},
                         {"pid", s.pids.empty() ? 0 : s.pids.front()},
                         {"pids", s.pids},

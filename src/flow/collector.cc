@@ -31,6 +31,12 @@ Collector::Result Collector::View(absl::Span<const SockRecord> live, uint64_t no
   }
   auto is_server = [this](const SockRecord& r) { return IsServer(r); };
   Result r{flows_.View(live, now_ns, is_server), listeners_.All()};
+  // The next live read is newer than this one, and a socket closed before
+  // this read was not in it: a close older than now, minus a margin for
+  // event timestamps taken a little before the read, can never race again.
+  // Without this a long-running agent keeps one id per closed socket.
+  constexpr uint64_t kRaceMarginNs = 10'000'000'000;
+  if (now_ns > kRaceMarginNs) flows_.ForgetClosedBefore(now_ns - kRaceMarginNs);
   return r;
 }
 

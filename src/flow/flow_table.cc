@@ -102,4 +102,11 @@ void FlowTable::ForgetClosedBefore(uint64_t ns) {
   absl::erase_if(closed_ids_, [ns](const auto& kv) { return kv.second < ns; });
 }
 
+size_t FlowTable::ExpireIdle(uint64_t ns) {
+  size_t before = closed_.flows.size();
+  absl::erase_if(closed_.flows, [ns](const auto& kv) { return kv.second.last_seen_ns < ns; });
+  absl::erase_if(closed_.traffic, [ns](const auto& kv) { return kv.second.last_seen_ns < ns; });
+  return before - closed_.flows.size();
+}
+
 }  // namespace svcmap::flow

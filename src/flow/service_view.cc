@@ -28,17 +28,22 @@ ServiceGraph BuildServiceView(const FlowView& flows,
   auto wanted = [&](uint32_t netns) {
     return !options.netns.has_value() || *options.netns == netns;
   };
-  // std::map: the output is sorted by name without a separate pass.
-  std::map<std::string, ServiceRow> services;
-  std::map<std::string, std::set<uint32_t>> pids;
-  auto service = [&](const ProcessKey& key) -> ServiceRow& {
+  // std::map: the output is sorted by name (then address) without a
+  // separate pass.
+  std::map<std::pair<std::string, std::string>, ServiceRow> services;
+  std::map<std::pair<std::string, std::string>, std::set<uint32_t>> pids;
+  auto service = [&](const ProcessKey& key, uint32_t netns) -> ServiceRow& {
     std::string name = NameOf(processes, key);
-    ServiceRow& row = services[name];
+    auto ip_it = options.netns_ips.find(netns);
+    const std::string& ip = ip_it != options.netns_ips.end() ? ip_it->second : options.instance_ip;
+    std::pair<std::string, std::string> id{name, ip};
+    ServiceRow& row = services[id];
     if (row.name.empty()) {
       row.name = name;
-      row.instance_id = InstanceId(name, options.instance_ip);
+      row.instance_ip = ip;
+      row.instance_id = InstanceId(name, ip);
     }
-    pids[name].insert(key.pid);
+    pids[id].insert(key.pid);
     const ProcessInfo* info = processes.Find(key);
     if (row.exe.empty() && info != nullptr) row.exe = info->exe;
     if (row.name_source.empty() && info != nullptr) row.name_source = info->name_source;
@@ -47,13 +52,13 @@ ServiceGraph BuildServiceView(const FlowView& flows,
 
   for (const Listener& l : listeners) {
     if (!wanted(l.netns)) continue;
-    service(l.owner.process).listen_ports.insert(l.port);
+    service(l.owner.process, l.netns).listen_ports.insert(l.port);
   }
 
   ServiceGraph graph;
   for (const auto& [key, stats] : flows.flows) {
     if (!wanted(key.netns)) continue;
-    ServiceRow& row = service(key.process);
+    ServiceRow& row = service(key.process, key.netns);
     if (key.role == Role::kServer) {
       row.accepted.push_back(AcceptedRow{key.process.pid, key.local_ip,
                                          key.local_port, key.remote_ip, stats});
@@ -78,8 +83,8 @@ ServiceGraph BuildServiceView(const FlowView& flows,
                                        stats.process.pid, stats.last_seen_ns});
   }
 
-  for (auto& [name, row] : services) {
-    row.pids.assign(pids[name].begin(), pids[name].end());
+  for (auto& [id, row] : services) {
+    row.pids.assign(pids[id].begin(), pids[id].end());
     std::sort(row.accepted.begin(), row.accepted.end(),
               [](const AcceptedRow& a, const AcceptedRow& b) {
                 return std::tie(a.local_port, a.peer_ip, a.pid) <

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 
 namespace svcmap::app {
@@ -18,6 +19,10 @@ absl::StatusOr<uint32_t> NetnsInode(const std::string& path);
 // preferred: of `netns_path`, or of our own when empty. Entering the
 // namespace happens on a short-lived thread, so the process stays put.
 absl::StatusOr<std::string> FirstAddress(const std::string& netns_path);
+
+// The address of every other network namespace that has one, by inode:
+// where a pod's or container's services are reached.
+absl::flat_hash_map<uint32_t, std::string> NetnsAddresses();
 
 // CLOCK_REALTIME minus CLOCK_BOOTTIME, for turning kernel timestamps into
 // wall time.

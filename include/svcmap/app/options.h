@@ -37,6 +37,7 @@ struct Options {
   std::string remote_write_url;                     // agent: push here, if set
   absl::Duration push_interval = absl::Seconds(15);  // agent: between pushes
   uint32_t remote_write_buffer = 1000000;           // agent: samples kept while the store is away
+  absl::Duration flow_idle_timeout = absl::Minutes(5);  // agent: 0 keeps flows forever
   std::string config_path;                          // agent: --config, reread on SIGHUP
   std::string log_level = "info";                   // error | warn | info | debug
   std::vector<std::string> args;                    // argv as given, for a reload

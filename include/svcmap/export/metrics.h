@@ -24,6 +24,7 @@ struct AgentHealth {
   uint64_t decode_errors = 0;
   uint64_t scan_errors = 0;
   uint64_t flows = 0;                      // flows tracked
+  uint64_t expired_flows = 0;              // idle longer than --flow-idle-timeout
   bool remote_write = false;               // the fields below mean something
   uint64_t rw_sent_samples = 0;
   uint64_t rw_dropped_samples = 0;         // backlog over its bound

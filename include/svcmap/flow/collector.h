@@ -30,6 +30,10 @@ class Collector {
   // drained (see FlowTable).
   Result View(absl::Span<const SockRecord> live, uint64_t now_ns);
 
+  // Closed flows idle since before `ns` go (FlowTable::ExpireIdle).
+  size_t ExpireIdle(uint64_t ns) { return flows_.ExpireIdle(ns); }
+  const FlowTable& flows() const { return flows_; }
+
   const ProcessTable& processes() const { return processes_; }
   ProcessTable& mutable_processes() { return processes_; }
   const ListenTable& listeners() const { return listeners_; }

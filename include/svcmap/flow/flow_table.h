@@ -101,6 +101,11 @@ class FlowTable {
   // Forgets closed-socket ids older than `ns`: no live read older than that
   // will be passed to View() again.
   void ForgetClosedBefore(uint64_t ns);
+  // Drops the closed flows and connections last seen before `ns` (an
+  // agent's idle expiry); live sockets are never stored, so never expire.
+  // Returns how many flows went.
+  size_t ExpireIdle(uint64_t ns);
+  size_t closed_ids() const { return closed_ids_.size(); }
 
   static Role EffectiveRole(const SockRecord& s, const IsServerFn& is_server);
   static FlowKey KeyOf(const SockRecord& s, Role role);

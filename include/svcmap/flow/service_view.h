@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "svcmap/flow/flow_table.h"
 #include "svcmap/flow/listen_table.h"
 #include "svcmap/flow/process_table.h"
@@ -17,6 +18,9 @@ namespace svcmap::flow {
 struct ServiceViewOptions {
   std::optional<uint32_t> netns;  // only sockets in this namespace
   std::string instance_ip;        // this machine's address for the join
+  // A namespace's own address (a pod's, a container's), by netns inode: the
+  // services in it are reached there, not at the node's address.
+  absl::flat_hash_map<uint32_t, std::string> netns_ips;
 };
 
 // Connections accepted by a service, per peer address and service port.
@@ -31,6 +35,7 @@ struct AcceptedRow {
 struct ServiceRow {
   std::string name;
   std::string instance_id;
+  std::string instance_ip;
   std::vector<uint32_t> pids;          // ascending
   std::set<uint16_t> listen_ports;
   std::string exe;                     // of the lowest pid that has one
@@ -73,7 +78,8 @@ struct ServiceGraph {
 // restarts of the service and of svcmap.
 std::string InstanceId(std::string_view name, std::string_view instance_ip);
 
-// Groups processes into services by name (ProcessInfo::name) and
+// Groups processes into services by name (ProcessInfo::name) and address
+// (the instance_ip of the namespace their sockets are in), and
 // lists each service's listening ports, accepted and outbound flows.
 ServiceGraph BuildServiceView(const FlowView& flows,
                               const std::vector<Listener>& listeners,
