@@ -91,6 +91,14 @@ struct {
 	__type(value, struct svcmap_owner);
 } seed_owners SEC(".maps");
 
+/* The seed walk's verdicts, by SVCMAP_SEED_* value. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 8);
+	__type(key, u32);
+	__type(value, u64);
+} seed_counts SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16 * 1024 * 1024);
@@ -613,7 +621,16 @@ int seed_socks(struct bpf_iter__tcp *ctx)
 	st = track(key, sk, true, role, flags, owner, BPF_NOEXIST);
 	result = st ? SVCMAP_SEED_SOCK : SVCMAP_SEED_FULL;
 out:
-	bpf_seq_write(ctx->meta->seq, &result, sizeof(result));
+	/* Counted in a map, never written to the seq file: output fills the
+	 * seq buffer, which stops the walk and resumes it by an offset into
+	 * the bucket, and that loses sockets before 6.16 (seen on 6.12). */
+	{
+		u32 idx = result;
+		u64 *n = bpf_map_lookup_elem(&seed_counts, &idx);
+
+		if (n)
+			__sync_fetch_and_add(n, 1);
+	}
 	return 0;
 }
 

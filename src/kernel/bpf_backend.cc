@@ -197,9 +197,16 @@ absl::Status BpfBackend::Seed() {
   if (!link) return LibbpfError(errno, "attach iter/tcp");
   absl::Status status = absl::OkStatus();
   // The walk of one netns; returns how many sockets it seeded.
+  const int counts_fd = bpf_map__fd(skel->maps.seed_counts);
+  auto count = [&](uint32_t verdict) {
+    uint64_t v = 0;
+    bpf_map_lookup_elem(counts_fd, &verdict, &v);
+    return v;
+  };
   // Unowned and full verdicts repeat on every walk: only the first counts them.
   auto walk = [&](const std::string& netns_path, bool first) -> uint64_t {
-    uint64_t seeded = 0;
+    const uint64_t sock0 = count(SVCMAP_SEED_SOCK), listener0 = count(SVCMAP_SEED_LISTENER),
+                   unowned0 = count(SVCMAP_SEED_UNOWNED), full0 = count(SVCMAP_SEED_FULL);
     // iter/tcp walks the netns of whoever creates the iterator.
     absl::Status in = scan::RunInNetns(netns_path, [&] {
       int fd = bpf_iter_create(bpf_link__fd(link.get()));
@@ -207,36 +214,29 @@ absl::Status BpfBackend::Seed() {
         status = LibbpfError(errno, "create iter/tcp");
         return;
       }
-      // The kernel stops the walk at the end of each read() and resumes it
-      // by an offset into the hash bucket: a socket that leaves the bucket
-      // in between (a TIME_WAIT expiring) makes the walk skip one; the
-      // passes below catch those. Reads stay well under the iterator's
-      // 32 KiB buffer: a 64 KiB read overflowed it, and the record rolled
-      // back on overflow lost a socket on 6.1 and 6.12 (CI, 19,999 of 20,000).
-      std::vector<uint8_t> buf(4096);
+      // The program writes nothing, so one read() runs the whole walk: the
+      // kernel never stops it mid-bucket (see bpf/svcmap.bpf.c, seed_socks).
+      uint8_t buf[64];
       for (;;) {
-        ssize_t n = read(fd, buf.data(), buf.size());
+        ssize_t n = read(fd, buf, sizeof(buf));
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) break;
-        for (ssize_t i = 0; i < n; ++i) {
-          switch (buf[i]) {
-            case SVCMAP_SEED_SOCK: ++seeded; break;
-            case SVCMAP_SEED_LISTENER: ++seeded_listeners_; break;
-            case SVCMAP_SEED_UNOWNED: seed_unowned_ += first; break;
-            case SVCMAP_SEED_FULL: seed_full_ += first; break;
-            default: break;
-          }
-        }
       }
       close(fd);
     });
     (void)in;  // a namespace that vanished had nothing left to seed
-    return seeded;
+    seeded_listeners_ += count(SVCMAP_SEED_LISTENER) - listener0;
+    if (first) {
+      seed_unowned_ += count(SVCMAP_SEED_UNOWNED) - unowned0;
+      seed_full_ += count(SVCMAP_SEED_FULL) - full0;
+    }
+    return count(SVCMAP_SEED_SOCK) - sock0;
   };
-  // Skips (see above) were fixed upstream only in 6.16 ("bpf: tcp: Avoid
-  // socket skips and repeats during iteration"); seen here as one socket of
-  // 20,000 missing on 6.12. The program keeps what is already tracked, so a
-  // second walk adds exactly the skipped ones; walk again while it finds any.
+  // A walk that resumes mid-bucket skips sockets before 6.16 ("bpf: tcp:
+  // Avoid socket skips and repeats during iteration"); seen on 6.1 and 6.12
+  // as 1-2 of 20,000 lost while the program wrote to the seq file. It no
+  // longer does; should a walk still stop (past a million sockets), the
+  // program keeps what is tracked, so another walk adds only what was missed.
   for (const scan::NetnsRef& ns : scan::ListNetns().namespaces) {
     seeded_sockets_ += walk(ns.path, true);
     for (int pass = 1; pass < kSeedPasses; ++pass) {
