@@ -204,7 +204,9 @@ absl::Status BpfBackend::Seed() {
     return v;
   };
   // Unowned and full verdicts repeat on every walk: only the first counts them.
+  bool cut_short = false;  // the last walk ended on an error, not at its end
   auto walk = [&](const std::string& netns_path, bool first) -> uint64_t {
+    cut_short = false;
     const uint64_t sock0 = count(SVCMAP_SEED_SOCK), listener0 = count(SVCMAP_SEED_LISTENER),
                    unowned0 = count(SVCMAP_SEED_UNOWNED), full0 = count(SVCMAP_SEED_FULL);
     // iter/tcp walks the netns of whoever creates the iterator.
@@ -220,6 +222,7 @@ absl::Status BpfBackend::Seed() {
       for (;;) {
         ssize_t n = read(fd, buf, sizeof(buf));
         if (n < 0 && errno == EINTR) continue;
+        cut_short = n < 0;  // EAGAIN past the kernel's million objects per read
         if (n <= 0) break;
       }
       close(fd);
@@ -239,7 +242,7 @@ absl::Status BpfBackend::Seed() {
   // program keeps what is tracked, so another walk adds only what was missed.
   for (const scan::NetnsRef& ns : scan::ListNetns().namespaces) {
     seeded_sockets_ += walk(ns.path, true);
-    for (int pass = 1; pass < kSeedPasses; ++pass) {
+    for (int pass = 1; pass < kSeedPasses && cut_short; ++pass) {
       uint64_t more = walk(ns.path, false);
       if (more == 0) break;
       seeded_sockets_ += more;
