@@ -64,3 +64,7 @@ int BPF_PROG(fentry_tcp_v4_destroy_sock) { return 0; }
 
 SEC("kprobe/tcp_v4_destroy_sock")
 int BPF_KPROBE(kprobe_tcp_v4_destroy_sock) { return 0; }
+
+/* The start-up seed and the live refresh walk TCP sockets with iter/tcp. */
+SEC("iter/tcp")
+int iter_tcp(struct bpf_iter__tcp *ctx) { return 0; }

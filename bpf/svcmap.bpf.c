@@ -504,31 +504,44 @@ int BPF_KPROBE(kprobe_destroy, struct sock *sk)
 }
 
 /*
- * Every live socket with its running totals, for userspace. The tcp_sock
- * counters ride along: on kernels before 6.3 (no sock_send_length /
- * sock_recv_length) they are the only byte counts of an open connection.
- * The key is a sock address that may be freed under us, so it is only ever
- * read through bpf_probe_read_kernel, which cannot fault.
+ * Live refresh: one walk over the TCP sockets of the reader's netns that
+ * copies TCP's own payload counts into each tracked socket's entry, which
+ * userspace then reads with a batch lookup. On kernels before 6.3 (no
+ * sock_send_length / sock_recv_length) these are the only byte counts of an
+ * open connection; on every kernel they carry what a socket sent before
+ * svcmap started.
+ *
+ * Not iter/bpf_map_elem over socks: the key is a sock address that may be
+ * freed under us, and some kernels refuse that iterator (EPERM on the 6.18
+ * development hosts) while allowing iter/tcp. Here the iterator holds the
+ * socket, so its fields are plain BTF loads. Nothing is written to the seq
+ * file, so one read() runs the whole walk (see seed_socks).
  */
-SEC("iter/bpf_map_elem")
-int dump_socks(struct bpf_iter__bpf_map_elem *ctx)
+SEC("iter/tcp")
+int refresh_socks(struct bpf_iter__tcp *ctx)
 {
-	struct svcmap_sock_state *st = ctx->value;
-	struct svcmap_live rec = {};
-	u64 *key = ctx->key;
+	struct sock_common *skc = ctx->sk_common;
+	struct svcmap_sock_state *st;
+	const struct sock *sk;
+	struct tcp_sock *tp;
+	u64 key, sent, received;
 
-	if (!key || !st)
+	if (!skc)
 		return 0;
-	rec.sock_id = *key;
-	rec.state = *st;
-	if ((rec.state.flags & SVCMAP_F_ESTABLISHED) &&
-	    rec.state.role != SVCMAP_ROLE_UNKNOWN) {
-		sock_tcp_payload((const struct sock *)*key, false,
-				 rec.state.role, rec.state.flags,
-				 &rec.tcp_bytes_sent, &rec.tcp_bytes_received);
-		rec.flags = SVCMAP_F_TCP_COUNTERS;
-	}
-	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
+	tp = bpf_skc_to_tcp_sock(skc);	/* NULL for TIME_WAIT and requests */
+	if (!tp)
+		return 0;
+	sk = (const struct sock *)tp;
+	key = (u64)sk;
+	st = bpf_map_lookup_elem(&socks, &key);
+	/* Without the role we cannot tell whether bytes_acked holds a SYN. */
+	if (!st || !(st->flags & SVCMAP_F_ESTABLISHED) ||
+	    st->role == SVCMAP_ROLE_UNKNOWN || st->role == SVCMAP_ROLE_LISTENER)
+		return 0;
+	sock_tcp_payload(sk, true, st->role, st->flags, &sent, &received);
+	/* Each u64 is stored whole; a racing reader sees the old or the new. */
+	st->tcp_bytes_sent = sent;
+	st->tcp_bytes_received = received;
 	return 0;
 }
 

@@ -137,30 +137,34 @@ TEST(EventDecodeTest, LiveSockState) {
   EXPECT_EQ(s.bytes_received, 6u);
 }
 
-TEST(EventDecodeTest, LiveRecordTakesTcpCountersWhenTheHooksSawLess) {
-  svcmap_live rec{};
-  rec.sock_id = 0xabc;
-  rec.state.tuple.family = AF_INET;
-  rec.state.role = SVCMAP_ROLE_CLIENT;
-  rec.state.flags = SVCMAP_F_ESTABLISHED | SVCMAP_F_OWNED;
-  rec.state.bytes_sent = 0;  // a kernel without sock_send_length
-  rec.state.bytes_received = 0;
-  rec.tcp_bytes_sent = 300000;
-  rec.tcp_bytes_received = 4000;
-  rec.flags = SVCMAP_F_TCP_COUNTERS;
-  absl::StatusOr<flow::SockRecord> s =
-      DecodeLive({reinterpret_cast<const uint8_t*>(&rec), sizeof(rec)});
+TEST(EventDecodeTest, LiveEntryTakesTcpCountersWhenTheHooksSawLess) {
+  svcmap_sock_state st{};
+  st.tuple.family = AF_INET;
+  st.role = SVCMAP_ROLE_CLIENT;
+  st.flags = SVCMAP_F_ESTABLISHED | SVCMAP_F_OWNED;
+  st.bytes_sent = 0;  // a kernel without sock_send_length
+  st.bytes_received = 0;
+  st.tcp_bytes_sent = 300000;
+  st.tcp_bytes_received = 4000;
+  absl::StatusOr<flow::SockRecord> s = DecodeLive(0xabc, st);
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->sock_id, 0xabcu);
   EXPECT_EQ(s->bytes_sent, 300000u);
   EXPECT_EQ(s->bytes_received, 4000u);
 
-  rec.flags = 0;  // counters not read: the hooks' figures stand
-  rec.state.bytes_sent = 7;
-  s = DecodeLive({reinterpret_cast<const uint8_t*>(&rec), sizeof(rec)});
+  // No refresh has run yet (or the tail is unacknowledged): the hooks'
+  // figures stand.
+  st.tcp_bytes_sent = 0;
+  st.tcp_bytes_received = 0;
+  st.bytes_sent = 7;
+  st.bytes_received = 9;
+  s = DecodeLive(0xabc, st);
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s->bytes_sent, 7u);
-  EXPECT_FALSE(DecodeLive({reinterpret_cast<const uint8_t*>(&rec), sizeof(rec) - 1}).ok());
+  EXPECT_EQ(s->bytes_received, 9u);
+
+  st.tuple.family = 1;  // AF_UNIX: not ours
+  EXPECT_FALSE(DecodeLive(0xabc, st).ok());
 }
 
 TEST(ReconcileBytesTest, EachDirectionTakesTheLargerFigure) {

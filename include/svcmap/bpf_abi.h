@@ -38,7 +38,7 @@ enum svcmap_sock_flag {
 	SVCMAP_F_ACCEPT_SENT = 1 << 1,
 	SVCMAP_F_ESTABLISHED = 1 << 2,
 	SVCMAP_F_FIN_SENT = 1 << 3,
-	/* Close only: the tcp_sock counters below were read. */
+	/* Close events only: tcp_bytes_sent/received were read. */
 	SVCMAP_F_TCP_COUNTERS = 1 << 4,
 	/* Found by the start-up seed: it existed before svcmap. */
 	SVCMAP_F_SEEDED = 1 << 5,
@@ -83,18 +83,12 @@ struct svcmap_sock_state {
 	__u8 role;             /* enum svcmap_role */
 	__u8 flags;            /* enum svcmap_sock_flag */
 	__u16 _pad0;
-};
-
-/* One record of the live-socket iterator (iter/bpf_map_elem on socks). */
-struct svcmap_live {
-	__u64 sock_id;
-	struct svcmap_sock_state state;
-	/* Payload bytes by the tcp_sock counters, when flags has
-	 * SVCMAP_F_TCP_COUNTERS (as in a close event). */
+	/* Payload bytes by the tcp_sock counters, as the last live refresh
+	 * (iter/tcp) found them; 0 until one has run. On kernels before 6.3
+	 * (no sock_send_length / sock_recv_length) they are the only byte
+	 * counts of an open connection. */
 	__u64 tcp_bytes_sent;
 	__u64 tcp_bytes_received;
-	__u8 flags;
-	__u8 _pad0[7];
 };
 
 struct svcmap_event {

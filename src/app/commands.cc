@@ -168,7 +168,8 @@ nlohmann::ordered_json ProbeJson(const kernel::ProbeReport& r) {
           {"tracefs", r.tracefs},
           {"backend", r.backend},
           {"backend_reason", r.backend_reason},
-          {"hooks", std::move(hooks)}};
+          {"hooks", std::move(hooks)},
+          {"iter_tcp", {{"ok", r.iter_tcp}, {"reason", r.iter_tcp_reason}}}};
 }
 
 // What the scanner would read here.
@@ -205,6 +206,10 @@ absl::Status RunProbe(const Options& o) {
   fmt::print("\nbackend  {} ({})\n", r.backend.empty() ? "procfs" : r.backend,
              r.backend.empty() ? "no BPF backend; auto falls back to the scanner: " + r.backend_reason
                                : r.backend_reason);
+  fmt::print("iter/tcp {}\n",
+             r.iter_tcp ? "ok: start-up seed, and live totals from TCP's own counters"
+                        : fmt::format("{}: no start-up seed; live totals only from the hooks",
+                                      r.iter_tcp_reason));
   fmt::print("procfs   {}\n", ProcfsSource());
   return absl::OkStatus();
 }

@@ -14,12 +14,14 @@ static_assert(offsetof(struct svcmap_tuple, daddr) == 16);
 static_assert(offsetof(struct svcmap_tuple, sport) == 32);
 static_assert(offsetof(struct svcmap_tuple, family) == 36);
 
-static_assert(sizeof(struct svcmap_sock_state) == 112);
+static_assert(sizeof(struct svcmap_sock_state) == 128);
 static_assert(offsetof(struct svcmap_sock_state, tuple) == 40);
 static_assert(offsetof(struct svcmap_sock_state, bytes_sent) == 80);
 static_assert(offsetof(struct svcmap_sock_state, netns) == 104);
 static_assert(offsetof(struct svcmap_sock_state, role) == 108);
 static_assert(offsetof(struct svcmap_sock_state, flags) == 109);
+static_assert(offsetof(struct svcmap_sock_state, tcp_bytes_sent) == 112);
+static_assert(offsetof(struct svcmap_sock_state, tcp_bytes_received) == 120);
 
 static_assert(offsetof(struct svcmap_event, type) == 0, "event type first");
 static_assert(offsetof(struct svcmap_event, sock_id) == 16);
@@ -31,7 +33,3 @@ static_assert(offsetof(struct svcmap_event, tcp_bytes_received) == 144);
 static_assert(sizeof(struct svcmap_event) == 152);
 static_assert(sizeof(struct svcmap_event) % 8 == 0, "ring buffer records stay 8-aligned");
 
-static_assert(sizeof(struct svcmap_live) == 144);
-static_assert(offsetof(struct svcmap_live, state) == 8);
-static_assert(offsetof(struct svcmap_live, tcp_bytes_sent) == 120);
-static_assert(offsetof(struct svcmap_live, flags) == 136);

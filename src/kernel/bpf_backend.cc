@@ -10,6 +10,7 @@
 #include <cstring>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "fmt/format.h"
 #include "svcmap.skel.h"
 #include "svcmap/bpf_abi.h"
@@ -69,6 +70,25 @@ uint32_t FuncArgCount(const btf* vmlinux, const char* name, uint32_t fallback) {
   return proto ? btf_vlen(proto) : fallback;
 }
 
+// Runs the iterator behind `link` over the calling thread's netns. Its
+// program writes nothing, so one read() runs the whole walk and the kernel
+// never stops it mid-bucket (see seed_socks in bpf/svcmap.bpf.c). False when
+// the walk was cut short (EAGAIN past the kernel's million objects per read).
+absl::StatusOr<bool> WalkIterator(bpf_link* link) {
+  int fd = bpf_iter_create(bpf_link__fd(link));
+  if (fd < 0) return LibbpfError(errno, "create iter/tcp");
+  uint8_t buf[64];
+  bool complete = true;
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    complete = n == 0;
+    if (n <= 0) break;
+  }
+  close(fd);
+  return complete;
+}
+
 }  // namespace
 
 void BpfBackend::SkelDeleter::operator()(svcmap_bpf* s) const {
@@ -99,15 +119,14 @@ absl::StatusOr<std::unique_ptr<BpfBackend>> BpfBackend::Create(
   std::optional<Mechanism> connect = probe.Chosen("connect");
   skel->rodata->connect_hooked =
       connect == Mechanism::kFentry || connect == Mechanism::kKprobe;
-  bool can_seed = false;
   {
     btf* vmlinux = btf__load_vmlinux_btf();
     skel->rodata->accept_nargs = FuncArgCount(vmlinux, "inet_csk_accept", 2);
     skel->rodata->recvmsg_nargs = FuncArgCount(vmlinux, "tcp_recvmsg", 5);
-    // iter/tcp (5.9): its context type exists only where it does.
-    can_seed = vmlinux && btf__find_by_name_kind(vmlinux, "bpf_iter__tcp", BTF_KIND_STRUCT) > 0;
     btf__free(vmlinux);
   }
+  // The seed and the live refresh both walk sockets with iter/tcp.
+  const bool iter_tcp = probe.iter_tcp;
   if (int err = bpf_map__set_max_entries(skel->maps.socks, options.max_sockets))
     return LibbpfError(err, "size socks map");
   if (int err = bpf_map__set_max_entries(skel->maps.events, options.ringbuf_bytes))
@@ -148,8 +167,8 @@ absl::StatusOr<std::unique_ptr<BpfBackend>> BpfBackend::Create(
   }
   bpf_program* prog = nullptr;
   bpf_object__for_each_program(prog, skel->obj) bpf_program__set_autoload(prog, false);
-  bpf_program__set_autoload(skel->progs.dump_socks, true);
-  bpf_program__set_autoload(skel->progs.seed_socks, can_seed);
+  bpf_program__set_autoload(skel->progs.seed_socks, iter_tcp);
+  bpf_program__set_autoload(skel->progs.refresh_socks, iter_tcp);
   for (const Use& u : use) bpf_program__set_autoload(u.prog, true);
   if (int err = svcmap_bpf__load(skel)) return LibbpfError(err, "load BPF object svcmap");
 
@@ -160,12 +179,10 @@ absl::StatusOr<std::unique_ptr<BpfBackend>> BpfBackend::Create(
     backend->attached_.push_back(u.what);
   }
 
-  union bpf_iter_link_info info = {};
-  info.map.map_fd = bpf_map__fd(skel->maps.socks);
-  LIBBPF_OPTS(bpf_iter_attach_opts, iter_opts, .link_info = &info,
-              .link_info_len = sizeof(info));
-  backend->iter_link_.reset(bpf_program__attach_iter(skel->progs.dump_socks, &iter_opts));
-  if (!backend->iter_link_) return LibbpfError(errno, "attach iter/bpf_map_elem");
+  if (iter_tcp) {
+    backend->refresh_link_.reset(bpf_program__attach_iter(skel->progs.refresh_socks, nullptr));
+    if (!backend->refresh_link_) return LibbpfError(errno, "attach iter/tcp (live refresh)");
+  }
 
   backend->ring_.reset(ring_buffer__new(bpf_map__fd(skel->maps.events),
                                         &BpfBackend::OnRecord, backend.get(), nullptr));
@@ -173,8 +190,8 @@ absl::StatusOr<std::unique_ptr<BpfBackend>> BpfBackend::Create(
 
   // Everything is attached: a socket opened from here on is the hooks'.
   // Now the ones that were already there.
-  if (!can_seed)
-    backend->seed_error_ = "this kernel has no iter/tcp (5.9+)";
+  if (!iter_tcp)
+    backend->seed_error_ = fmt::format("iter/tcp: {}", probe.iter_tcp_reason);
   else if (absl::Status s = backend->Seed(); !s.ok())
     backend->seed_error_ = std::string(s.message());
   return backend;
@@ -211,21 +228,11 @@ absl::Status BpfBackend::Seed() {
                    unowned0 = count(SVCMAP_SEED_UNOWNED), full0 = count(SVCMAP_SEED_FULL);
     // iter/tcp walks the netns of whoever creates the iterator.
     absl::Status in = scan::RunInNetns(netns_path, [&] {
-      int fd = bpf_iter_create(bpf_link__fd(link.get()));
-      if (fd < 0) {
-        status = LibbpfError(errno, "create iter/tcp");
-        return;
-      }
-      // The program writes nothing, so one read() runs the whole walk: the
-      // kernel never stops it mid-bucket (see bpf/svcmap.bpf.c, seed_socks).
-      uint8_t buf[64];
-      for (;;) {
-        ssize_t n = read(fd, buf, sizeof(buf));
-        if (n < 0 && errno == EINTR) continue;
-        cut_short = n < 0;  // EAGAIN past the kernel's million objects per read
-        if (n <= 0) break;
-      }
-      close(fd);
+      absl::StatusOr<bool> complete = WalkIterator(link.get());
+      if (!complete.ok())
+        status = complete.status();
+      else
+        cut_short = !*complete;
     });
     (void)in;  // a namespace that vanished had nothing left to seed
     seeded_listeners_ += count(SVCMAP_SEED_LISTENER) - listener0;
@@ -258,7 +265,7 @@ BpfBackend::~BpfBackend() {
   Stop();
   // Links before the skeleton: detach, then unload.
   links_.clear();
-  iter_link_.reset();
+  refresh_link_.reset();
   ring_.reset();
   skel_.reset();
 }
@@ -302,36 +309,59 @@ int BpfBackend::OnRecord(void* ctx, void* data, size_t size) {
 }
 
 absl::StatusOr<std::vector<flow::SockRecord>> BpfBackend::ReadLive() {
-  // A fresh iterator walks the socks map; read() returns whole records
-  // (bpf_seq_write never splits one). Userspace never writes the map, and
-  // the counters are atomic adds, so nothing is lost by reading.
-  int fd = bpf_iter_create(bpf_link__fd(iter_link_.get()));
-  if (fd < 0) return LibbpfError(errno, "create live-socket iterator");
-  std::vector<flow::SockRecord> out;
-  std::vector<uint8_t> buf(sizeof(svcmap_live) * 256);
-  size_t have = 0;
-  for (;;) {
-    ssize_t n = read(fd, buf.data() + have, buf.size() - have);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      close(fd);
-      return LibbpfError(err, "read live-socket iterator");
+  // First TCP's own counters into every tracked entry, one walk per netns
+  // that has one, then the entries themselves. Userspace never writes the
+  // map, and the hooks' counters are atomic adds, so reading loses nothing.
+  if (refresh_link_) {
+    absl::flat_hash_set<uint32_t> wanted;
+    absl::StatusOr<std::vector<flow::SockRecord>> before = BatchRead();
+    if (!before.ok()) return before.status();
+    for (const flow::SockRecord& r : *before) wanted.insert(r.netns);
+    for (const scan::NetnsRef& ns : scan::ListNetns().namespaces) {
+      if (!wanted.erase(ns.inode)) continue;
+      // A namespace that vanished has no socket left to refresh.
+      (void)scan::RunInNetns(ns.path, [&] { (void)WalkIterator(refresh_link_.get()); });
     }
-    if (n == 0) break;
-    have += static_cast<size_t>(n);
-    size_t whole = have - have % sizeof(svcmap_live);
-    for (size_t off = 0; off < whole; off += sizeof(svcmap_live)) {
-      absl::StatusOr<flow::SockRecord> s = DecodeLive({buf.data() + off, sizeof(svcmap_live)});
-      if (s.ok())
-        out.push_back(*std::move(s));
+  }
+  return BatchRead();
+}
+
+absl::StatusOr<std::vector<flow::SockRecord>> BpfBackend::BatchRead() {
+  const int fd = bpf_map__fd(skel_->maps.socks);
+  std::vector<flow::SockRecord> out;
+  // The hash map's batch cursor is a bucket index; a bucket holding more
+  // entries than fit in one call is ENOSPC, and the call is made again
+  // with room for more.
+  uint32_t chunk = 4096;
+  std::vector<uint64_t> keys(chunk);
+  std::vector<svcmap_sock_state> values(chunk);
+  uint64_t cursor = 0;
+  bool first = true;
+  for (;;) {
+    uint32_t count = chunk;
+    LIBBPF_OPTS(bpf_map_batch_opts, opts);
+    int err = bpf_map_lookup_batch(fd, first ? nullptr : &cursor, &cursor, keys.data(),
+                                   values.data(), &count, &opts);
+    err = err < 0 ? errno : 0;
+    if (err != 0 && err != ENOENT) {
+      if (err == ENOSPC && count == 0 && chunk < (1u << 20)) {
+        chunk *= 2;
+        keys.resize(chunk);
+        values.resize(chunk);
+        continue;
+      }
+      return LibbpfError(err, "batch lookup of the socks map");
+    }
+    first = false;
+    for (uint32_t i = 0; i < count; ++i) {
+      absl::StatusOr<flow::SockRecord> r = DecodeLive(keys[i], values[i]);
+      if (r.ok())
+        out.push_back(*std::move(r));
       else
         decode_errors_.fetch_add(1, std::memory_order_relaxed);
     }
-    std::memmove(buf.data(), buf.data() + whole, have - whole);
-    have -= whole;
+    if (err == ENOENT) break;  // past the last bucket
   }
-  close(fd);
   return out;
 }
 

@@ -91,18 +91,11 @@ flow::SockRecord DecodeSockState(uint64_t sock_id, const svcmap_sock_state& st) 
   return s;
 }
 
-absl::StatusOr<flow::SockRecord> DecodeLive(absl::Span<const uint8_t> bytes) {
-  if (bytes.size() < sizeof(svcmap_live)) {
-    return absl::InvalidArgumentError(fmt::format(
-        "live record of {} bytes, want {}", bytes.size(), sizeof(svcmap_live)));
-  }
-  svcmap_live rec;
-  std::memcpy(&rec, bytes.data(), sizeof(rec));
-  if (rec.state.tuple.family != 2 && rec.state.tuple.family != 10)
-    return absl::InvalidArgumentError(fmt::format("unknown family {}", rec.state.tuple.family));
-  flow::SockRecord s = DecodeSockState(rec.sock_id, rec.state);
-  if (rec.flags & SVCMAP_F_TCP_COUNTERS)
-    flow::ReconcileBytes({rec.tcp_bytes_sent, rec.tcp_bytes_received}, s);
+absl::StatusOr<flow::SockRecord> DecodeLive(uint64_t sock_id, const svcmap_sock_state& st) {
+  if (st.tuple.family != 2 && st.tuple.family != 10)
+    return absl::InvalidArgumentError(fmt::format("unknown family {}", st.tuple.family));
+  flow::SockRecord s = DecodeSockState(sock_id, st);
+  flow::ReconcileBytes({st.tcp_bytes_sent, st.tcp_bytes_received}, s);
   return s;
 }
 

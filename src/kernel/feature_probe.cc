@@ -27,7 +27,7 @@ using ObjectPtr = std::unique_ptr<bpf_object, ObjectDeleter>;
 using LinkPtr = std::unique_ptr<bpf_link, LinkDeleter>;
 
 struct Candidate {
-  Mechanism mechanism;
+  Mechanism mechanism;  // ignored for an iterator
   const char* program;  // in bpf/probe.bpf.c
   const char* target;
 };
@@ -75,10 +75,15 @@ bool TracefsMounted() {
          PathExists("/sys/kernel/debug/tracing/events");
 }
 
-// Adds what errno alone does not say.
-std::string Explain(Mechanism m, const std::string& stage, int err) {
+// Adds what errno alone does not say. `m` is empty for an iterator.
+std::string Explain(std::optional<Mechanism> m, const std::string& stage, int err) {
   err = std::abs(err);  // libbpf returns -errno, errno is positive
   std::string why = fmt::format("{}: {}", stage, ErrnoText(err));
+  if (!m) {
+    // libbpf finds no bpf_iter__tcp type in vmlinux BTF before 5.9.
+    if (err == ESRCH || err == ENOENT) return why + "; this kernel has no iter/tcp (5.9+)";
+    return why;
+  }
   if (m == Mechanism::kKprobe && !PathExists("/sys/bus/event_source/devices/kprobe") &&
       !PathExists("/sys/kernel/tracing/kprobe_events")) {
     return why + "; kprobes are not compiled in (no kprobe PMU, no kprobe_events)";
@@ -102,16 +107,19 @@ std::string Explain(Mechanism m, const std::string& stage, int err) {
   return why;
 }
 
-// Loads `program` alone from a fresh copy of the probe object, attaches it,
-// and detaches at once.
-Attempt Try(const Candidate& c) {
+// Loads `c.program` alone from a fresh copy of the probe object, attaches
+// it with `attach`, and detaches at once.
+template <typename AttachFn>
+Attempt TryProgram(const Candidate& c, bool iterator, AttachFn attach) {
+  const std::optional<Mechanism> m =
+      iterator ? std::nullopt : std::optional<Mechanism>(c.mechanism);
   Attempt a{c.mechanism, c.target, false, ""};
   size_t size = 0;
   const void* elf = probe_bpf__elf_bytes(&size);
   LIBBPF_OPTS(bpf_object_open_opts, opts, .object_name = "svcmap_probe");
   ObjectPtr obj(bpf_object__open_mem(elf, size, &opts));
   if (!obj) {
-    a.reason = Explain(c.mechanism, "open", errno);
+    a.reason = Explain(m, "open", errno);
     return a;
   }
   bpf_program* prog = nullptr;
@@ -126,16 +134,20 @@ Attempt Try(const Candidate& c) {
     return a;
   }
   if (int err = bpf_object__load(obj.get()); err) {
-    a.reason = Explain(c.mechanism, "load", err);
+    a.reason = Explain(m, "load", err);
     return a;
   }
-  LinkPtr link(bpf_program__attach(prog));
+  LinkPtr link(attach(prog));
   if (!link) {
-    a.reason = Explain(c.mechanism, "attach", errno);
+    a.reason = Explain(m, "attach", errno);
     return a;
   }
   a.ok = true;
   return a;
+}
+
+Attempt Try(const Candidate& c) {
+  return TryProgram(c, false, [](bpf_program* p) { return bpf_program__attach(p); });
 }
 
 }  // namespace
@@ -179,6 +191,10 @@ ProbeReport RunFeatureProbe() {
     }
     report.hooks.push_back(std::move(hook));
   }
+  Attempt it = TryProgram({Mechanism::kTpBtf, "iter_tcp", "tcp"}, true,
+                          [](bpf_program* p) { return bpf_program__attach_iter(p, nullptr); });
+  report.iter_tcp = it.ok;
+  report.iter_tcp_reason = it.reason;
 
   (void)SelectBackend(report, "auto", std::nullopt);
   return report;

@@ -47,7 +47,8 @@ class BpfBackend final : public Backend {
   // Drains what is left, then stops the thread. Idempotent.
   void Stop() override;
 
-  // Every socket the kernel is tracking now, with running byte totals.
+  // Every socket the kernel is tracking now, with running byte totals
+  // reconciled with TCP's own (see flow::ReconcileBytes).
   absl::StatusOr<std::vector<flow::SockRecord>> ReadLive() override;
   BackendStats Stats() const override;
   // "tp_btf/inet_sock_set_state", ... : what is attached.
@@ -75,11 +76,15 @@ class BpfBackend final : public Backend {
   static int OnRecord(void* ctx, void* data, size_t size);
   // Gives the sockets that predate the hooks owners and entries.
   absl::Status Seed();
+  // Every entry of the socks map, as it is now.
+  absl::StatusOr<std::vector<flow::SockRecord>> BatchRead();
   void DrainLoop();
 
   std::unique_ptr<svcmap_bpf, SkelDeleter> skel_;
   std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links_;
-  std::unique_ptr<bpf_link, LinkDeleter> iter_link_;  // live-socket iterator
+  // iter/tcp that copies TCP's counters into the socks map; null where the
+  // kernel has no iter/tcp (live reads then carry the hooks' counts only).
+  std::unique_ptr<bpf_link, LinkDeleter> refresh_link_;
   std::unique_ptr<ring_buffer, RingDeleter> ring_;
   std::vector<std::string> attached_;
   EventSink sink_;

@@ -8,7 +8,6 @@
 #include "svcmap/flow/sock.h"
 
 struct svcmap_sock_state;
-struct svcmap_live;
 
 namespace svcmap::kernel {
 
@@ -19,9 +18,10 @@ absl::StatusOr<flow::SockEvent> DecodeEvent(absl::Span<const uint8_t> bytes);
 // The flow model's view of one live entry of the socks map.
 flow::SockRecord DecodeSockState(uint64_t sock_id, const svcmap_sock_state& st);
 
-// One record of the live-socket iterator, its bytes reconciled with TCP's
-// own counters (see flow::ReconcileBytes). Pure; rejects short records.
-absl::StatusOr<flow::SockRecord> DecodeLive(absl::Span<const uint8_t> bytes);
+// One live entry of the socks map, its bytes reconciled with the TCP
+// counters the last refresh stored in it (see flow::ReconcileBytes). Pure;
+// rejects an entry of unknown address family.
+absl::StatusOr<flow::SockRecord> DecodeLive(uint64_t sock_id, const svcmap_sock_state& st);
 
 }  // namespace svcmap::kernel
 
