@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <thread>
 
@@ -78,8 +79,11 @@ class FakeStore {
  public:
   FakeStore() {
     server_.Post("/write", [this](const httplib::Request& req, httplib::Response& res) {
-      std::lock_guard<std::mutex> lock(mu_);
+      std::unique_lock<std::mutex> lock(mu_);
       ++requests_;
+      // Held here while the gate is shut: the request is on the wire.
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return gate_open_; });
       res.status = status_;
       if (status_ / 100 == 2) {
         absl::StatusOr<std::vector<DecodedSeries>> d = DecodeWriteRequest(req.body);
@@ -91,12 +95,23 @@ class FakeStore {
     thread_ = std::thread([this] { server_.listen_after_bind(); });
   }
   ~FakeStore() {
+    set_gate(true);
     server_.stop();
     thread_.join();
   }
   void set_status(int s) {
     std::lock_guard<std::mutex> lock(mu_);
     status_ = s;
+  }
+  // While shut, requests are taken but not answered.
+  void set_gate(bool open) {
+    std::lock_guard<std::mutex> lock(mu_);
+    gate_open_ = open;
+    cv_.notify_all();
+  }
+  void WaitForRequests(int n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return requests_ >= n; });
   }
   std::vector<int64_t> timestamps() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -117,6 +132,8 @@ class FakeStore {
   std::thread thread_;
   int port_ = 0;
   std::mutex mu_;
+  std::condition_variable cv_;
+  bool gate_open_ = true;
   int status_ = 204;
   int requests_ = 0;
   bool encoding_ok_ = true;
@@ -169,12 +186,32 @@ TEST(RemoteWriter, BacklogOverItsBoundDropsTheOldestAndCountsThem) {
   RemoteWriteOptions o = Fast(store.endpoint());
   o.max_pending_samples = 2000;
   RemoteWriter w(o);
-  for (int64_t ts = 1; ts <= 5; ++ts) w.Enqueue(Batch(ts, 1000));
+  // Batch 1 goes on the wire and is held there; 2..5 pile up behind it.
+  store.set_gate(false);
+  w.Enqueue(Batch(1, 1000));
+  store.WaitForRequests(1);
+  for (int64_t ts = 2; ts <= 5; ++ts) w.Enqueue(Batch(ts, 1000));
+  // The oldest that are not on the wire go: 2, 3 and 4.
   EXPECT_EQ(w.Stats().dropped_samples, 3000u);
   EXPECT_EQ(w.Stats().pending_samples, 2000u);
   store.set_status(200);
+  store.set_gate(true);
   ASSERT_TRUE(Eventually([&] { return w.Stats().sent_samples == 2000; }));
-  EXPECT_EQ(store.timestamps(), (std::vector<int64_t>{4, 5}));
+  EXPECT_EQ(store.timestamps(), (std::vector<int64_t>{1, 5}));
+  RemoteWriteStats s = w.Stats();
+  EXPECT_EQ(s.sent_samples + s.dropped_samples, 5000u) << "every sample counted once";
+  EXPECT_EQ(s.pending_samples, 0u);
+}
+
+TEST(RemoteWriter, BacklogDropsTheOldestWhileTheStoreIsAway) {
+  RemoteWriteOptions o = Fast({"http://127.0.0.1:1", "/write"});  // nothing listens on port 1
+  o.max_pending_samples = 2000;
+  RemoteWriter w(o);
+  for (int64_t ts = 1; ts <= 5; ++ts) w.Enqueue(Batch(ts, 1000));
+  RemoteWriteStats s = w.Stats();
+  // Whichever batch is on the wire at the moment stays; the bound holds.
+  EXPECT_EQ(s.dropped_samples, 3000u);
+  EXPECT_EQ(s.pending_samples, 2000u);
 }
 
 TEST(RemoteWriter, A400IsNotRetried) {

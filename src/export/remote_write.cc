@@ -1,6 +1,7 @@
 #include "svcmap/export/remote_write.h"
 
 #include <algorithm>
+#include <iterator>
 #include <map>
 
 #include "absl/strings/match.h"
@@ -106,11 +107,17 @@ void RemoteWriter::Enqueue(WriteBatch batch) {
   }
   stats_.pending_samples += batch.samples;
   pending_.emplace_back(next_seq_++, std::move(batch));
-  // Over the bound: the oldest go, so what reaches the store is recent.
-  while (stats_.pending_samples > options_.max_pending_samples && pending_.size() > 1) {
-    stats_.pending_samples -= pending_.front().second.samples;
-    stats_.dropped_samples += pending_.front().second.samples;
-    pending_.pop_front();
+  // Over the bound: the oldest go, so what reaches the store is recent. A
+  // batch whose request is on the wire is not one of them: the store may
+  // already have it, and counting it as dropped and then as sent would make
+  // the two figures lie.
+  while (stats_.pending_samples > options_.max_pending_samples) {
+    auto oldest = pending_.begin();
+    if (in_flight_ && oldest != pending_.end() && oldest->first == *in_flight_) ++oldest;
+    if (oldest == pending_.end() || std::next(oldest) == pending_.end()) break;  // keep the newest
+    stats_.pending_samples -= oldest->second.samples;
+    stats_.dropped_samples += oldest->second.samples;
+    pending_.erase(oldest);
   }
   cv_.notify_one();
 }
@@ -151,10 +158,12 @@ void RemoteWriter::Run() {
     // retry resends the same samples in order.
     const uint64_t seq = pending_.front().first;
     WriteBatch batch = pending_.front().second;
+    in_flight_ = seq;
     lock.unlock();
     httplib::Result res = client.Post(options_.endpoint.path, headers, batch.body,
                                       "application/x-protobuf");
     lock.lock();
+    in_flight_.reset();
     const int code = res ? res->status : 0;
     if (code >= 200 && code < 300) {
       stats_.sent_samples += batch.samples;
@@ -174,7 +183,7 @@ void RemoteWriter::Run() {
       continue;
     }
     backoff = options_.min_backoff;
-    // The bound may have dropped this batch while it was in flight.
+    // Still at the front: Enqueue() never drops the batch in flight.
     if (!pending_.empty() && pending_.front().first == seq) {
       stats_.pending_samples -= batch.samples;
       pending_.pop_front();

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -89,6 +90,7 @@ class RemoteWriter {
   std::condition_variable cv_;
   std::deque<std::pair<uint64_t, WriteBatch>> pending_;  // by sequence number
   uint64_t next_seq_ = 0;
+  std::optional<uint64_t> in_flight_;  // the batch being sent, never dropped
   RemoteWriteStats stats_;
   bool stopping_ = false;
   absl::Time deadline_ = absl::InfiniteFuture();  // of the shutdown grace
