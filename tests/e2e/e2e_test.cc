@@ -129,6 +129,9 @@ class E2eTest : public ::testing::Test {
     if (x.hold) {
       EXPECT_TRUE(server.WaitForLine(false, "held", seconds(60)));
       finish();
+      // Seen while open; the rest of the hold would only cost time.
+      server.Signal(SIGUSR1);
+      client.Signal(SIGUSR1);
     }
     RunResult c = client.Wait(seconds(60));
     EXPECT_EQ(c.exit_code, 0) << c.err;
