@@ -65,6 +65,10 @@ int BPF_PROG(fentry_tcp_v4_destroy_sock) { return 0; }
 SEC("kprobe/tcp_v4_destroy_sock")
 int BPF_KPROBE(kprobe_tcp_v4_destroy_sock) { return 0; }
 
-/* The start-up seed and the live refresh walk TCP sockets with iter/tcp. */
+/* The start-up seed walks TCP sockets with iter/tcp, and every process's
+ * files with iter/task_file, which also serves the live refresh. */
 SEC("iter/tcp")
 int iter_tcp(struct bpf_iter__tcp *ctx) { return 0; }
+
+SEC("iter/task_file")
+int iter_task_file(struct bpf_iter__task_file *ctx) { return 0; }

@@ -125,6 +125,26 @@ static __always_inline void sock_tcp_payload(const struct sock *sk, bool btf,
 	*received = rcvd > ctl ? rcvd - ctl : 0;
 }
 
+/* Process identity of `task`'s thread group; the cgroup id is the caller's
+ * to fill. */
+static __always_inline void task_owner(struct task_struct *task, bool task_btf,
+				       struct svcmap_owner *o)
+{
+	struct task_struct *leader = KREAD(task_btf, task, group_leader);
+
+	o->tgid = KREAD(task_btf, task, tgid);
+	if (bpf_core_field_exists(leader->start_boottime)) {
+		o->start_ns = KREAD(task_btf, leader, start_boottime);
+	} else {
+		struct task_struct___pre55 *old = (void *)leader;
+
+		o->start_ns = BPF_CORE_READ(old, real_start_time);
+	}
+	/* The thread group leader's name, not the thread's: a service is a
+	 * process, and worker threads often rename themselves. */
+	BPF_CORE_READ_STR_INTO(&o->comm, leader, comm);
+}
+
 static __always_inline void current_owner(struct svcmap_owner *o, bool btf)
 {
 	/* bpf_get_current_task_btf() arrived in 5.11 (commit 3ca1032ab7ab);
@@ -134,20 +154,40 @@ static __always_inline void current_owner(struct svcmap_owner *o, bool btf)
 							   BPF_FUNC_get_current_task_btf);
 	struct task_struct *task = task_btf ? bpf_get_current_task_btf()
 					    : (struct task_struct *)bpf_get_current_task();
-	struct task_struct *leader = KREAD(task_btf, task, group_leader);
 
+	task_owner(task, task_btf, o);
 	o->tgid = bpf_get_current_pid_tgid() >> 32;
-	if (bpf_core_field_exists(leader->start_boottime)) {
-		o->start_ns = KREAD(task_btf, leader, start_boottime);
-	} else {
-		struct task_struct___pre55 *old = (void *)leader;
-
-		o->start_ns = BPF_CORE_READ(old, real_start_time);
-	}
 	o->cgroup_id = bpf_get_current_cgroup_id();
-	/* The thread group leader's name, not the thread's: a service is a
-	 * process, and worker threads often rename themselves. */
-	BPF_CORE_READ_STR_INTO(&o->comm, leader, comm);
+}
+
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+
+/*
+ * The TCP socket behind an open file, or NULL. The file's reference pins
+ * the socket, but file->private_data is a void pointer, which the verifier
+ * types as a plain number: the socket is read through the helper path.
+ * A sockfs file points back at its socket; an O_PATH file on a socket
+ * inode does not, so the back pointer tells them apart.
+ */
+static __always_inline const struct sock *file_tcp_sock(struct file *file)
+{
+	struct socket *sock;
+	const struct sock *sk;
+	umode_t mode;
+
+	if (!file)
+		return NULL;
+	mode = BPF_CORE_READ(file, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	sock = BPF_CORE_READ(file, private_data);
+	if (!sock || BPF_CORE_READ(sock, file) != file)
+		return NULL;
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk || !sock_is_tcp(sk, false))
+		return NULL;
+	return sk;
 }
 
 #endif /* SVCMAP_SOCK_BPF_H_ */

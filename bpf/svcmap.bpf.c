@@ -91,10 +91,10 @@ struct {
 	__type(value, struct svcmap_owner);
 } seed_owners SEC(".maps");
 
-/* The seed walk's verdicts, by SVCMAP_SEED_* value. */
+/* The seed walks' verdicts, by SVCMAP_SEED_* value. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 8);
+	__uint(max_entries, SVCMAP_SEED_MAX);
 	__type(key, u32);
 	__type(value, u64);
 } seed_counts SEC(".maps");
@@ -503,103 +503,51 @@ int BPF_KPROBE(kprobe_destroy, struct sock *sk)
 	return on_destroy(sk, false);
 }
 
-/*
- * Live refresh: one walk over the TCP sockets of the reader's netns that
- * copies TCP's own payload counts into each tracked socket's entry, which
- * userspace then reads with a batch lookup. On kernels before 6.3 (no
- * sock_send_length / sock_recv_length) these are the only byte counts of an
- * open connection; on every kernel they carry what a socket sent before
- * svcmap started.
- *
- * Not iter/bpf_map_elem over socks: the key is a sock address that may be
- * freed under us, and some kernels refuse that iterator (EPERM on the 6.18
- * development hosts) while allowing iter/tcp. Here the iterator holds the
- * socket, so its fields are plain BTF loads. Nothing is written to the seq
- * file, so one read() runs the whole walk (see seed_socks).
- */
-SEC("iter/tcp")
-int refresh_socks(struct bpf_iter__tcp *ctx)
+static __always_inline void count_seed(u32 verdict)
 {
-	struct sock_common *skc = ctx->sk_common;
-	struct svcmap_sock_state *st;
-	const struct sock *sk;
-	struct tcp_sock *tp;
-	u64 key, sent, received;
+	u64 *n = bpf_map_lookup_elem(&seed_counts, &verdict);
 
-	if (!skc)
-		return 0;
-	tp = bpf_skc_to_tcp_sock(skc);	/* NULL for TIME_WAIT and requests */
-	if (!tp)
-		return 0;
-	sk = (const struct sock *)tp;
-	key = (u64)sk;
-	st = bpf_map_lookup_elem(&socks, &key);
-	/* Without the role we cannot tell whether bytes_acked holds a SYN. */
-	if (!st || !(st->flags & SVCMAP_F_ESTABLISHED) ||
-	    st->role == SVCMAP_ROLE_UNKNOWN || st->role == SVCMAP_ROLE_LISTENER)
-		return 0;
-	sock_tcp_payload(sk, true, st->role, st->flags, &sent, &received);
-	/* Each u64 is stored whole; a racing reader sees the old or the new. */
-	st->tcp_bytes_sent = sent;
-	st->tcp_bytes_received = received;
-	return 0;
+	if (n)
+		__sync_fetch_and_add(n, 1);
 }
 
-/* Start-up seed: one walk over the TCP sockets of the reader's netns
- * (iter/tcp lists listeners before connections), run once per netns right
- * after the hooks are attached. A socket that existed before svcmap gets an
- * entry as if a hook had seen it open, with the owner userspace found
- * through /proc; its byte totals so far are TCP's own counters, which the
- * close event and live reads take whenever they are larger, so the bytes
- * the hooks count from now on are never added twice. */
-SEC("iter/tcp")
-int seed_socks(struct bpf_iter__tcp *ctx)
+/*
+ * Start-up seed of one socket that may predate svcmap: an entry as if a hook
+ * had seen it open, with `owner` (the process holding it, or NULL when none
+ * is known). Its byte totals so far are TCP's own counters, which the close
+ * event and live reads take whenever they are larger, so the bytes the hooks
+ * count from now on are never added twice. Returns an SVCMAP_SEED_* verdict.
+ */
+static __always_inline u32 seed_one(const struct sock *sk, bool btf,
+				    const struct svcmap_owner *owner,
+				    u32 seeded_verdict)
 {
-	struct sock_common *skc = ctx->sk_common;
-	struct svcmap_owner *owner = NULL, *lo;
 	struct svcmap_sock_state *st;
+	const struct svcmap_owner *lo;
 	struct listen_key lk = {};
-	const struct sock *sk;
-	struct tcp_sock *tp;
-	struct socket *sock;
-	u8 result, state, role, flags;
-	u64 key, ino = 0;
+	u64 key = (u64)sk;
+	u8 state, role, flags;
 
-	if (!skc)
+	state = KREAD(btf, sk, __sk_common.skc_state);
+	if (state == TCP_CLOSE || state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV)
 		return 0;
-	tp = bpf_skc_to_tcp_sock(skc);	/* NULL for TIME_WAIT and requests */
-	if (!tp)
-		return 0;
-	sk = (const struct sock *)tp;
-	key = (u64)sk;
-	state = sk->__sk_common.skc_state;
-	if (state == TCP_CLOSE)
-		return 0;
-	sock = sk->sk_socket;
-	if (sock && sock->file)
-		ino = sock->file->f_inode->i_ino;
-	if (ino)
-		owner = bpf_map_lookup_elem(&seed_owners, &ino);
-
-	lk.netns = sock_netns(sk, true);
-	lk.port = sock_local_port(sk, true);
+	lk.netns = sock_netns(sk, btf);
+	lk.port = sock_local_port(sk, btf);
 	if (state == TCP_LISTEN) {
-		result = SVCMAP_SEED_UNOWNED;
 		if (!owner)
-			goto out;
-		result = SVCMAP_SEED_KEPT;
+			return SVCMAP_SEED_UNOWNED;
 		if (bpf_map_lookup_elem(&socks, &key))
-			goto out;
-		st = track(key, sk, true, SVCMAP_ROLE_LISTENER,
+			return SVCMAP_SEED_KEPT;
+		st = track(key, sk, btf, SVCMAP_ROLE_LISTENER,
 			   SVCMAP_F_OWNED | SVCMAP_F_SEEDED, owner, BPF_NOEXIST);
-		result = st ? SVCMAP_SEED_LISTENER : SVCMAP_SEED_FULL;
 		/* A listen() since attach keeps its own entry. */
 		bpf_map_update_elem(&listeners, &lk, owner, BPF_NOEXIST);
+		if (!st)
+			return SVCMAP_SEED_FULL;
 		/* As if listen() had just run: the port is known even if the
 		 * listener closes before anything reads the live table. */
-		if (st)
-			emit(SVCMAP_EV_LISTEN, key, st, 0, 0, 0);
-		goto out;
+		emit(SVCMAP_EV_LISTEN, key, st, 0, 0, 0);
+		return SVCMAP_SEED_LISTENER;
 	}
 
 	lo = bpf_map_lookup_elem(&listeners, &lk);
@@ -613,37 +561,120 @@ int seed_socks(struct bpf_iter__tcp *ctx)
 
 	st = bpf_map_lookup_elem(&socks, &key);
 	if (st) {
-		result = SVCMAP_SEED_KEPT;
 		/* Tracked by its first I/O since attach, role unknown: the role
 		 * found here lets its close use TCP's lifetime counters. */
 		if (st->role == SVCMAP_ROLE_UNKNOWN) {
 			st->role = role;
 			st->flags |= flags;
 		}
-		goto out;
+		return SVCMAP_SEED_KEPT;
 	}
-	result = SVCMAP_SEED_UNOWNED;
 	if (owner) {
 		flags |= SVCMAP_F_OWNED;
 	} else if (lo && !(flags & SVCMAP_F_FIN_SENT)) {
 		/* Still in the accept queue: its listener's, until accepted. */
 		owner = lo;
 	} else {
-		goto out;	/* closed by its process, lingering */
+		return SVCMAP_SEED_UNOWNED;	/* closed by its process, lingering */
 	}
-	st = track(key, sk, true, role, flags, owner, BPF_NOEXIST);
-	result = st ? SVCMAP_SEED_SOCK : SVCMAP_SEED_FULL;
-out:
-	/* Counted in a map, never written to the seq file: output fills the
-	 * seq buffer, which stops the walk and resumes it by an offset into
-	 * the bucket, and that loses sockets before 6.16 (seen on 6.12). */
-	{
-		u32 idx = result;
-		u64 *n = bpf_map_lookup_elem(&seed_counts, &idx);
+	st = track(key, sk, btf, role, flags, owner, BPF_NOEXIST);
+	return st ? seeded_verdict : SVCMAP_SEED_FULL;
+}
 
-		if (n)
-			__sync_fetch_and_add(n, 1);
+/* Start-up seed: one walk over the TCP sockets of the reader's netns
+ * (iter/tcp lists listeners before connections, and finds sockets still in
+ * an accept queue), run once per netns right after the hooks are attached,
+ * with the owners userspace found through /proc in seed_owners. Nothing is
+ * written to the seq file: output that fills the seq buffer stops the walk
+ * and resumes it by an offset into the bucket, which loses sockets. */
+SEC("iter/tcp")
+int seed_socks(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct svcmap_owner *owner = NULL;
+	const struct sock *sk;
+	struct tcp_sock *tp;
+	struct socket *sock;
+	u64 ino = 0;
+	u32 verdict;
+
+	if (!skc)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(skc);	/* NULL for TIME_WAIT and requests */
+	if (!tp)
+		return 0;
+	sk = (const struct sock *)tp;
+	sock = sk->sk_socket;
+	if (sock && sock->file)
+		ino = sock->file->f_inode->i_ino;
+	if (ino)
+		owner = bpf_map_lookup_elem(&seed_owners, &ino);
+	verdict = seed_one(sk, true, owner, SVCMAP_SEED_SOCK);
+	if (verdict)
+		count_seed(verdict);
+	return 0;
+}
+
+/* Which job the next walk_files walk does (enum svcmap_walk_mode); written
+ * by userspace between walks. */
+volatile __u32 walk_mode = SVCMAP_WALK_REFRESH;
+
+/*
+ * One walk over every open file of every process (all network namespaces at
+ * once), for the TCP sockets among them:
+ *
+ * - SVCMAP_WALK_REFRESH copies TCP's own payload counts into each tracked
+ *   socket's entry, which userspace then reads with a batch lookup. On
+ *   kernels before 6.3 (no sock_send_length / sock_recv_length) these are
+ *   the only byte counts of an open connection; on every kernel they carry
+ *   what a socket sent before svcmap started.
+ * - SVCMAP_WALK_SEED, once after the iter/tcp seed, tracks every socket a
+ *   process holds that is still untracked, owned by that process. iter/tcp
+ *   can skip a socket: tcp_seek_last_pos() falls from the listening hash
+ *   into the established one with its offset at -1 and, when the two bucket
+ *   numbers happen to match, steps over the first socket (seen on Debian's
+ *   6.1 for a netns without listeners: 1 of 10,000, on every walk; not seen
+ *   on 5.10, which has no batching, nor on 6.12).
+ *
+ * Not iter/bpf_map_elem over socks: its key is a sock address that may be
+ * freed under us, and the 6.18 development hosts refuse that iterator
+ * (EPERM) while allowing this one. Nothing is written to the seq file, so
+ * one read() runs the whole walk.
+ */
+SEC("iter/task_file")
+int walk_files(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct svcmap_sock_state *st;
+	struct svcmap_owner owner = {};
+	const struct sock *sk;
+	u64 key, sent, received;
+	u32 verdict;
+
+	if (!task)
+		return 0;
+	sk = file_tcp_sock(ctx->file);
+	if (!sk)
+		return 0;
+	key = (u64)sk;
+	if (walk_mode == SVCMAP_WALK_SEED) {
+		task_owner(task, true, &owner);
+		owner.cgroup_id = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+		verdict = seed_one(sk, false, &owner, SVCMAP_SEED_RESCUED);
+		/* Everything iter/tcp saw is counted already. */
+		if (verdict != SVCMAP_SEED_KEPT && verdict)
+			count_seed(verdict);
+		return 0;
 	}
+	st = bpf_map_lookup_elem(&socks, &key);
+	/* Without the role we cannot tell whether bytes_acked holds a SYN. */
+	if (!st || !(st->flags & SVCMAP_F_ESTABLISHED) ||
+	    st->role == SVCMAP_ROLE_UNKNOWN || st->role == SVCMAP_ROLE_LISTENER)
+		return 0;
+	sock_tcp_payload(sk, false, st->role, st->flags, &sent, &received);
+	/* Each u64 is stored whole; a racing reader sees the old or the new. */
+	st->tcp_bytes_sent = sent;
+	st->tcp_bytes_received = received;
 	return 0;
 }
 

@@ -44,13 +44,22 @@ enum svcmap_sock_flag {
 	SVCMAP_F_SEEDED = 1 << 5,
 };
 
-/* What the start-up seed iterator did with each socket: one byte each. */
+/* What the start-up seed did with each socket, counted per verdict in the
+ * seed_counts map. */
 enum svcmap_seed_result {
 	SVCMAP_SEED_SOCK = 1,      /* tracked from now on, totals from TCP */
 	SVCMAP_SEED_LISTENER = 2,
-	SVCMAP_SEED_KEPT = 3,      /* the hooks saw it first */
+	SVCMAP_SEED_KEPT = 3,      /* already tracked (the hooks saw it first) */
 	SVCMAP_SEED_UNOWNED = 4,   /* no process holds it: skipped */
 	SVCMAP_SEED_FULL = 5,      /* socks map full */
+	SVCMAP_SEED_RESCUED = 6,   /* tracked by the file walk: iter/tcp skipped it */
+	SVCMAP_SEED_MAX = 8,
+};
+
+/* What the next walk of the iter/task_file program does (its walk_mode). */
+enum svcmap_walk_mode {
+	SVCMAP_WALK_REFRESH = 0,   /* TCP's counters into every tracked entry */
+	SVCMAP_WALK_SEED = 1,      /* track every process-held socket not yet tracked */
 };
 
 struct svcmap_owner {
@@ -84,7 +93,7 @@ struct svcmap_sock_state {
 	__u8 flags;            /* enum svcmap_sock_flag */
 	__u16 _pad0;
 	/* Payload bytes by the tcp_sock counters, as the last live refresh
-	 * (iter/tcp) found them; 0 until one has run. On kernels before 6.3
+	 * (iter/task_file) found them; 0 until one has run. On kernels before 6.3
 	 * (no sock_send_length / sock_recv_length) they are the only byte
 	 * counts of an open connection. */
 	__u64 tcp_bytes_sent;

@@ -169,7 +169,9 @@ nlohmann::ordered_json ProbeJson(const kernel::ProbeReport& r) {
           {"backend", r.backend},
           {"backend_reason", r.backend_reason},
           {"hooks", std::move(hooks)},
-          {"iter_tcp", {{"ok", r.iter_tcp}, {"reason", r.iter_tcp_reason}}}};
+          {"iterators",
+           {{"tcp", {{"ok", r.iter_tcp.ok}, {"reason", r.iter_tcp.reason}}},
+            {"task_file", {{"ok", r.iter_task_file.ok}, {"reason", r.iter_task_file.reason}}}}}};
 }
 
 // What the scanner would read here.
@@ -206,10 +208,13 @@ absl::Status RunProbe(const Options& o) {
   fmt::print("\nbackend  {} ({})\n", r.backend.empty() ? "procfs" : r.backend,
              r.backend.empty() ? "no BPF backend; auto falls back to the scanner: " + r.backend_reason
                                : r.backend_reason);
-  fmt::print("iter/tcp {}\n",
-             r.iter_tcp ? "ok: start-up seed, and live totals from TCP's own counters"
-                        : fmt::format("{}: no start-up seed; live totals only from the hooks",
-                                      r.iter_tcp_reason));
+  fmt::print("\niter/tcp        {}\n",
+             r.iter_tcp.ok ? "ok: start-up seed of the sockets older than svcmap"
+                           : r.iter_tcp.reason + "; the seed relies on the file walk alone");
+  fmt::print("iter/task_file  {}\n",
+             r.iter_task_file.ok
+                 ? "ok: seed of process-held sockets, live totals from TCP's own counters"
+                 : r.iter_task_file.reason + "; live totals only from the send/receive hooks");
   fmt::print("procfs   {}\n", ProcfsSource());
   return absl::OkStatus();
 }

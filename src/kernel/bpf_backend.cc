@@ -10,7 +10,6 @@
 #include <cstring>
 #include <vector>
 
-#include "absl/container/flat_hash_set.h"
 #include "fmt/format.h"
 #include "svcmap.skel.h"
 #include "svcmap/bpf_abi.h"
@@ -21,9 +20,6 @@
 
 namespace svcmap::kernel {
 namespace {
-
-// Walks of one netns at start-up, the first included (see Seed()).
-constexpr int kSeedPasses = 3;
 
 // One hook and its entry points in bpf/svcmap.bpf.c, per mechanism. A null
 // program means that mechanism is served by the state tracepoint.
@@ -125,8 +121,7 @@ absl::StatusOr<std::unique_ptr<BpfBackend>> BpfBackend::Create(
     skel->rodata->recvmsg_nargs = FuncArgCount(vmlinux, "tcp_recvmsg", 5);
     btf__free(vmlinux);
   }
-  // The seed and the live refresh both walk sockets with iter/tcp.
-  const bool iter_tcp = probe.iter_tcp;
+  const bool iter_tcp = probe.iter_tcp.ok, iter_task_file = probe.iter_task_file.ok;
   if (int err = bpf_map__set_max_entries(skel->maps.socks, options.max_sockets))
     return LibbpfError(err, "size socks map");
   if (int err = bpf_map__set_max_entries(skel->maps.events, options.ringbuf_bytes))
@@ -168,7 +163,7 @@ absl::StatusOr<std::unique_ptr<BpfBackend>> BpfBackend::Create(
   bpf_program* prog = nullptr;
   bpf_object__for_each_program(prog, skel->obj) bpf_program__set_autoload(prog, false);
   bpf_program__set_autoload(skel->progs.seed_socks, iter_tcp);
-  bpf_program__set_autoload(skel->progs.refresh_socks, iter_tcp);
+  bpf_program__set_autoload(skel->progs.walk_files, iter_task_file);
   for (const Use& u : use) bpf_program__set_autoload(u.prog, true);
   if (int err = svcmap_bpf__load(skel)) return LibbpfError(err, "load BPF object svcmap");
 
@@ -179,9 +174,9 @@ absl::StatusOr<std::unique_ptr<BpfBackend>> BpfBackend::Create(
     backend->attached_.push_back(u.what);
   }
 
-  if (iter_tcp) {
-    backend->refresh_link_.reset(bpf_program__attach_iter(skel->progs.refresh_socks, nullptr));
-    if (!backend->refresh_link_) return LibbpfError(errno, "attach iter/tcp (live refresh)");
+  if (iter_task_file) {
+    backend->files_link_.reset(bpf_program__attach_iter(skel->progs.walk_files, nullptr));
+    if (!backend->files_link_) return LibbpfError(errno, "attach iter/task_file");
   }
 
   backend->ring_.reset(ring_buffer__new(bpf_map__fd(skel->maps.events),
@@ -190,74 +185,63 @@ absl::StatusOr<std::unique_ptr<BpfBackend>> BpfBackend::Create(
 
   // Everything is attached: a socket opened from here on is the hooks'.
   // Now the ones that were already there.
-  if (!iter_tcp)
-    backend->seed_error_ = fmt::format("iter/tcp: {}", probe.iter_tcp_reason);
-  else if (absl::Status s = backend->Seed(); !s.ok())
+  if (!iter_tcp && !iter_task_file)
+    backend->seed_error_ = fmt::format("iter/tcp: {}; iter/task_file: {}", probe.iter_tcp.reason,
+                                       probe.iter_task_file.reason);
+  else if (absl::Status s = backend->Seed(iter_tcp); !s.ok())
     backend->seed_error_ = std::string(s.message());
   return backend;
 }
 
-absl::Status BpfBackend::Seed() {
+absl::Status BpfBackend::Seed(bool iter_tcp) {
   svcmap_bpf* skel = skel_.get();
-  scan::SocketOwners owners = scan::ScanSocketOwners(nullptr);
-  int owners_fd = bpf_map__fd(skel->maps.seed_owners);
-  for (const auto& [ino, owner] : owners.by_inode) {
-    svcmap_owner o{};
-    o.tgid = owner.process.pid;
-    o.start_ns = owner.process.start_ns;
-    o.cgroup_id = owner.cgroup_id;
-    std::memcpy(o.comm, owner.comm.data(), std::min(owner.comm.size(), sizeof(o.comm) - 1));
-    if (bpf_map_update_elem(owners_fd, &ino, &o, BPF_ANY) != 0) ++seed_full_;
-  }
-  std::unique_ptr<bpf_link, LinkDeleter> link(bpf_program__attach_iter(skel->progs.seed_socks,
-                                                                       nullptr));
-  if (!link) return LibbpfError(errno, "attach iter/tcp");
-  absl::Status status = absl::OkStatus();
-  // The walk of one netns; returns how many sockets it seeded.
   const int counts_fd = bpf_map__fd(skel->maps.seed_counts);
   auto count = [&](uint32_t verdict) {
     uint64_t v = 0;
     bpf_map_lookup_elem(counts_fd, &verdict, &v);
     return v;
   };
-  // Unowned and full verdicts repeat on every walk: only the first counts them.
-  bool cut_short = false;  // the last walk ended on an error, not at its end
-  auto walk = [&](const std::string& netns_path, bool first) -> uint64_t {
-    cut_short = false;
-    const uint64_t sock0 = count(SVCMAP_SEED_SOCK), listener0 = count(SVCMAP_SEED_LISTENER),
-                   unowned0 = count(SVCMAP_SEED_UNOWNED), full0 = count(SVCMAP_SEED_FULL);
-    // iter/tcp walks the netns of whoever creates the iterator.
-    absl::Status in = scan::RunInNetns(netns_path, [&] {
-      absl::StatusOr<bool> complete = WalkIterator(link.get());
-      if (!complete.ok())
-        status = complete.status();
-      else
-        cut_short = !*complete;
-    });
-    (void)in;  // a namespace that vanished had nothing left to seed
-    seeded_listeners_ += count(SVCMAP_SEED_LISTENER) - listener0;
-    if (first) {
-      seed_unowned_ += count(SVCMAP_SEED_UNOWNED) - unowned0;
-      seed_full_ += count(SVCMAP_SEED_FULL) - full0;
+  absl::Status status = absl::OkStatus();
+  if (iter_tcp) {
+    // The owners iter/tcp cannot see, from /proc/<pid>/fd, by socket inode.
+    scan::SocketOwners owners = scan::ScanSocketOwners(nullptr);
+    int owners_fd = bpf_map__fd(skel->maps.seed_owners);
+    for (const auto& [ino, owner] : owners.by_inode) {
+      svcmap_owner o{};
+      o.tgid = owner.process.pid;
+      o.start_ns = owner.process.start_ns;
+      o.cgroup_id = owner.cgroup_id;
+      std::memcpy(o.comm, owner.comm.data(), std::min(owner.comm.size(), sizeof(o.comm) - 1));
+      if (bpf_map_update_elem(owners_fd, &ino, &o, BPF_ANY) != 0) ++seed_full_;
     }
-    return count(SVCMAP_SEED_SOCK) - sock0;
-  };
-  // A walk that resumes mid-bucket skips sockets before 6.16 ("bpf: tcp:
-  // Avoid socket skips and repeats during iteration"); seen on 6.1 and 6.12
-  // as 1-2 of 20,000 lost while the program wrote to the seq file. It no
-  // longer does; should a walk still stop (past a million sockets), the
-  // program keeps what is tracked, so another walk adds only what was missed.
-  for (const scan::NetnsRef& ns : scan::ListNetns().namespaces) {
-    seeded_sockets_ += walk(ns.path, true);
-    for (int pass = 1; pass < kSeedPasses && cut_short; ++pass) {
-      uint64_t more = walk(ns.path, false);
-      if (more == 0) break;
-      seeded_sockets_ += more;
-      seed_rescued_ += more;
+    std::unique_ptr<bpf_link, LinkDeleter> link(
+        bpf_program__attach_iter(skel->progs.seed_socks, nullptr));
+    if (!link) return LibbpfError(errno, "attach iter/tcp");
+    // iter/tcp walks the netns of whoever creates the iterator; a namespace
+    // that vanished had nothing left to seed.
+    for (const scan::NetnsRef& ns : scan::ListNetns().namespaces) {
+      (void)scan::RunInNetns(ns.path, [&] {
+        absl::StatusOr<bool> complete = WalkIterator(link.get());
+        if (!complete.ok()) status = complete.status();
+      });
     }
+    // The owners were only for this walk.
+    for (const auto& [ino, owner] : owners.by_inode) bpf_map_delete_elem(owners_fd, &ino);
   }
-  // The owners were only for this walk.
-  for (const auto& [ino, owner] : owners.by_inode) bpf_map_delete_elem(owners_fd, &ino);
+  // Then every socket a process holds that the walks above did not track
+  // (iter/tcp can skip one; see walk_files in bpf/svcmap.bpf.c), owned by
+  // that process. Listeners first came from iter/tcp, so roles hold.
+  if (files_link_) {
+    skel->bss->walk_mode = SVCMAP_WALK_SEED;
+    absl::StatusOr<bool> complete = WalkIterator(files_link_.get());
+    skel->bss->walk_mode = SVCMAP_WALK_REFRESH;
+    if (!complete.ok()) status = complete.status();
+  }
+  seeded_sockets_ = count(SVCMAP_SEED_SOCK) + count(SVCMAP_SEED_RESCUED);
+  seed_rescued_ = count(SVCMAP_SEED_RESCUED);
+  seeded_listeners_ = count(SVCMAP_SEED_LISTENER);
+  seed_unowned_ = count(SVCMAP_SEED_UNOWNED);
+  seed_full_ += count(SVCMAP_SEED_FULL);
   return status;
 }
 
@@ -265,7 +249,7 @@ BpfBackend::~BpfBackend() {
   Stop();
   // Links before the skeleton: detach, then unload.
   links_.clear();
-  refresh_link_.reset();
+  files_link_.reset();
   ring_.reset();
   skel_.reset();
 }
@@ -309,19 +293,13 @@ int BpfBackend::OnRecord(void* ctx, void* data, size_t size) {
 }
 
 absl::StatusOr<std::vector<flow::SockRecord>> BpfBackend::ReadLive() {
-  // First TCP's own counters into every tracked entry, one walk per netns
-  // that has one, then the entries themselves. Userspace never writes the
+  // First TCP's own counters into every tracked entry, then the entries. Userspace never writes the
   // map, and the hooks' counters are atomic adds, so reading loses nothing.
-  if (refresh_link_) {
-    absl::flat_hash_set<uint32_t> wanted;
-    absl::StatusOr<std::vector<flow::SockRecord>> before = BatchRead();
-    if (!before.ok()) return before.status();
-    for (const flow::SockRecord& r : *before) wanted.insert(r.netns);
-    for (const scan::NetnsRef& ns : scan::ListNetns().namespaces) {
-      if (!wanted.erase(ns.inode)) continue;
-      // A namespace that vanished has no socket left to refresh.
-      (void)scan::RunInNetns(ns.path, [&] { (void)WalkIterator(refresh_link_.get()); });
-    }
+  if (files_link_) {
+    // One walk covers every namespace. Should it fail, the hooks' counts
+    // still stand: say nothing here, the entries are read either way.
+    std::lock_guard<std::mutex> lock(walk_mu_);
+    (void)WalkIterator(files_link_.get());
   }
   return BatchRead();
 }

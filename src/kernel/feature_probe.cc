@@ -80,8 +80,9 @@ std::string Explain(std::optional<Mechanism> m, const std::string& stage, int er
   err = std::abs(err);  // libbpf returns -errno, errno is positive
   std::string why = fmt::format("{}: {}", stage, ErrnoText(err));
   if (!m) {
-    // libbpf finds no bpf_iter__tcp type in vmlinux BTF before 5.9.
-    if (err == ESRCH || err == ENOENT) return why + "; this kernel has no iter/tcp (5.9+)";
+    // libbpf finds no bpf_iter__<name> type in vmlinux BTF where the
+  // iterator is missing (tcp: 5.9, task_file: 5.8).
+    if (err == ESRCH || err == ENOENT) return why + "; this kernel lacks that iterator";
     return why;
   }
   if (m == Mechanism::kKprobe && !PathExists("/sys/bus/event_source/devices/kprobe") &&
@@ -111,8 +112,8 @@ std::string Explain(std::optional<Mechanism> m, const std::string& stage, int er
 // it with `attach`, and detaches at once.
 template <typename AttachFn>
 Attempt TryProgram(const Candidate& c, bool iterator, AttachFn attach) {
-  const std::optional<Mechanism> m =
-      iterator ? std::nullopt : std::optional<Mechanism>(c.mechanism);
+  std::optional<Mechanism> m;
+  if (!iterator) m = c.mechanism;
   Attempt a{c.mechanism, c.target, false, ""};
   size_t size = 0;
   const void* elf = probe_bpf__elf_bytes(&size);
@@ -183,7 +184,7 @@ ProbeReport RunFeatureProbe() {
   // connect and accept share a tracepoint: probe each program once.
   std::map<std::string, Attempt> done;
   for (const HookSpec& spec : Hooks()) {
-    HookProbe hook{spec.hook};
+    HookProbe hook{spec.hook, {}, std::nullopt};
     for (const Candidate& c : spec.candidates) {
       auto it = done.find(c.program);
       if (it == done.end()) it = done.emplace(c.program, Try(c)).first;
@@ -191,10 +192,14 @@ ProbeReport RunFeatureProbe() {
     }
     report.hooks.push_back(std::move(hook));
   }
-  Attempt it = TryProgram({Mechanism::kTpBtf, "iter_tcp", "tcp"}, true,
-                          [](bpf_program* p) { return bpf_program__attach_iter(p, nullptr); });
-  report.iter_tcp = it.ok;
-  report.iter_tcp_reason = it.reason;
+  for (auto [program, into] : {std::pair{"iter_tcp", &report.iter_tcp},
+                                std::pair{"iter_task_file", &report.iter_task_file}}) {
+    Attempt it = TryProgram({Mechanism::kTpBtf, program, program}, true, [](bpf_program* p) {
+      return bpf_program__attach_iter(p, nullptr);
+    });
+    into->ok = it.ok;
+    into->reason = it.reason;
+  }
 
   (void)SelectBackend(report, "auto", std::nullopt);
   return report;

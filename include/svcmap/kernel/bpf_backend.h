@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -74,17 +75,20 @@ class BpfBackend final : public Backend {
   };
 
   static int OnRecord(void* ctx, void* data, size_t size);
-  // Gives the sockets that predate the hooks owners and entries.
-  absl::Status Seed();
+  // Gives the sockets that predate the hooks owners and entries: iter/tcp
+  // per netns (when `iter_tcp`), then the file walk.
+  absl::Status Seed(bool iter_tcp);
   // Every entry of the socks map, as it is now.
   absl::StatusOr<std::vector<flow::SockRecord>> BatchRead();
   void DrainLoop();
 
   std::unique_ptr<svcmap_bpf, SkelDeleter> skel_;
   std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links_;
-  // iter/tcp that copies TCP's counters into the socks map; null where the
-  // kernel has no iter/tcp (live reads then carry the hooks' counts only).
-  std::unique_ptr<bpf_link, LinkDeleter> refresh_link_;
+  // iter/task_file: the seed's second walk, and the live refresh of TCP's
+  // counters; null where the kernel has none (live reads then carry the
+  // hooks' counts only). walk_mu_ serializes walks (walk_mode is shared).
+  std::unique_ptr<bpf_link, LinkDeleter> files_link_;
+  std::mutex walk_mu_;
   std::unique_ptr<ring_buffer, RingDeleter> ring_;
   std::vector<std::string> attached_;
   EventSink sink_;

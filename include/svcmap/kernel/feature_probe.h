@@ -40,10 +40,14 @@ struct ProbeReport {
   std::string backend_reason;  // why that backend (or why none)
   // The form of the state tracepoint, which every backend runs.
   std::optional<Mechanism> state_form;
-  // iter/tcp (5.9) loaded and attached: the start-up seed and the live
-  // refresh of TCP's own byte counts use it. Why not, when it did not.
-  bool iter_tcp = false;
-  std::string iter_tcp_reason;
+  // BPF iterators, loaded and attached like the hooks: iter/tcp (5.9) for
+  // the start-up seed, iter/task_file (5.8) for the seed's second walk and
+  // the live refresh of TCP's own byte counts.
+  struct Iterator {
+    bool ok = false;
+    std::string reason;  // why not
+  };
+  Iterator iter_tcp, iter_task_file;
 
   const HookProbe* Find(std::string_view hook) const;
   // The mechanism chosen for the tracepoint that serves `hook`.
