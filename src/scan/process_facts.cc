@@ -41,12 +41,17 @@ identity::ProcessFacts ReadProcessFacts(const flow::ProcessKey& key, std::string
     close(d);
     return f;
   }
-  char exe[4096];
-  ssize_t n = readlinkat(d, "exe", exe, sizeof(exe) - 1);
-  if (n > 0) f.exe.assign(exe, static_cast<size_t>(n));
+  // cmdline before exe, and nothing of either unless both were read: a
+  // process exiting between the two reads (its mm gone) would otherwise be
+  // named by its exe where a --name-rule on its cmdline names it (seen in
+  // the kernel matrix: "svcmap-peer" for "e2e-client"). Without them the
+  // namer falls back to the comm, which the kernel handed us.
   f.cmdline = ReadAll(d, "cmdline");
   std::replace(f.cmdline.begin(), f.cmdline.end(), '\0', ' ');
   while (!f.cmdline.empty() && f.cmdline.back() == ' ') f.cmdline.pop_back();
+  char exe[4096];
+  ssize_t n = readlinkat(d, "exe", exe, sizeof(exe) - 1);
+  if (n > 0 && !f.cmdline.empty()) f.exe.assign(exe, static_cast<size_t>(n));
   std::string cgroup = ReadAll(d, "cgroup");
   // cgroup v2: the "0::<path>" line.
   for (size_t at = 0; at < cgroup.size();) {
