@@ -1,20 +1,31 @@
 // svcmap-loadgen: a loopback load generator for the overhead benchmark.
 //
 //   svcmap-loadgen crr    [--threads T] [--seconds S] [--size B] [--port P]
+//                         [--rate R]
 //   svcmap-loadgen stream [--seconds S] [--chunk B] [--port P]
-//   (--pin 1 on either: clients on CPU 0, servers on the last CPU)
+//   svcmap-loadgen hold   --conns N [--seconds S] [--size B]
+//   (--pin 1 on crr or stream: clients on CPU 0, servers on the last CPU)
 //
 // crr: T client threads each loop connect, send B bytes, read B bytes back,
-// close, against T server threads on 127.0.0.1. stream: one connection,
-// the client writes B-byte chunks for S seconds. Prints one JSON line with
-// the operation rate. Bounded: it stops after S seconds (at most 60).
+// close, against T server threads on 127.0.0.1; --rate caps the total at R
+// connections per second. stream: one connection, the client writes B-byte
+// chunks for S seconds. hold: N connections on 127.0.0.1 opened and kept
+// open (B bytes each way first), spread over child processes so that no
+// process needs more than 16,384 descriptors; prints "held" once all are up,
+// then holds them S seconds or until stdin closes. Prints one JSON line with
+// the operation rate. Bounded: it stops after S seconds (at most 60, or 300
+// for hold).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sched.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -36,6 +47,8 @@ struct Args {
   int chunk = 65536;
   int port = 0;
   bool pin = false;  // clients on CPU 0, servers on the last CPU
+  double rate = 0;   // crr: connections per second in all, 0 for as fast as possible
+  long conns = 0;    // hold
 };
 
 // Pinning keeps the scheduler from moving the two ends around, which on a
@@ -126,7 +139,15 @@ int Crr(const Args& a) {
       std::vector<char> buf(a.size, 'x');
       sockaddr_in addr = Addr(port);
       long n = 0;
+      const auto t0 = Clock::now();
+      const double per_thread = a.rate / a.threads;
       while (Clock::now() < end) {
+        if (per_thread > 0) {
+          // On a fixed schedule from the start, so a slow spell is made up.
+          auto due = t0 + std::chrono::duration_cast<Clock::duration>(
+                              std::chrono::duration<double>(n / per_thread));
+          if (due > Clock::now()) std::this_thread::sleep_until(due);
+        }
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) Die("connect");
         if (!WriteN(fd, buf.data(), a.size) || !ReadN(fd, buf.data(), a.size)) Die("exchange");
@@ -184,12 +205,89 @@ int Stream(const Args& a) {
   return 0;
 }
 
+// One child's share of hold: n connections to its own listener, both ends
+// here. Writes "1" on `ready` once they are up, then waits for `release` to
+// close (or for the deadline).
+void HoldShare(long n, int size, int ready, int release, double seconds) {
+  int lfd = Listen(0);
+  sockaddr_in addr = Addr(BoundPort(lfd));
+  std::vector<int> fds;
+  std::vector<char> buf(size, 'x');
+  fds.reserve(2 * n);
+  for (long i = 0; i < n; ++i) {
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c < 0) Die("socket");
+    if (connect(c, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) Die("connect");
+    int s = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (s < 0) Die("accept");
+    if (!WriteN(c, buf.data(), size) || !ReadN(s, buf.data(), size) ||
+        !WriteN(s, buf.data(), size) || !ReadN(c, buf.data(), size))
+      Die("exchange");
+    fds.push_back(c);
+    fds.push_back(s);
+  }
+  char one = '1';
+  if (write(ready, &one, 1) != 1) Die("write");
+  pollfd p{release, POLLIN, 0};
+  poll(&p, 1, static_cast<int>(seconds * 1000));
+  for (int fd : fds) close(fd);
+  close(lfd);
+}
+
+int Hold(const Args& a) {
+  constexpr long kPerChild = 8192;  // 16,384 descriptors: under the usual 20,000
+  rlimit rl{};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = rl.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &rl);
+  int ready[2], release[2];
+  if (pipe(ready) != 0 || pipe(release) != 0) Die("pipe");
+  std::vector<pid_t> kids;
+  for (long left = a.conns; left > 0; left -= kPerChild) {
+    pid_t pid = fork();
+    if (pid < 0) Die("fork");
+    if (pid == 0) {
+      close(ready[0]);
+      close(release[1]);
+      HoldShare(std::min(left, kPerChild), a.size, ready[1], release[0], a.seconds);
+      _exit(0);
+    }
+    kids.push_back(pid);
+  }
+  close(ready[1]);
+  close(release[0]);
+  auto start = Clock::now();
+  for (size_t i = 0; i < kids.size(); ++i) {
+    char c;
+    if (read(ready[0], &c, 1) != 1) Die("a child failed");
+  }
+  double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  std::printf("held\n");
+  std::fflush(stdout);
+  // Until stdin closes or the time is up.
+  pollfd p{0, POLLIN, 0};
+  auto end = start + std::chrono::duration<double>(a.seconds);
+  while (Clock::now() < end) {
+    int left_ms = static_cast<int>(
+        std::chrono::duration<double, std::milli>(end - Clock::now()).count());
+    if (poll(&p, 1, std::max(left_ms, 1)) != 0) {
+      char c;
+      if (read(0, &c, 1) <= 0) break;
+    }
+  }
+  close(release[1]);  // every child closes its connections and exits
+  for (pid_t k : kids) waitpid(k, nullptr, 0);
+  std::printf("{\"mode\": \"hold\", \"ops\": %ld, \"seconds\": %.3f, \"rate\": %.1f}\n",
+              a.conns, secs, a.conns / secs);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: svcmap-loadgen crr|stream [--threads T] [--seconds S] "
-                         "[--size B] [--chunk B] [--port P] [--pin 1]\n");
+    std::fprintf(stderr, "usage: svcmap-loadgen crr|stream|hold [--threads T] [--seconds S] "
+                         "[--size B] [--chunk B] [--port P] [--pin 1] [--rate R] [--conns N]\n");
     return 2;
   }
   Args a;
@@ -203,18 +301,23 @@ int main(int argc, char** argv) {
     else if (k == "--chunk") a.chunk = static_cast<int>(v);
     else if (k == "--port") a.port = static_cast<int>(v);
     else if (k == "--pin") a.pin = v != 0;
+    else if (k == "--rate") a.rate = v;
+    else if (k == "--conns") a.conns = static_cast<long>(v);
     else {
       std::fprintf(stderr, "svcmap-loadgen: unknown option %s\n", k.c_str());
       return 2;
     }
   }
-  if (a.seconds <= 0 || a.seconds > 60 || a.threads < 1 || a.threads > 64 || a.size < 1 ||
-      a.chunk < 1) {
+  const double max_seconds = a.mode == "hold" ? 300 : 60;
+  if (a.seconds <= 0 || a.seconds > max_seconds || a.threads < 1 || a.threads > 64 ||
+      a.size < 1 || a.chunk < 1 || a.rate < 0 ||
+      (a.mode == "hold" && (a.conns < 1 || a.conns > 1'000'000))) {
     std::fprintf(stderr, "svcmap-loadgen: option out of range\n");
     return 2;
   }
   if (a.mode == "crr") return Crr(a);
   if (a.mode == "stream") return Stream(a);
+  if (a.mode == "hold") return Hold(a);
   std::fprintf(stderr, "svcmap-loadgen: unknown mode %s\n", a.mode.c_str());
   return 2;
 }

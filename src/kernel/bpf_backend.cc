@@ -280,15 +280,7 @@ void BpfBackend::Stop() {
 
 int BpfBackend::OnRecord(void* ctx, void* data, size_t size) {
   auto* self = static_cast<BpfBackend*>(ctx);
-  absl::StatusOr<flow::SockEvent> ev =
-      DecodeEvent({static_cast<const uint8_t*>(data), size});
-  if (!ev.ok()) {
-    self->decode_errors_.fetch_add(1, std::memory_order_relaxed);
-    return 0;
-  }
-  if (ev->tcp && flow::ReconcileBytes(*ev->tcp, ev->sock))
-    self->tcp_corrected_.fetch_add(1, std::memory_order_relaxed);
-  if (self->sink_) self->sink_(*ev);
+  IngestRecord({static_cast<const uint8_t*>(data), size}, self->sink_, self->ingest_);
   return 0;
 }
 
@@ -336,7 +328,7 @@ absl::StatusOr<std::vector<flow::SockRecord>> BpfBackend::BatchRead() {
       if (r.ok())
         out.push_back(*std::move(r));
       else
-        decode_errors_.fetch_add(1, std::memory_order_relaxed);
+        ingest_.decode_errors.fetch_add(1, std::memory_order_relaxed);
     }
     if (err == ENOENT) break;  // past the last bucket
   }
@@ -354,13 +346,13 @@ BackendStats BpfBackend::Stats() const {
     if (bpf_map_lookup_elem(fd, &i, per_cpu.data()) != 0) continue;
     for (uint64_t v : per_cpu) *fields[i] += v;
   }
-  s.decode_errors = decode_errors_.load(std::memory_order_relaxed);
+  s.decode_errors = ingest_.decode_errors.load(std::memory_order_relaxed);
   s.seeded_sockets = seeded_sockets_;
   s.seeded_listeners = seeded_listeners_;
   s.seed_unowned = seed_unowned_;
   s.seed_rescued = seed_rescued_;
   s.socks_full += seed_full_;
-  s.tcp_corrected = tcp_corrected_.load(std::memory_order_relaxed);
+  s.tcp_corrected = ingest_.tcp_corrected.load(std::memory_order_relaxed);
   return s;
 }
 

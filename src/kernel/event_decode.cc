@@ -99,4 +99,17 @@ absl::StatusOr<flow::SockRecord> DecodeLive(uint64_t sock_id, const svcmap_sock_
   return s;
 }
 
+void IngestRecord(absl::Span<const uint8_t> record,
+                  const std::function<void(const flow::SockEvent&)>& sink,
+                  IngestCounters& counters) {
+  absl::StatusOr<flow::SockEvent> ev = DecodeEvent(record);
+  if (!ev.ok()) {
+    counters.decode_errors.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  if (ev->tcp && flow::ReconcileBytes(*ev->tcp, ev->sock))
+    counters.tcp_corrected.fetch_add(1, std::memory_order_relaxed);
+  if (sink) sink(*ev);
+}
+
 }  // namespace svcmap::kernel

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "svcmap/flow/sock.h"
 #include "svcmap/kernel/backend.h"
+#include "svcmap/kernel/event_decode.h"
 #include "svcmap/kernel/feature_probe.h"
 
 struct svcmap_bpf;
@@ -94,8 +95,7 @@ class BpfBackend final : public Backend {
   EventSink sink_;
   std::thread drainer_;
   std::atomic<bool> stop_{false};
-  mutable std::atomic<uint64_t> decode_errors_{0};
-  std::atomic<uint64_t> tcp_corrected_{0};
+  IngestCounters ingest_;
   // Written by Seed() before Start(), read-only afterwards.
   uint64_t seeded_sockets_ = 0, seeded_listeners_ = 0, seed_unowned_ = 0, seed_full_ = 0;
   uint64_t seed_rescued_ = 0;

@@ -1,7 +1,9 @@
 #ifndef SVCMAP_KERNEL_EVENT_DECODE_H_
 #define SVCMAP_KERNEL_EVENT_DECODE_H_
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -22,6 +24,20 @@ flow::SockRecord DecodeSockState(uint64_t sock_id, const svcmap_sock_state& st);
 // counters the last refresh stored in it (see flow::ReconcileBytes). Pure;
 // rejects an entry of unknown address family.
 absl::StatusOr<flow::SockRecord> DecodeLive(uint64_t sock_id, const svcmap_sock_state& st);
+
+// Counts kept by IngestRecord.
+struct IngestCounters {
+  std::atomic<uint64_t> decode_errors{0};
+  std::atomic<uint64_t> tcp_corrected{0};  // closes where TCP counted more
+};
+
+// What the ring-buffer reader does with each record: decode it, reconcile a
+// close's bytes with TCP's own counters, and hand the event to `sink`. A
+// record that does not decode is counted, never passed on. The benchmarks
+// (bench/ingestbench.cc) drive exactly this.
+void IngestRecord(absl::Span<const uint8_t> record,
+                  const std::function<void(const flow::SockEvent&)>& sink,
+                  IngestCounters& counters);
 
 }  // namespace svcmap::kernel
 
