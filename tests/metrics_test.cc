@@ -63,6 +63,19 @@ TEST(MetricsTest, SeedTablesAsSeriesWithExactValuesAndEscapedLabels) {
   EXPECT_EQ(m.series_dropped, 0u);
 }
 
+TEST(MetricsTest, ServiceSeriesNameTheMachineAndDnatDestinationsTheBackend) {
+  flow::ServiceGraph g = Graph();
+  g.connections[0].actual_dst_ip = flow::IpAddr::V4(10, 0, 0, 9);
+  g.connections[0].actual_dst_port = 6379;
+  Metrics m = BuildMetrics(g, "10.0.0.2", {}, {.max_series = 100, .machine = "node-1"});
+  std::string text = MetricsText(m);
+  EXPECT_NE(text.find(R"(port="33060",machine="node-1"} 1)"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"(listen_ports="3306,33060",machine="node-1"} 1)"), std::string::npos);
+  EXPECT_NE(text.find(R"(dst_port="3306",actual_dst_ip="10.0.0.9",actual_dst_port="6379"})"),
+            std::string::npos)
+      << text;
+}
+
 TEST(MetricsTest, SeriesOverTheCapAreCountedNotExported) {
   Metrics m = BuildMetrics(Graph(), "10.0.0.2", {}, {.max_series = 1});
   EXPECT_EQ(m.series_dropped, 1u);  // the traffic series

@@ -31,6 +31,11 @@
 #include "svcmap/kernel/bpf_backend.h"
 #include "svcmap/kernel/procfs_backend.h"
 #include "svcmap/scan/sock_diag.h"
+#include "svcmap/nat/conntrack.h"
+#include "svcmap/topology/graph.h"
+#include "svcmap/topology/sources.h"
+#include "svcmap/topology/writers.h"
+#include "svcmap/app/map_page.h"
 #include "absl/container/flat_hash_map.h"
 
 namespace svcmap::app {
@@ -349,6 +354,16 @@ flow::ProcessTable::Describer Describer(const identity::ServiceNamer& namer) {
   };
 }
 
+// Fills a client socket's real destination from conntrack, if translated.
+flow::Collector::NatLookup NatLookup(nat::ConntrackResolver& resolver) {
+  return [&resolver](flow::SockRecord& s) {
+    if (std::optional<nat::Endpoint> e = resolver.Resolve(s)) {
+      s.nat_ip = e->ip;
+      s.nat_port = e->port;
+    }
+  };
+}
+
 // New rules for the processes already named, from the facts kept.
 void RenameAll(flow::ProcessTable& processes, const identity::ServiceNamer& namer) {
   processes.RenameAll([&namer](flow::ProcessInfo& info) {
@@ -415,6 +430,8 @@ absl::Status RunSnapshot(const Options& o) {
 
   std::mutex mu;
   flow::Collector collector(Describer(*namer));
+  nat::ConntrackResolver resolver;
+  if (o.conntrack) collector.set_nat_lookup(NatLookup(resolver));
   absl::Status started = backend->Start([&](const flow::SockEvent& ev) {
     std::lock_guard<std::mutex> lock(mu);
     collector.OnEvent(ev);
@@ -444,7 +461,8 @@ absl::Status RunSnapshot(const Options& o) {
       flow::BuildServiceView(view.flows, view.listeners, collector.processes(), view_options);
   exporter::InstanceInfo inst{Hostname(), instance_ip,
                               o.netns_path.empty() ? "all" : o.netns_path,
-                              netns.value_or(0), opened->name, elapsed};
+                              netns.value_or(0), opened->name, elapsed,
+                              MachineName(o.netns_path)};
   exporter::SnapshotStats stats = StatsOf(bs, view.flows);
   exporter::Completeness completeness;
   for (const auto& [ino, after] : opens_after) {
@@ -509,15 +527,16 @@ absl::Status RunAgent(const Options& o) {
     writer = std::make_unique<exporter::RemoteWriter>(rw);
   }
 
-  std::mutex mu;  // the collector, the namer and the event counts
-  std::map<std::string, uint64_t> events;
+  std::mutex mu;  // the collector and the namer
   uint64_t expired_flows = 0;
   flow::Collector collector(Describer(*namer));
+  nat::ConntrackResolver resolver;
+  if (o.conntrack) collector.set_nat_lookup(NatLookup(resolver));
+  const std::string machine = MachineName(o.netns_path);
+  // bench/ingestbench.cc measures exactly this sink.
   absl::Status started = backend->Start([&](const flow::SockEvent& ev) {
-    static constexpr const char* kTypes[] = {"listen", "connect", "accept", "close"};
     std::lock_guard<std::mutex> lock(mu);
     collector.OnEvent(ev);
-    ++events[kTypes[static_cast<int>(ev.type)]];
   });
   if (!started.ok()) return started;
 
@@ -551,11 +570,14 @@ absl::Status RunAgent(const Options& o) {
       kernel::BackendStats bs = backend->Stats();
       exporter::AgentHealth h;
       h.backend = opened->name;
-      h.events = events;
+      for (size_t t = 0; t < collector.event_counts().size(); ++t)
+        h.events[std::string(flow::EventTypeName(static_cast<flow::EventType>(t)))] =
+            collector.event_counts()[t];
       h.ringbuf_drops = bs.ringbuf_drops;
       h.socks_full = bs.socks_full;
       h.decode_errors = bs.decode_errors;
       h.scan_errors = bs.scan_errors;
+      h.traffic_overflow = r.flows.traffic_overflow;
       h.flows = r.flows.flows.size();
       h.expired_flows = expired_flows;
       if (writer) {
@@ -567,24 +589,68 @@ absl::Status RunAgent(const Options& o) {
         h.rw_failed_requests = w.failed_requests;
         h.rw_pending_samples = w.pending_samples;
       }
-      m = exporter::BuildMetrics(graph, instance_ip, h, {o.max_series});
+      m = exporter::BuildMetrics(graph, instance_ip, h, {o.max_series, machine});
     });
     return m;
   };
   http.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
     res.set_content(exporter::MetricsText(metrics()), "text/plain; version=0.0.4; charset=utf-8");
   });
-  http.Get("/api/snapshot", [&](const httplib::Request&, httplib::Response& res) {
+  auto snapshot_text = [&] {
+    std::string text;
     view([&](const flow::ServiceGraph& graph, const flow::Collector::Result& r) {
       kernel::BackendStats bs = backend->Stats();
       exporter::InstanceInfo inst{Hostname(), instance_ip,
                                   o.netns_path.empty() ? "all" : o.netns_path, netns.value_or(0),
-                                  opened->name, absl::ToDoubleSeconds(absl::Now() - start)};
+                                  opened->name, absl::ToDoubleSeconds(absl::Now() - start),
+                                  machine};
       nlohmann::ordered_json doc = exporter::SnapshotJson(
           inst, graph, StatsOf(bs, r.flows), {}, exporter::Clock{RealtimeMinusBoottimeNs()});
-      res.set_content(doc.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace),
-                      "application/json");
+      text = doc.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
     });
+    return text;
+  };
+  http.Get("/api/snapshot", [&](const httplib::Request&, httplib::Response& res) {
+    res.set_content(snapshot_text(), "application/json");
+  });
+  // The live map: this agent's snapshot joined with those of --map-agents,
+  // exactly as `svcmap topology --agents` would.
+  auto graph_now = [&]() -> absl::StatusOr<topology::Graph> {
+    absl::StatusOr<topology::Observations> own = topology::ParseSnapshot(snapshot_text(), "self");
+    if (!own.ok()) return own.status();
+    for (const std::string& url : o.map_agents) {
+      absl::StatusOr<topology::Observations> peer = topology::FetchAgent(url);
+      if (!peer.ok()) {
+        Log(LogLevel::kWarn, "map: {}", std::string(peer.status().message()));
+        continue;  // the map shows what it can reach
+      }
+      topology::Merge(*own, *std::move(peer));
+    }
+    return topology::Join(*own);
+  };
+  http.Get("/api/graph", [&](const httplib::Request&, httplib::Response& res) {
+    absl::StatusOr<topology::Graph> g = graph_now();
+    if (!g.ok()) {
+      res.status = 500;
+      res.set_content(std::string(g.status().message()), "text/plain");
+      return;
+    }
+    res.set_content(topology::GraphJson(*g).dump(), "application/json");
+  });
+  http.Get("/api/map", [&](const httplib::Request&, httplib::Response& res) {
+    absl::StatusOr<topology::Graph> g = graph_now();
+    absl::StatusOr<std::string> svg = g.ok() ? topology::GraphSvg(*g) : g.status();
+    if (!svg.ok()) {
+      res.status = 500;
+      res.set_content(std::string(svg.status().message()), "text/plain");
+      return;
+    }
+    nlohmann::ordered_json doc = {{"graph", topology::GraphJson(*g)}, {"svg", *svg}};
+    res.set_content(doc.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace),
+                    "application/json");
+  });
+  http.Get("/map", [&](const httplib::Request&, httplib::Response& res) {
+    res.set_content(MapPage(machine), "text/html; charset=utf-8");
   });
   http.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("ok\n", "text/plain");
@@ -649,6 +715,7 @@ absl::Status RunCommand(const Options& options) {
     case Command::kTrace: return RunTrace(options);
     case Command::kSnapshot: return RunSnapshot(options);
     case Command::kAgent: return RunAgent(options);
+    case Command::kTopology: return RunTopology(options);
   }
   return absl::InternalError("unknown command");
 }

@@ -54,6 +54,12 @@ std::string Hostname() {
   return buf;
 }
 
+std::string MachineName(const std::string& netns_path) {
+  if (netns_path.empty()) return Hostname();
+  size_t slash = netns_path.find_last_of('/');
+  return Hostname() + "/" + (slash == std::string::npos ? netns_path : netns_path.substr(slash + 1));
+}
+
 absl::StatusOr<uint32_t> NetnsInode(const std::string& path) {
   std::string p = path.empty() ? "/proc/self/ns/net" : path;
   struct stat st {};

@@ -101,7 +101,33 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   agent->add_option("--flow-idle-timeout", idle_timeout,
                     "Closed flows with no traffic for this long stop being exported "
                     "(default 5m; 0 keeps them)");
+  agent->add_option("--map-agents", o.map_agents,
+                    "Other agents whose snapshots /map joins with this one's, URL,URL,...")
+      ->delimiter(',');
+  CLI::App* topology = app.add_subcommand(
+      "topology", "Join what the agents saw into the cross-machine service graph");
+  topology->add_option("--tsdb", o.tsdb_url,
+                       "A Prometheus-compatible query API the agents push to, e.g. "
+                       "http://victoria:8428");
+  topology->add_option("--agents", o.agent_urls,
+                       "The agents themselves, URL,URL,... (default http://127.0.0.1:9464)")
+      ->delimiter(',');
+  topology->add_option("--snapshot", o.snapshot_paths, "Snapshot files (svcmap snapshot --json)");
+  topology->add_option("--window", o.window,
+                       "--tsdb: the time window, 5m (ending now) or START..END with now, "
+                       "now-1h, RFC 3339 or Unix seconds (default 5m)");
+  topology->add_option("--diff", o.diff,
+                       "--tsdb: two windows; print the edges that appeared and disappeared")
+      ->expected(2);
+  topology->add_option("--format", o.format, "json, dot, mermaid, svg or html (default json)")
+      ->check(CLI::IsMember({"json", "dot", "mermaid", "svg", "html"}));
+  topology->add_option("--group-by", o.group_by,
+                       "Nodes per instance, service or machine (default instance)")
+      ->check(CLI::IsMember({"instance", "service", "machine"}));
+  topology->add_option("-o,--output", o.output_path, "Write here instead of standard output");
   for (CLI::App* sub : {snapshot, agent}) {
+    sub->add_flag("!--no-conntrack", o.conntrack,
+                  "Do not ask conntrack where DNAT'd connections really went");
     sub->add_option("--netns", o.netns_path,
                     "Only sockets in this network namespace, e.g. /run/netns/web");
     sub->add_option("--name-rule", name_rules,
@@ -149,7 +175,7 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   } catch (const CLI::CallForHelp&) {
     result.help = true;
     result.help_text = app.help();
-    for (CLI::App* sub : {probe, trace, snapshot, agent})
+    for (CLI::App* sub : {probe, trace, snapshot, agent, topology})
       if (sub->parsed()) result.help_text = sub->help();
     return result;
   } catch (const CLI::CallForAllHelp&) {
@@ -174,6 +200,18 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   if (trace->parsed()) o.command = Command::kTrace;
   if (snapshot->parsed()) o.command = Command::kSnapshot;
   if (agent->parsed()) o.command = Command::kAgent;
+  if (topology->parsed()) {
+    o.command = Command::kTopology;
+    const int sources = !o.tsdb_url.empty() + !o.agent_urls.empty() + !o.snapshot_paths.empty();
+    if (sources > 1)
+      return absl::InvalidArgumentError(
+          "topology: give one of --tsdb, --agents and --snapshot, not several");
+    if (sources == 0) o.agent_urls = {"http://127.0.0.1:9464"};
+    if (!o.diff.empty() && o.tsdb_url.empty())
+      return absl::InvalidArgumentError("topology: --diff compares two windows of a --tsdb");
+    if (!o.diff.empty() && o.format != "json")
+      return absl::InvalidArgumentError("topology: --diff prints JSON only");
+  }
 
   if (!duration.empty()) {
     absl::StatusOr<absl::Duration> d = ParseDurationFlag(duration);

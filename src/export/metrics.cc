@@ -66,12 +66,18 @@ Metrics BuildMetrics(const flow::ServiceGraph& graph, const std::string& instanc
                                   {"pid", std::to_string(s.pids.empty() ? 0 : s.pids.front())},
                                   {"listen_ports", list}},
                                  1, MetricType::Gauge));
-    for (uint16_t p : s.listen_ports)
+    // The host name, for the topology's machine boxes.
+    if (!options.machine.empty())
+      info.metric.back().label.push_back({"machine", ToValidUtf8(options.machine)});
+    for (uint16_t p : s.listen_ports) {
       ports.metric.push_back(Sample({{"instance_id", s.instance_id},
                                      {"instance_ip", ip},
                                      {"name", s.name},
                                      {"port", std::to_string(p)}},
                                     1, MetricType::Gauge));
+      if (!options.machine.empty())
+        ports.metric.back().label.push_back({"machine", ToValidUtf8(options.machine)});
+    }
   }
 
   // SERVICE_CONNECTION: outbound flows, by destination ip:port (never the
@@ -94,7 +100,9 @@ Metrics BuildMetrics(const flow::ServiceGraph& graph, const std::string& instanc
   std::map<std::vector<std::string>, Sum> by_dest;
   for (const flow::ConnectionRow& c : graph.connections) {
     Sum& sum = by_dest[{c.src_instance_id, c.src_service_name, c.dst_ip.ToString(),
-                        std::to_string(c.dst_port)}];
+                        std::to_string(c.dst_port),
+                        c.actual_dst_port ? c.actual_dst_ip.ToString() : "",
+                        c.actual_dst_port ? std::to_string(c.actual_dst_port) : ""}];
     sum.sent += c.stats.bytes_sent;
     sum.received += c.stats.bytes_received;
     sum.connections += c.stats.connections;
@@ -106,6 +114,11 @@ Metrics BuildMetrics(const flow::ServiceGraph& graph, const std::string& instanc
                                                {"src_service_name", k[1]},
                                                {"dst_ip", k[2]},
                                                {"dst_port", k[3]}};
+    // Behind a DNAT: where it really went, for the topology join.
+    if (!k[5].empty()) {
+      labels.push_back({"actual_dst_ip", k[4]});
+      labels.push_back({"actual_dst_port", k[5]});
+    }
     sent.metric.push_back(Sample(labels, static_cast<double>(sum.sent), MetricType::Counter));
     received.metric.push_back(
         Sample(labels, static_cast<double>(sum.received), MetricType::Counter));
@@ -145,6 +158,7 @@ Metrics BuildMetrics(const flow::ServiceGraph& graph, const std::string& instanc
        std::vector<std::pair<std::string, uint64_t>>{{"kernel_ringbuf", health.ringbuf_drops},
                                                      {"kernel_socket_table", health.socks_full},
                                                      {"decode", health.decode_errors},
+                                                     {"user_traffic_table", health.traffic_overflow},
                                                      {"scan", health.scan_errors},
                                                      {"export_series_cap", out.series_dropped}})
     drops.metric.push_back(Sample({{"stage", stage}}, static_cast<double>(n), MetricType::Counter));

@@ -40,7 +40,10 @@ nlohmann::ordered_json SnapshotJson(const InstanceInfo& instance,
                                     const Clock& clock) {
   using Json = nlohmann::ordered_json;
   Json doc;
+  // Bumped whenever a field changes meaning or goes; readers refuse others.
+  doc["schema_version"] = kSnapshotSchemaVersion;
   doc["instance"] = {{"hostname", instance.hostname},
+                     {"machine", instance.machine.empty() ? instance.hostname : instance.machine},
                      {"instance_ip", instance.instance_ip},
                      {"netns", instance.netns},
                      {"netns_inode", instance.netns_inode},
@@ -75,12 +78,19 @@ nlohmann::ordered_json SnapshotJson(const InstanceInfo& instance,
 
   Json connections = Json::array();
   for (const flow::ConnectionRow& c : graph.connections) {
+    Json actual = nullptr, actual_port = nullptr;
+    if (c.actual_dst_port != 0) {
+      actual = c.actual_dst_ip.ToString();
+      actual_port = c.actual_dst_port;
+    }
     connections.push_back({{"src_instance_id", c.src_instance_id},
                            {"src_service_name", c.src_service_name},
                            {"src_pid", c.src_pid},
                            {"src_ip", c.src_ip.ToString()},
                            {"dst_ip", c.dst_ip.ToString()},
                            {"dst_port", c.dst_port},
+                           {"actual_dst_ip", std::move(actual)},
+                           {"actual_dst_port", std::move(actual_port)},
                            {"bytes", c.stats.bytes_sent + c.stats.bytes_received},
                            {"bytes_sent", c.stats.bytes_sent},
                            {"bytes_received", c.stats.bytes_received},

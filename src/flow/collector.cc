@@ -8,6 +8,7 @@ bool Collector::IsServer(const SockRecord& s) const {
 
 void Collector::OnEvent(const SockEvent& ev) {
   const SockRecord& s = ev.sock;
+  ++event_counts_[static_cast<size_t>(ev.type)];
   if (s.owner.process.pid != 0) processes_.Observe(s.owner);
   auto is_server = [this](const SockRecord& r) { return IsServer(r); };
   switch (ev.type) {
@@ -18,7 +19,13 @@ void Collector::OnEvent(const SockEvent& ev) {
     case EventType::kAccept:
       break;  // live until closed: counted from the kernel's live table
     case EventType::kClose:
-      flows_.AddClosed(s, ev.ts_ns, is_server);
+      if (nat_lookup_ && s.established && FlowTable::EffectiveRole(s, is_server) == Role::kClient) {
+        SockRecord translated = s;
+        nat_lookup_(translated);
+        flows_.AddClosed(translated, ev.ts_ns, is_server);
+      } else {
+        flows_.AddClosed(s, ev.ts_ns, is_server);
+      }
       break;
   }
 }
@@ -30,6 +37,13 @@ Collector::Result Collector::View(absl::Span<const SockRecord> live, uint64_t no
       listeners_.Add(Listener{s.netns, s.local_ip, s.local_port, s.owner, s.open_ns});
   }
   auto is_server = [this](const SockRecord& r) { return IsServer(r); };
+  std::vector<SockRecord> translated;
+  if (nat_lookup_) {
+    translated.assign(live.begin(), live.end());
+    for (SockRecord& s : translated)
+      if (s.established && FlowTable::EffectiveRole(s, is_server) == Role::kClient) nat_lookup_(s);
+    live = translated;
+  }
   Result r{flows_.View(live, now_ns, is_server), listeners_.All()};
   // The next live read is newer than this one, and a socket closed before
   // this read was not in it: a close older than now, minus a margin for

@@ -28,10 +28,13 @@ FlowKey FlowTable::KeyOf(const SockRecord& s, Role role) {
   k.role = role;
   k.local_ip = s.local_ip;
   k.remote_ip = s.remote_ip;
-  if (role == Role::kServer)
+  if (role == Role::kServer) {
     k.local_port = s.local_port;
-  else
+  } else {
     k.remote_port = s.remote_port;
+    k.nat_ip = s.nat_ip;
+    k.nat_port = s.nat_port;
+  }
   return k;
 }
 

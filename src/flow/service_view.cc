@@ -71,6 +71,8 @@ ServiceGraph BuildServiceView(const FlowView& flows,
     c.src_ip = key.local_ip;
     c.dst_ip = key.remote_ip;
     c.dst_port = key.remote_port;
+    c.actual_dst_ip = key.nat_ip;
+    c.actual_dst_port = key.nat_port;
     c.stats = stats;
     graph.connections.push_back(std::move(c));
   }

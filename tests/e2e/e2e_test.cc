@@ -21,6 +21,12 @@
 namespace svcmap::e2e {
 namespace {
 
+std::string Hostname() {
+  char name[256] = {};
+  gethostname(name, sizeof(name) - 1);
+  return name;
+}
+
 using Json = nlohmann::json;
 using std::chrono::seconds;
 
@@ -721,8 +727,8 @@ TEST_F(E2eTest, AgentServesTheSeedTablesAsMetricsWithExactBytes) {
       << metrics_a;
   std::string metrics_b = RunCmd({"curl", "-sf", "http://127.0.0.1:19502/metrics"}).out;
   EXPECT_NE(metrics_b.find(fmt::format(
-                R"(svcmap_service_listen_port_info{{instance_id="e2e-server@{0}",instance_ip="{0}",name="e2e-server",port="{1}"}} 1)",
-                hosts_->b_ip4, port)),
+                R"(svcmap_service_listen_port_info{{instance_id="e2e-server@{0}",instance_ip="{0}",name="e2e-server",port="{1}",machine="{2}"}} 1)",
+                hosts_->b_ip4, port, Hostname())),
             std::string::npos)
       << metrics_b;
   EXPECT_EQ(metrics_b.find("svcmap_connection_sent_bytes_total{"), std::string::npos) << metrics_b;

@@ -1,17 +1,22 @@
 #include "harness.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 extern char** environ;
 
@@ -190,6 +195,139 @@ TwoHosts::TwoHosts() {
 TwoHosts::~TwoHosts() {
   RunCmd({"ip", "netns", "del", a});
   RunCmd({"ip", "netns", "del", b});
+}
+
+namespace {
+
+// Namespaces "svcmap-t*-<pid>" whose process is gone.
+void RemoveStaleNamespaces() {
+  RunResult list = RunCmd({"ip", "netns", "list"});
+  std::istringstream lines(list.out);
+  for (std::string line; std::getline(lines, line);) {
+    std::string name = line.substr(0, line.find(' '));
+    if (name.rfind("svcmap-t", 0) == 0) {
+      std::string pid = name.substr(name.rfind('-') + 1);
+      if (kill(std::atoi(pid.c_str()), 0) != 0) RunCmd({"ip", "netns", "del", name});
+    }
+  }
+}
+
+}  // namespace
+
+bool Hosts::Sh(const std::vector<std::string>& argv) {
+  RunResult r = RunCmd(argv, std::chrono::seconds(20));
+  if (r.exit_code != 0) {
+    std::ostringstream cmd;
+    for (const auto& a : argv) cmd << a << ' ';
+    error_ = cmd.str() + "-> " + std::to_string(r.exit_code) + ": " + r.err;
+    return false;
+  }
+  return true;
+}
+
+Hosts::Hosts(const std::vector<std::string>& roles, int net) {
+  RemoveStaleNamespaces();
+  const std::string id = std::to_string(getpid());
+  switch_ = "svcmap-tsw-" + id;
+  ok_ = Sh({"ip", "netns", "add", switch_}) &&
+        Sh(TwoHosts::In(switch_, {"ip", "link", "add", "br0", "type", "bridge"})) &&
+        Sh(TwoHosts::In(switch_, {"ip", "link", "set", "br0", "up"}));
+  for (size_t i = 0; ok_ && i < roles.size(); ++i) {
+    Host h;
+    h.name = "svcmap-tm" + roles[i] + "-" + id;
+    h.path = "/run/netns/" + h.name;
+    h.ip = "10." + std::to_string(net) + ".0." + std::to_string(i + 1);
+    const std::string here = ("sm" + roles[i] + id).substr(0, 15);
+    const std::string port = ("sp" + roles[i] + id).substr(0, 15);
+    h.iface = here;
+    ok_ = Sh({"ip", "netns", "add", h.name}) &&
+          Sh({"ip", "link", "add", here, "type", "veth", "peer", "name", port}) &&
+          Sh({"ip", "link", "set", here, "netns", h.name}) &&
+          Sh({"ip", "link", "set", port, "netns", switch_}) &&
+          Sh(TwoHosts::In(switch_, {"ip", "link", "set", port, "master", "br0"})) &&
+          Sh(TwoHosts::In(switch_, {"ip", "link", "set", port, "up"})) &&
+          Sh(TwoHosts::In(h.name, {"ip", "link", "set", "lo", "up"})) &&
+          Sh(TwoHosts::In(h.name, {"ip", "addr", "add", h.ip + "/24", "dev", here})) &&
+          Sh(TwoHosts::In(h.name, {"ip", "link", "set", here, "up"}));
+    hosts_.push_back(std::move(h));
+  }
+}
+
+Hosts::~Hosts() {
+  for (const Host& h : hosts_) RunCmd({"ip", "netns", "del", h.name});
+  RunCmd({"ip", "netns", "del", switch_});
+}
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+std::string TempDir(const std::string& what) {
+  std::string tmpl = "/tmp/svcmap-" + what + "-XXXXXX";
+  char* d = mkdtemp(tmpl.data());
+  return d ? d : "";
+}
+
+bool WaitHttp(const std::string& url, std::chrono::seconds timeout) {
+  auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    if (RunCmd({"curl", "-sf", "-o", "/dev/null", url}, std::chrono::seconds(5)).exit_code == 0)
+      return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return false;
+}
+
+std::string Which(const std::string& tool) {
+  return RunCmd({"sh", "-c", "command -v " + tool}).out;
+}
+
+Store::Store(Kind kind) : kind_(kind), port_(FreePort()), dir_(TempDir("store")) { Start(); }
+
+Store::~Store() {
+  child_.reset();
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+}
+
+std::string Store::base() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+void Store::Start() {
+  std::vector<std::string> argv;
+  const std::string listen = "127.0.0.1:" + std::to_string(port_);
+  if (kind_ == Kind::kVictoriaMetrics) {
+    // latencyOffset: by default the newest 30 s are hidden from queries.
+    argv = {"victoria-metrics", "-storageDataPath", dir_ + "/data", "-httpListenAddr", listen,
+            "-search.latencyOffset=0s", "-loggerLevel", "ERROR"};
+  } else {
+    std::ofstream(dir_ + "/prometheus.yml") << "global: {}\n";
+    argv = {"prometheus", "--config.file", dir_ + "/prometheus.yml", "--storage.tsdb.path",
+            dir_ + "/data", "--web.listen-address", listen,
+            "--web.enable-remote-write-receiver", "--log.level", "error"};
+  }
+  child_ = std::make_unique<Child>(argv);
+  ready_ = WaitHttp(base() + (kind_ == Kind::kVictoriaMetrics ? "/health" : "/-/ready"),
+                    std::chrono::seconds(60));
+}
+
+void Store::Stop() {
+  child_->Signal(SIGTERM);
+  child_->Wait(std::chrono::seconds(30));
+  child_.reset();
+}
+
+std::string Store::QueryText(const std::string& promql) const {
+  RunResult r = RunCmd({"curl", "-sf", base() + "/api/v1/query", "--data-urlencode",
+                        "query=" + promql});
+  return r.exit_code == 0 ? r.out : "";
 }
 
 std::string PrivilegeProblem() {

@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -31,6 +32,9 @@ class Child {
   ~Child();
 
   pid_t pid() const { return pid_; }
+  // What it has written so far (as far as the last WaitForLine read).
+  const std::string& out() const { return out_; }
+  const std::string& err() const { return err_; }
   // Reads stdout (or stderr) until a line containing `needle` has been seen.
   bool WaitForLine(bool from_stderr, const std::string& needle,
                    std::chrono::milliseconds timeout);
@@ -69,6 +73,68 @@ class TwoHosts {
   bool Sh(const std::vector<std::string>& argv);
   bool ok_ = false;
   std::string error_;
+};
+
+// N network namespaces ("machines") on one switch: a bridge in a namespace
+// of its own, a veth from each machine to it. Machine i has 10.<net>.0.<i+1>.
+// Removed again on destruction, stale ones from a crashed run first.
+class Hosts {
+ public:
+  struct Host {
+    std::string name;  // namespace name
+    std::string path;  // /run/netns/<name>
+    std::string ip;
+    std::string iface;  // its end of the veth to the switch
+  };
+  Hosts(const std::vector<std::string>& roles, int net);
+  ~Hosts();
+  Hosts(const Hosts&) = delete;
+  Hosts& operator=(const Hosts&) = delete;
+  bool ok() const { return ok_; }
+  const std::string& error() const { return error_; }
+  const Host& operator[](size_t i) const { return hosts_[i]; }
+
+ private:
+  bool Sh(const std::vector<std::string>& argv);
+  std::vector<Host> hosts_;
+  std::string switch_;
+  bool ok_ = false;
+  std::string error_;
+};
+
+// A free TCP port on 127.0.0.1 (free when asked).
+int FreePort();
+// A fresh directory under /tmp; the caller removes it.
+std::string TempDir(const std::string& what);
+// Polls `url` with curl until it answers 2xx.
+bool WaitHttp(const std::string& url, std::chrono::seconds timeout);
+// The path of `tool` on $PATH, or empty.
+std::string Which(const std::string& tool);
+
+// A Prometheus-compatible store run from its Debian binary on a free
+// loopback port, its data in a temporary directory that goes with it.
+class Store {
+ public:
+  enum class Kind { kVictoriaMetrics, kPrometheus };
+  explicit Store(Kind kind);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+  void Start();
+  // SIGTERM: a store that acknowledged samples keeps them.
+  void Stop();
+  bool ready() const { return ready_; }
+  std::string base() const;
+  std::string write_url() const { return base() + "/api/v1/write"; }
+  // An instant query's result vector as JSON text, or "" on any error.
+  std::string QueryText(const std::string& promql) const;
+
+ private:
+  Kind kind_;
+  int port_;
+  std::string dir_;
+  std::unique_ptr<Child> child_;
+  bool ready_ = false;
 };
 
 // Why a privileged test cannot run here, or empty if it can.

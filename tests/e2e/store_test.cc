@@ -43,90 +43,11 @@ const char kJoin[] =
     "        \"dst_ip\", \"$1\", \"instance_ip\", \"(.*)\"),"
     "        \"dst_port\", \"$1\", \"port\", \"(.*)\"))";
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
-std::string TempDir(const std::string& what) {
-  std::string tmpl = fmt::format("/tmp/svcmap-{}-XXXXXX", what);
-  char* d = mkdtemp(tmpl.data());
-  return d ? d : "";
-}
-
-bool WaitHttp(const std::string& url, seconds timeout) {
-  auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    if (RunCmd({"curl", "-sf", "-o", "/dev/null", url}, seconds(5)).exit_code == 0) return true;
-    std::this_thread::sleep_for(milliseconds(200));
-  }
-  return false;
-}
-
-// A store run from its Debian binary, on a free port, with its data in a
-// temporary directory that goes away with it.
-class Store {
- public:
-  enum class Kind { kVictoriaMetrics, kPrometheus };
-  explicit Store(Kind kind) : kind_(kind), port_(FreePort()), dir_(TempDir("store")) { Start(); }
-  ~Store() {
-    child_.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-  void Start() {
-    std::vector<std::string> argv;
-    if (kind_ == Kind::kVictoriaMetrics) {
-      // latencyOffset: by default the newest 30 s are hidden from queries.
-      argv = {"victoria-metrics", "-storageDataPath", dir_ + "/data", "-httpListenAddr",
-              fmt::format("127.0.0.1:{}", port_), "-search.latencyOffset=0s", "-loggerLevel",
-              "ERROR"};
-    } else {
-      std::ofstream(dir_ + "/prometheus.yml") << "global: {}\n";
-      argv = {"prometheus", "--config.file", dir_ + "/prometheus.yml", "--storage.tsdb.path",
-              dir_ + "/data", "--web.listen-address", fmt::format("127.0.0.1:{}", port_),
-              "--web.enable-remote-write-receiver", "--log.level", "error"};
-    }
-    child_ = std::make_unique<Child>(argv);
-    ready_ = WaitHttp(base() + (kind_ == Kind::kVictoriaMetrics ? "/health" : "/-/ready"),
-                      seconds(60));
-  }
-  // SIGTERM: a store that acknowledged samples keeps them (SIGKILL would
-  // lose VictoriaMetrics' unflushed second, which is not what is tested).
-  void Stop() {
-    child_->Signal(SIGTERM);
-    child_->Wait(seconds(30));
-    child_.reset();
-  }
-  bool ready() const { return ready_; }
-  std::string base() const { return fmt::format("http://127.0.0.1:{}", port_); }
-  std::string write_url() const { return base() + "/api/v1/write"; }
-  // An instant query; the result vector, or null on any error.
-  Json Query(const std::string& promql) const {
-    RunResult r = RunCmd({"curl", "-sf", base() + "/api/v1/query", "--data-urlencode",
-                          "query=" + promql});
-    Json doc = Json::parse(r.out, nullptr, false);
-    if (doc.is_discarded() || doc["status"] != "success") return nullptr;
-    return doc["data"]["result"];
-  }
-
- private:
-  Kind kind_;
-  int port_;
-  std::string dir_;
-  std::unique_ptr<Child> child_;
-  bool ready_ = false;
-};
-
-std::string Which(const std::string& tool) {
-  return RunCmd({"sh", "-c", "command -v " + tool}).out;
+// An instant query's result vector, or null on any error.
+Json Query(const Store& store, const std::string& promql) {
+  Json doc = Json::parse(store.QueryText(promql), nullptr, false);
+  if (doc.is_discarded() || doc["status"] != "success") return nullptr;
+  return doc["data"]["result"];
 }
 
 class StoreTest : public ::testing::Test {
@@ -188,7 +109,7 @@ class StoreTest : public ::testing::Test {
     auto until = std::chrono::steady_clock::now() + timeout;
     do {
       pairs.clear();
-      Json result = store.Query(kJoin);
+      Json result = Query(store, kJoin);
       if (result.is_array())
         for (const Json& r : result)
           pairs[fmt::format("{} -> {} {}:{}", r["metric"].value("src_service_name", "?"),

@@ -11,6 +11,9 @@ namespace svcmap::app {
 // with sigtimedwait and then shut down cleanly, detaching every program.
 absl::Status RunCommand(const Options& options);
 
+// `svcmap topology` (src/app/topology_command.cc).
+absl::Status RunTopology(const Options& options);
+
 }  // namespace svcmap::app
 
 #endif  // SVCMAP_APP_COMMANDS_H_

@@ -11,6 +11,11 @@ namespace svcmap::app {
 
 std::string Hostname();
 
+// The machine an agent reports: the host name, or "<host>/<netns>" when it
+// watches one network namespace by --netns (several agents on one host,
+// one per namespace, are then several machines to the topology).
+std::string MachineName(const std::string& netns_path);
+
 // The inode that identifies a network namespace: of the file at `path`
 // (e.g. /run/netns/web), or of this process's own namespace when empty.
 absl::StatusOr<uint32_t> NetnsInode(const std::string& path);

@@ -13,7 +13,7 @@
 
 namespace svcmap::app {
 
-enum class Command { kProbe, kTrace, kSnapshot, kAgent };
+enum class Command { kProbe, kTrace, kSnapshot, kAgent, kTopology };
 
 // Validated command line. Everything downstream takes this, never flags.
 struct Options {
@@ -40,6 +40,17 @@ struct Options {
   absl::Duration flow_idle_timeout = absl::Minutes(5);  // agent: 0 keeps flows forever
   std::string config_path;                          // agent: --config, reread on SIGHUP
   std::string log_level = "info";                   // error | warn | info | debug
+  bool conntrack = true;                            // snapshot, agent: resolve DNAT'd destinations
+  std::vector<std::string> map_agents;              // agent: other agents for /map
+  // topology: where from (exactly one), the window, how to print.
+  std::string tsdb_url;
+  std::vector<std::string> agent_urls;
+  std::vector<std::string> snapshot_paths;
+  std::string window = "5m";
+  std::vector<std::string> diff;                    // two windows, or empty
+  std::string format = "json";                      // json | dot | mermaid | svg | html
+  std::string group_by = "instance";                // instance | service | machine
+  std::string output_path;                          // stdout when empty
   std::vector<std::string> args;                    // argv as given, for a reload
 };
 

@@ -23,6 +23,7 @@ struct AgentHealth {
   uint64_t socks_full = 0;                 // kernel socket table full
   uint64_t decode_errors = 0;
   uint64_t scan_errors = 0;
+  uint64_t traffic_overflow = 0;           // per-connection rows over the flow table's cap
   uint64_t flows = 0;                      // flows tracked
   uint64_t expired_flows = 0;              // idle longer than --flow-idle-timeout
   bool remote_write = false;               // the fields below mean something
@@ -35,6 +36,7 @@ struct AgentHealth {
 
 struct MetricsOptions {
   size_t max_series = 100000;  // connection + traffic series, together
+  std::string machine;         // the host name, on the service series
 };
 
 struct Metrics {

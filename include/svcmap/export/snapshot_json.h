@@ -9,6 +9,10 @@
 
 namespace svcmap::exporter {
 
+// The snapshot document's "schema_version" (topology::ParseSnapshot reads
+// only this one).
+inline constexpr int kSnapshotSchemaVersion = 1;
+
 struct InstanceInfo {
   std::string hostname;
   std::string instance_ip;
@@ -16,6 +20,9 @@ struct InstanceInfo {
   uint32_t netns_inode = 0;
   std::string backend;
   double duration_s = 0;
+  // What the topology calls this machine: the host name, and the netns
+  // when only one is watched (app::MachineName).
+  std::string machine;
 };
 
 struct SnapshotStats {

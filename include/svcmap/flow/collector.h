@@ -1,6 +1,7 @@
 #ifndef SVCMAP_FLOW_COLLECTOR_H_
 #define SVCMAP_FLOW_COLLECTOR_H_
 
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -20,7 +21,15 @@ class Collector {
   explicit Collector(ProcessTable::Describer describer = nullptr, size_t max_traffic = 100000)
       : processes_(std::move(describer)), flows_(max_traffic) {}
 
+  // The real destination of a client socket behind a DNAT (nat::
+  // ConntrackResolver in the agent), asked for each client socket as it
+  // closes and for each live one in View(). None by default.
+  using NatLookup = std::function<void(SockRecord&)>;
+  void set_nat_lookup(NatLookup lookup) { nat_lookup_ = std::move(lookup); }
+
   void OnEvent(const SockEvent& ev);
+  // Events taken so far, by EventType.
+  const std::array<uint64_t, 4>& event_counts() const { return event_counts_; }
 
   struct Result {
     FlowView flows;
@@ -44,6 +53,8 @@ class Collector {
   ProcessTable processes_;
   ListenTable listeners_;
   FlowTable flows_;
+  std::array<uint64_t, 4> event_counts_{};
+  NatLookup nat_lookup_;
 };
 
 }  // namespace svcmap::flow

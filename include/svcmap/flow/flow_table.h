@@ -23,12 +23,15 @@ struct FlowKey {
   uint16_t local_port = 0;
   IpAddr remote_ip;
   uint16_t remote_port = 0;
+  // Client flows behind a DNAT: the real destination, one flow per backend.
+  IpAddr nat_ip;
+  uint16_t nat_port = 0;
 
   friend bool operator==(const FlowKey&, const FlowKey&) = default;
   template <typename H>
   friend H AbslHashValue(H h, const FlowKey& k) {
     return H::combine(std::move(h), k.process, k.netns, k.role, k.local_ip,
-                      k.local_port, k.remote_ip, k.remote_port);
+                      k.local_port, k.remote_ip, k.remote_port, k.nat_ip, k.nat_port);
   }
 };
 

@@ -51,6 +51,9 @@ struct ConnectionRow {
   IpAddr src_ip;
   IpAddr dst_ip;
   uint16_t dst_port = 0;
+  // Where a DNAT sent it (port 0: not translated).
+  IpAddr actual_dst_ip;
+  uint16_t actual_dst_port = 0;
   FlowStats stats;
 };
 

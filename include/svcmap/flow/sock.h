@@ -59,6 +59,10 @@ struct SockRecord {
   uint16_t remote_port = 0;
   uint64_t bytes_sent = 0;
   uint64_t bytes_received = 0;
+  // A client socket's real destination when a DNAT rewrote it (conntrack's
+  // reply tuple); port 0 when not translated or not known.
+  IpAddr nat_ip;
+  uint16_t nat_port = 0;
 };
 
 // Payload bytes according to the tcp_sock counters, read at close.

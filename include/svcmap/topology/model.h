@@ -1,0 +1,69 @@
+#ifndef SVCMAP_TOPOLOGY_MODEL_H_
+#define SVCMAP_TOPOLOGY_MODEL_H_
+
+// What the agents saw, in the seed's data model, whatever it was read from
+// (snapshot files, the agents' /api/snapshot, a Prometheus-compatible
+// store): the input of the cross-machine join.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace svcmap::topology {
+
+// SERVICE: a service instance on one machine, and when it was seen
+// listening (ms since the epoch; 0 when unknown: always).
+struct Instance {
+  std::string instance_id;
+  std::string instance_ip;
+  std::string name;
+  std::string machine;  // the agent's host name, or its instance label
+  uint32_t pid = 0;
+  std::vector<uint16_t> listen_ports;  // ascending
+  int64_t first_seen_ms = 0;
+  int64_t last_seen_ms = 0;
+};
+
+// SERVICE_CONNECTION: what one source instance sent to one destination.
+// `dst_ip:dst_port` is what it dialled; `actual_dst_*`, when set, is where
+// conntrack says the connection really went (DNAT: a Kubernetes ClusterIP,
+// an nftables/iptables rule, docker-proxy).
+struct Connection {
+  std::string src_instance_id;
+  std::string src_service_name;
+  std::string src_machine;
+  std::string src_ip;  // the source instance's address
+  std::string dst_ip;
+  uint16_t dst_port = 0;
+  std::string actual_dst_ip;
+  uint16_t actual_dst_port = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t bytes_received = 0;
+  uint64_t connections = 0;
+  int64_t first_seen_ms = 0;
+  int64_t last_seen_ms = 0;
+};
+
+// NETWORK_TRAFFIC: bytes both ways between a caller's address and a
+// destination, as either end's agent saw them.
+struct Traffic {
+  std::string src_ip;
+  std::string dst_ip;
+  uint16_t dst_port = 0;
+  uint64_t bytes = 0;
+};
+
+struct Observations {
+  std::vector<Instance> instances;
+  std::vector<Connection> connections;
+  std::vector<Traffic> traffic;
+};
+
+// Several sources into one: instances with the same id on the same machine
+// merge (their ports and time ranges), connections are kept side by side
+// (each agent reports only its own), and so are traffic rows.
+void Merge(Observations& into, Observations from);
+
+}  // namespace svcmap::topology
+
+#endif  // SVCMAP_TOPOLOGY_MODEL_H_

@@ -1,0 +1,256 @@
+#include <algorithm>
+#include <map>
+#include <set>
+#include <tuple>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
+#include "fmt/format.h"
+#include "svcmap/topology/graph.h"
+#include "svcmap/topology/model.h"
+
+namespace svcmap::topology {
+namespace {
+
+// 0 means "not known": such a range overlaps everything.
+bool Overlaps(int64_t a_first, int64_t a_last, int64_t b_first, int64_t b_last) {
+  if (a_first == 0 || a_last == 0 || b_first == 0 || b_last == 0) return true;
+  return a_first <= b_last && b_first <= a_last;
+}
+
+bool IsLoopback(std::string_view ip) { return ip.substr(0, 4) == "127." || ip == "::1"; }
+
+void MergePorts(std::vector<uint16_t>& into, const std::vector<uint16_t>& from) {
+  into.insert(into.end(), from.begin(), from.end());
+  std::sort(into.begin(), into.end());
+  into.erase(std::unique(into.begin(), into.end()), into.end());
+}
+
+void Widen(int64_t& first, int64_t& last, int64_t f, int64_t l) {
+  if (f != 0 && (first == 0 || f < first)) first = f;
+  if (l != 0 && l > last) last = l;
+}
+
+std::string Endpoint(const std::string& ip, uint16_t port) {
+  return ip.find(':') != std::string::npos ? fmt::format("[{}]:{}", ip, port)
+                                           : fmt::format("{}:{}", ip, port);
+}
+
+}  // namespace
+
+absl::StatusOr<GroupBy> ParseGroupBy(std::string_view text) {
+  if (text == "instance") return GroupBy::kInstance;
+  if (text == "service") return GroupBy::kService;
+  if (text == "machine") return GroupBy::kMachine;
+  return absl::InvalidArgumentError(
+      fmt::format("--group-by {:?}: want service, instance or machine", std::string(text)));
+}
+
+void Merge(Observations& into, Observations from) {
+  absl::flat_hash_map<std::string, size_t> by_id;
+  for (size_t i = 0; i < into.instances.size(); ++i)
+    by_id.emplace(into.instances[i].instance_id, i);
+  for (Instance& in : from.instances) {
+    auto it = by_id.find(in.instance_id);
+    if (it == by_id.end()) {
+      by_id.emplace(in.instance_id, into.instances.size());
+      into.instances.push_back(std::move(in));
+      continue;
+    }
+    Instance& have = into.instances[it->second];
+    MergePorts(have.listen_ports, in.listen_ports);
+    Widen(have.first_seen_ms, have.last_seen_ms, in.first_seen_ms, in.last_seen_ms);
+    if (have.pid == 0) have.pid = in.pid;
+    if (have.machine.empty()) have.machine = in.machine;
+  }
+  for (Connection& c : from.connections) into.connections.push_back(std::move(c));
+  for (Traffic& t : from.traffic) into.traffic.push_back(std::move(t));
+}
+
+Graph Join(const Observations& obs, GroupBy group_by) {
+  // Who listens where (the instances, by address and by machine).
+  std::map<std::pair<std::string, uint16_t>, std::vector<size_t>> by_addr;
+  std::map<std::pair<std::string, uint16_t>, std::vector<size_t>> by_machine_port;
+  absl::flat_hash_map<std::string, size_t> by_id;
+  for (size_t i = 0; i < obs.instances.size(); ++i) {
+    const Instance& in = obs.instances[i];
+    by_id.emplace(in.instance_id, i);
+    for (uint16_t p : in.listen_ports) {
+      by_addr[{in.instance_ip, p}].push_back(i);
+      by_machine_port[{in.machine, p}].push_back(i);
+    }
+  }
+
+  // Nodes as the join sees them (per instance), then as grouped.
+  auto node_id = [&](const Instance& in) -> std::string {
+    switch (group_by) {
+      case GroupBy::kInstance: return in.instance_id;
+      case GroupBy::kService: return in.name;
+      case GroupBy::kMachine: return in.machine.empty() ? in.instance_ip : in.machine;
+    }
+    return in.instance_id;
+  };
+  std::map<std::string, Node> nodes;
+  std::map<std::string, std::set<std::string>> node_ips, node_machines;
+  auto add_instance_node = [&](const Instance& in) -> const std::string& {
+    std::string id = node_id(in);
+    Node& n = nodes[id];
+    if (n.id.empty()) {
+      n.id = id;
+      n.service = group_by == GroupBy::kMachine ? "" : in.name;
+      n.instance_id = group_by == GroupBy::kInstance ? in.instance_id : "";
+    }
+    MergePorts(n.listen_ports, in.listen_ports);
+    node_ips[id].insert(in.instance_ip);
+    if (!in.machine.empty()) node_machines[id].insert(in.machine);
+    return nodes.find(id)->first;
+  };
+  for (const Instance& in : obs.instances) add_instance_node(in);
+
+  struct EdgeAgg {
+    Edge edge;
+    std::set<std::string> dst_ips;
+  };
+  std::map<std::tuple<std::string, std::string, uint16_t>, EdgeAgg> edges;
+  std::map<std::tuple<std::string, std::string, uint16_t>, Unmatched> unmatched;
+
+  for (const Connection& c : obs.connections) {
+    const std::string& ip = c.actual_dst_ip.empty() ? c.dst_ip : c.actual_dst_ip;
+    const uint16_t port = c.actual_dst_ip.empty() ? c.dst_port : c.actual_dst_port;
+    const std::vector<size_t>* claims = nullptr;
+    if (IsLoopback(ip)) {
+      auto it = by_machine_port.find({c.src_machine, port});
+      if (it != by_machine_port.end()) claims = &it->second;
+    } else {
+      auto it = by_addr.find({ip, port});
+      if (it != by_addr.end()) claims = &it->second;
+    }
+    std::set<std::string> candidate_ids;
+    size_t chosen = 0;
+    if (claims) {
+      for (size_t i : *claims) {
+        const Instance& in = obs.instances[i];
+        if (!Overlaps(in.first_seen_ms, in.last_seen_ms, c.first_seen_ms, c.last_seen_ms))
+          continue;
+        if (candidate_ids.insert(in.instance_id).second) chosen = i;
+      }
+    }
+    if (candidate_ids.size() > 1) {
+      Unmatched& u = unmatched[{c.src_instance_id, ip, port}];
+      u.src_instance_id = c.src_instance_id;
+      u.src_service_name = c.src_service_name;
+      u.dst_ip = ip;
+      u.dst_port = port;
+      u.reason = "ambiguous";
+      u.candidates.assign(candidate_ids.begin(), candidate_ids.end());
+      u.bytes_sent += c.bytes_sent;
+      u.bytes_received += c.bytes_received;
+      u.connections += c.connections;
+      continue;
+    }
+
+    // The source: its instance if an agent listed it, else what the
+    // connection itself says.
+    std::string src;
+    std::string src_service = c.src_service_name;
+    if (auto it = by_id.find(c.src_instance_id); it != by_id.end()) {
+      src = add_instance_node(obs.instances[it->second]);
+    } else {
+      Instance in;
+      in.instance_id = c.src_instance_id;
+      in.name = c.src_service_name;
+      in.instance_ip = c.src_ip;
+      in.machine = c.src_machine;
+      src = add_instance_node(in);
+    }
+
+    std::string dst, dst_service;
+    if (candidate_ids.size() == 1) {
+      const Instance& in = obs.instances[chosen];
+      dst = add_instance_node(in);
+      dst_service = in.name;
+    } else {
+      dst = Endpoint(ip, port);
+      Node& n = nodes[dst];
+      n.id = dst;
+      n.instance_ip = ip;
+      n.listen_ports = {port};
+      n.external = true;
+    }
+    EdgeAgg& e = edges[{src, dst, c.dst_port}];
+    e.edge.src = src;
+    e.edge.dst = dst;
+    e.edge.src_service = group_by == GroupBy::kMachine ? "" : src_service;
+    e.edge.dst_service = group_by == GroupBy::kMachine ? "" : dst_service;
+    e.edge.dst_port = c.dst_port;
+    e.edge.bytes_sent += c.bytes_sent;
+    e.edge.bytes_received += c.bytes_received;
+    e.edge.connections += c.connections;
+    e.dst_ips.insert(c.dst_ip);
+  }
+
+  // Traffic into a service from an address no agent covers: its caller was
+  // not observed, so there is no source to draw an edge from. Listed, not
+  // hidden (both ends' agents report a covered caller's traffic, and its
+  // address is then an instance's).
+  std::set<std::string> covered;
+  for (const Instance& in : obs.instances) covered.insert(in.instance_ip);
+  for (const Traffic& t : obs.traffic) {
+    if (covered.contains(t.src_ip) || IsLoopback(t.src_ip)) continue;
+    auto it = by_addr.find({t.dst_ip, t.dst_port});
+    if (it == by_addr.end()) continue;
+    std::set<std::string> ids;
+    for (size_t i : it->second) ids.insert(obs.instances[i].instance_id);
+    Unmatched& u = unmatched[{t.src_ip, t.dst_ip, t.dst_port}];
+    u.src_instance_id = t.src_ip;
+    u.dst_ip = t.dst_ip;
+    u.dst_port = t.dst_port;
+    u.reason = "caller not observed";
+    u.candidates.assign(ids.begin(), ids.end());
+    // Both directions, as NETWORK_TRAFFIC counts them.
+    u.bytes_sent += t.bytes;
+  }
+
+  Graph g;
+  for (auto& [id, n] : nodes) {
+    if (!n.external) {
+      const auto& ips = node_ips[id];
+      n.instance_ip = ips.size() == 1 ? *ips.begin() : "";
+      const auto& machines = node_machines[id];
+      n.machine = machines.size() == 1 ? *machines.begin() : "";
+    }
+    g.nodes.push_back(std::move(n));
+  }
+  for (auto& [k, e] : edges) {
+    e.edge.dst_ip = e.dst_ips.size() == 1 ? *e.dst_ips.begin() : "";
+    g.edges.push_back(std::move(e.edge));
+  }
+  for (auto& [k, u] : unmatched) g.unmatched.push_back(std::move(u));
+  return g;
+}
+
+std::string_view GuessProtocol(uint16_t port) {
+  switch (port) {
+    case 22: return "SSH";
+    case 25: return "SMTP";
+    case 53: return "DNS";
+    case 80: case 8080: case 8000: case 3000: return "HTTP";
+    case 443: case 8443: return "HTTPS";
+    case 2379: return "etcd";
+    case 3306: return "MySQL";
+    case 5432: return "PostgreSQL";
+    case 5672: return "AMQP";
+    case 6379: return "Redis";
+    case 8428: return "VictoriaMetrics";
+    case 9042: return "Cassandra";
+    case 9090: return "Prometheus";
+    case 9092: return "Kafka";
+    case 9200: return "Elasticsearch";
+    case 11211: return "memcached";
+    case 27017: return "MongoDB";
+    default: return "";
+  }
+}
+
+}  // namespace svcmap::topology

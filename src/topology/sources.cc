@@ -1,0 +1,452 @@
+#include "svcmap/topology/sources.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "fmt/format.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
+
+namespace svcmap::topology {
+namespace {
+
+using Json = nlohmann::json;
+
+// Debian's Abseil has its own string_view, not std's.
+absl::string_view A(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+absl::Status Bad(std::string_view origin, std::string_view why) {
+  return absl::InvalidArgumentError(fmt::format("{}: {}", origin, why));
+}
+
+// Typed field reads that never throw: a missing or mistyped field is empty.
+std::string Str(const Json& o, const char* key) {
+  auto it = o.find(key);
+  return it != o.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+uint64_t U64(const Json& o, const char* key) {
+  auto it = o.find(key);
+  return it != o.end() && it->is_number_unsigned() ? it->get<uint64_t>() : 0;
+}
+bool Port(const Json& v, uint16_t& out) {
+  if (!v.is_number_unsigned() || v.get<uint64_t>() > 65535) return false;
+  out = static_cast<uint16_t>(v.get<uint64_t>());
+  return true;
+}
+
+bool ParsePort(std::string_view s, uint16_t& out) {
+  uint32_t v = 0;
+  if (!absl::SimpleAtoi(A(s), &v) || v > 65535) return false;
+  out = static_cast<uint16_t>(v);
+  return true;
+}
+
+// A series' identity: its labels but the metric name.
+std::string SeriesKey(const std::map<std::string, std::string>& labels) {
+  std::string k;
+  for (const auto& [n, v] : labels) {
+    if (n == "__name__") continue;
+    k += n;
+    k.push_back('\x01');
+    k += v;
+    k.push_back('\x02');
+  }
+  return k;
+}
+
+std::string Label(const PromSample& s, const char* name) {
+  auto it = s.labels.find(name);
+  return it == s.labels.end() ? std::string() : it->second;
+}
+
+// A counter's increase over the window, from its value at each end.
+double Increase(double end, double start) { return end >= start ? end - start : end; }
+
+uint64_t Round(double v) { return v <= 0 || !std::isfinite(v) ? 0 : static_cast<uint64_t>(std::llround(v)); }
+
+}  // namespace
+
+absl::StatusOr<Observations> ParseSnapshot(std::string_view text, std::string_view origin) {
+  Json doc = Json::parse(text, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) return Bad(origin, "not a JSON object");
+  auto version = doc.find("schema_version");
+  if (version == doc.end() || !version->is_number_integer())
+    return Bad(origin, "no schema_version: not an svcmap snapshot (or one older than version 1)");
+  if (version->get<int64_t>() != kSnapshotSchemaVersion)
+    return Bad(origin, fmt::format("snapshot schema_version {}, this svcmap reads {}",
+                                   version->dump(), kSnapshotSchemaVersion));
+  auto inst = doc.find("instance");
+  auto services = doc.find("services");
+  auto connections = doc.find("connections");
+  if (inst == doc.end() || !inst->is_object() || services == doc.end() || !services->is_array() ||
+      connections == doc.end() || !connections->is_array())
+    return Bad(origin, "want \"instance\", \"services\" and \"connections\"");
+  // "machine" tells apart agents on one host that watch different network
+  // namespaces; older snapshots have only the host name.
+  std::string machine = Str(*inst, "machine");
+  if (machine.empty()) machine = Str(*inst, "hostname");
+  const std::string node_ip = Str(*inst, "instance_ip");
+
+  Observations obs;
+  std::map<std::string, std::string> ip_of;  // instance id -> its address
+  for (const Json& s : *services) {
+    if (!s.is_object()) return Bad(origin, "a service is not an object");
+    Instance in;
+    in.instance_id = Str(s, "instance_id");
+    in.instance_ip = Str(s, "instance_ip");
+    in.name = Str(s, "name");
+    in.machine = machine;
+    in.pid = static_cast<uint32_t>(std::min<uint64_t>(U64(s, "pid"), UINT32_MAX));
+    if (in.instance_id.empty() || in.name.empty())
+      return Bad(origin, "a service without instance_id or name");
+    if (in.instance_ip.empty()) in.instance_ip = node_ip;
+    if (auto ports = s.find("listen_ports"); ports != s.end()) {
+      if (!ports->is_array()) return Bad(origin, "listen_ports is not an array");
+      for (const Json& p : *ports) {
+        uint16_t port;
+        if (!Port(p, port)) return Bad(origin, "a listen port out of range");
+        in.listen_ports.push_back(port);
+      }
+    }
+    std::sort(in.listen_ports.begin(), in.listen_ports.end());
+    ip_of[in.instance_id] = in.instance_ip;
+    obs.instances.push_back(std::move(in));
+  }
+  for (const Json& c : *connections) {
+    if (!c.is_object()) return Bad(origin, "a connection is not an object");
+    Connection conn;
+    conn.src_instance_id = Str(c, "src_instance_id");
+    conn.src_service_name = Str(c, "src_service_name");
+    conn.src_machine = machine;
+    conn.src_ip = ip_of.contains(conn.src_instance_id) ? ip_of[conn.src_instance_id] : node_ip;
+    conn.dst_ip = Str(c, "dst_ip");
+    auto dp = c.find("dst_port");
+    if (conn.src_instance_id.empty() || conn.dst_ip.empty() || dp == c.end() ||
+        !Port(*dp, conn.dst_port))
+      return Bad(origin, "a connection without src_instance_id, dst_ip or dst_port");
+    conn.actual_dst_ip = Str(c, "actual_dst_ip");
+    if (auto ap = c.find("actual_dst_port");
+        ap != c.end() && !ap->is_null() && !Port(*ap, conn.actual_dst_port))
+      return Bad(origin, "actual_dst_port out of range");
+    conn.bytes_sent = U64(c, "bytes_sent");
+    conn.bytes_received = U64(c, "bytes_received");
+    conn.connections = U64(c, "connections");
+    obs.connections.push_back(std::move(conn));
+  }
+  if (auto traffic = doc.find("traffic"); traffic != doc.end() && traffic->is_array()) {
+    for (const Json& t : *traffic) {
+      if (!t.is_object()) return Bad(origin, "a traffic row is not an object");
+      Traffic row;
+      row.src_ip = Str(t, "src_ip");
+      row.dst_ip = Str(t, "dst_ip");
+      auto dp = t.find("dst_port");
+      if (dp == t.end() || !Port(*dp, row.dst_port)) return Bad(origin, "a traffic row's dst_port");
+      row.bytes = U64(t, "bytes");
+      obs.traffic.push_back(std::move(row));
+    }
+  }
+  return obs;
+}
+
+absl::StatusOr<std::vector<PromSample>> ParsePromVector(std::string_view text) {
+  Json doc = Json::parse(text, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) return absl::InvalidArgumentError("not JSON");
+  if (Str(doc, "status") != "success") {
+    std::string err = Str(doc, "error");
+    return absl::InvalidArgumentError(
+        fmt::format("query failed: {}", err.empty() ? "no \"status\":\"success\"" : err));
+  }
+  auto data = doc.find("data");
+  if (data == doc.end() || !data->is_object() || Str(*data, "resultType") != "vector")
+    return absl::InvalidArgumentError("want a \"vector\" result");
+  auto result = data->find("result");
+  if (result == data->end() || !result->is_array())
+    return absl::InvalidArgumentError("no result array");
+  std::vector<PromSample> out;
+  for (const Json& r : *result) {
+    auto metric = r.find("metric");
+    auto value = r.find("value");
+    if (!r.is_object() || metric == r.end() || !metric->is_object() || value == r.end() ||
+        !value->is_array() || value->size() != 2 || !(*value)[1].is_string())
+      return absl::InvalidArgumentError("a sample is not {metric, value: [t, \"v\"]}");
+    PromSample s;
+    for (const auto& [k, v] : metric->items()) {
+      if (!v.is_string()) return absl::InvalidArgumentError("a label value is not a string");
+      s.labels[k] = v.get<std::string>();
+    }
+    const std::string v = (*value)[1].get<std::string>();
+    if (!absl::SimpleAtod(v, &s.value)) return absl::InvalidArgumentError("a value is not a number");
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+namespace {
+
+// absl::ParseDuration, and whole days ("30d"), which windows often are.
+bool ParseSpan(std::string_view s, absl::Duration* d) {
+  if (!s.empty() && s.back() == 'd') {
+    int64_t days;
+    if (!absl::SimpleAtoi(A(s.substr(0, s.size() - 1)), &days) || days < 0) return false;
+    *d = absl::Hours(24 * days);
+    return true;
+  }
+  return absl::ParseDuration(A(s), d);
+}
+
+}  // namespace
+
+absl::StatusOr<Window> ParseWindow(std::string_view text, absl::Time now) {
+  auto bad = [&](std::string_view why) {
+    return absl::InvalidArgumentError(fmt::format("window {:?}: {}", std::string(text), why));
+  };
+  auto instant = [&](std::string_view s, absl::Time& out) -> bool {
+    if (s == "now") {
+      out = now;
+      return true;
+    }
+    if (s.substr(0, 4) == "now-") {
+      absl::Duration d;
+      if (!ParseSpan(s.substr(4), &d) || d < absl::ZeroDuration()) return false;
+      out = now - d;
+      return true;
+    }
+    int64_t secs;
+    if (absl::SimpleAtoi(A(s), &secs)) {
+      out = absl::FromUnixSeconds(secs);
+      return true;
+    }
+    std::string err;
+    return absl::ParseTime(absl::RFC3339_full, std::string(s), &out, &err);
+  };
+  Window w;
+  size_t dots = text.find("..");
+  if (dots == std::string_view::npos) {
+    absl::Duration d;
+    if (!ParseSpan(text, &d) || d <= absl::ZeroDuration())
+      return bad("want a duration (5m) or START..END");
+    w.end_ms = absl::ToUnixMillis(now);
+    w.start_ms = absl::ToUnixMillis(now - d);
+    return w;
+  }
+  absl::Time a, b;
+  if (!instant(text.substr(0, dots), a) || !instant(text.substr(dots + 2), b))
+    return bad("each end is now, now-DURATION, RFC 3339 or Unix seconds");
+  if (b <= a) return bad("it ends before it starts");
+  w.start_ms = absl::ToUnixMillis(a);
+  w.end_ms = absl::ToUnixMillis(b);
+  return w;
+}
+
+std::vector<TsdbQuery> TsdbQueries(const Window& w) {
+  // Ranges in whole seconds; the subquery step keeps ~200 points per
+  // window (at least 15 s, the agent's default push interval).
+  const int64_t range_s = std::max<int64_t>(1, (w.end_ms - w.start_ms + 999) / 1000);
+  const int64_t step_s = std::max<int64_t>(15, range_s / 200);
+  const std::string range = fmt::format("{}s", range_s);
+  const std::string sub = fmt::format("{}s:{}s", range_s, step_s);
+  // The value a counter had at the window's start: its last sample in the
+  // 5 minutes before (Prometheus' default lookback).
+  const std::string before = "5m";
+  std::vector<TsdbQuery> q = {
+      {"services", fmt::format("last_over_time(svcmap_service_info[{}])", range)},
+      {"ports", fmt::format("last_over_time(svcmap_service_listen_port_info[{}])", range)},
+      {"ports_first", fmt::format("min_over_time(timestamp(svcmap_service_listen_port_info)[{}])", sub)},
+      {"ports_last", fmt::format("max_over_time(timestamp(svcmap_service_listen_port_info)[{}])", sub)},
+      {"conn_first", fmt::format("min_over_time(timestamp(svcmap_connection_sent_bytes_total)[{}])", sub)},
+      {"conn_last", fmt::format("max_over_time(timestamp(svcmap_connection_sent_bytes_total)[{}])", sub)},
+  };
+  for (const auto& [name, metric] : std::vector<std::pair<std::string, std::string>>{
+           {"sent", "svcmap_connection_sent_bytes_total"},
+           {"received", "svcmap_connection_received_bytes_total"},
+           {"conns", "svcmap_connections_total"},
+           {"traffic", "svcmap_traffic_bytes_total"}}) {
+    q.push_back({name + "_end", fmt::format("last_over_time({}[{}])", metric, range), false});
+    q.push_back({name + "_start", fmt::format("last_over_time({}[{}])", metric, before), true});
+  }
+  return q;
+}
+
+absl::StatusOr<Observations> ObservationsFromTsdb(
+    const std::map<std::string, std::vector<PromSample>>& answers) {
+  auto get = [&](const char* name) -> const std::vector<PromSample>& {
+    static const std::vector<PromSample> kNone;
+    auto it = answers.find(name);
+    return it == answers.end() ? kNone : it->second;
+  };
+  // By series (labels but the name): a value.
+  auto by_series = [&](const char* name) {
+    std::map<std::string, double> m;
+    for (const PromSample& s : get(name)) m[SeriesKey(s.labels)] = s.value;
+    return m;
+  };
+
+  Observations obs;
+  std::map<std::string, Instance> instances;  // by instance_id
+  for (const PromSample& s : get("services")) {
+    Instance& in = instances[Label(s, "instance_id")];
+    in.instance_id = Label(s, "instance_id");
+    in.instance_ip = Label(s, "instance_ip");
+    in.name = Label(s, "name");
+    in.machine = Label(s, "machine");
+    uint32_t pid = 0;
+    if (absl::SimpleAtoi(Label(s, "pid"), &pid)) in.pid = pid;
+  }
+  const auto first = by_series("ports_first"), last = by_series("ports_last");
+  for (const PromSample& s : get("ports")) {
+    const std::string id = Label(s, "instance_id");
+    uint16_t port;
+    if (id.empty() || !ParsePort(Label(s, "port"), port))
+      return absl::InvalidArgumentError("svcmap_service_listen_port_info without instance_id or port");
+    Instance& in = instances[id];
+    in.instance_id = id;
+    if (in.instance_ip.empty()) in.instance_ip = Label(s, "instance_ip");
+    if (in.name.empty()) in.name = Label(s, "name");
+    if (in.machine.empty()) in.machine = Label(s, "machine");
+    in.listen_ports.push_back(port);
+    const std::string key = SeriesKey(s.labels);
+    auto f = first.find(key), l = last.find(key);
+    // Seconds (timestamp()) to ms; an instance is seen from its first port
+    // to its last.
+    if (f != first.end()) {
+      int64_t ms = static_cast<int64_t>(f->second * 1000);
+      if (in.first_seen_ms == 0 || ms < in.first_seen_ms) in.first_seen_ms = ms;
+    }
+    if (l != last.end()) in.last_seen_ms = std::max(in.last_seen_ms, static_cast<int64_t>(l->second * 1000));
+  }
+  for (auto& [id, in] : instances) {
+    std::sort(in.listen_ports.begin(), in.listen_ports.end());
+    in.listen_ports.erase(std::unique(in.listen_ports.begin(), in.listen_ports.end()),
+                          in.listen_ports.end());
+    obs.instances.push_back(in);
+  }
+
+  const auto sent_start = by_series("sent_start"), recv_end = by_series("received_end"),
+             recv_start = by_series("received_start"), conns_end = by_series("conns_end"),
+             conns_start = by_series("conns_start"), conn_first = by_series("conn_first"),
+             conn_last = by_series("conn_last");
+  auto at = [](const std::map<std::string, double>& m, const std::string& k) {
+    auto it = m.find(k);
+    return it == m.end() ? 0.0 : it->second;
+  };
+  for (const PromSample& s : get("sent_end")) {
+    const std::string key = SeriesKey(s.labels);
+    Connection c;
+    c.src_instance_id = Label(s, "src_instance_id");
+    c.src_service_name = Label(s, "src_service_name");
+    c.dst_ip = Label(s, "dst_ip");
+    if (c.src_instance_id.empty() || c.dst_ip.empty() || !ParsePort(Label(s, "dst_port"), c.dst_port))
+      return absl::InvalidArgumentError(
+          "svcmap_connection_sent_bytes_total without src_instance_id, dst_ip or dst_port");
+    c.actual_dst_ip = Label(s, "actual_dst_ip");
+    if (!c.actual_dst_ip.empty() && !ParsePort(Label(s, "actual_dst_port"), c.actual_dst_port))
+      return absl::InvalidArgumentError("actual_dst_ip without a valid actual_dst_port");
+    if (auto it = instances.find(c.src_instance_id); it != instances.end()) {
+      c.src_machine = it->second.machine;
+      c.src_ip = it->second.instance_ip;
+    }
+    c.bytes_sent = Round(Increase(s.value, at(sent_start, key)));
+    c.bytes_received = Round(Increase(at(recv_end, key), at(recv_start, key)));
+    c.connections = Round(Increase(at(conns_end, key), at(conns_start, key)));
+    c.first_seen_ms = static_cast<int64_t>(at(conn_first, key) * 1000);
+    c.last_seen_ms = static_cast<int64_t>(at(conn_last, key) * 1000);
+    // A flow idle for the whole window moved nothing in it.
+    if (c.bytes_sent == 0 && c.bytes_received == 0 && c.connections == 0) continue;
+    obs.connections.push_back(std::move(c));
+  }
+  const auto traffic_start = by_series("traffic_start");
+  for (const PromSample& s : get("traffic_end")) {
+    Traffic t;
+    t.src_ip = Label(s, "src_ip");
+    t.dst_ip = Label(s, "dst_ip");
+    if (!ParsePort(Label(s, "dst_port"), t.dst_port)) continue;
+    t.bytes = Round(Increase(s.value, at(traffic_start, SeriesKey(s.labels))));
+    if (t.bytes > 0) obs.traffic.push_back(std::move(t));
+  }
+  return obs;
+}
+
+absl::StatusOr<Observations> ReadSnapshotFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(fmt::format("{}: {}", path, std::strerror(errno)));
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseSnapshot(text.str(), path);
+}
+
+namespace {
+
+// "http://host:port[/prefix]" -> client and path prefix.
+absl::StatusOr<std::pair<std::string, std::string>> SplitUrl(const std::string& url,
+                                                             std::string_view flag) {
+  size_t scheme = url.find("://");
+  if (scheme == std::string::npos || (url.substr(0, scheme) != "http" && url.substr(0, scheme) != "https"))
+    return absl::InvalidArgumentError(fmt::format("{} {:?}: want http://host:port", flag, url));
+  size_t path = url.find('/', scheme + 3);
+  std::string base = url.substr(0, path);
+  std::string prefix = path == std::string::npos ? "" : url.substr(path);
+  while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
+  if (base.size() <= scheme + 3)
+    return absl::InvalidArgumentError(fmt::format("{} {:?}: no host", flag, url));
+  return std::pair{base, prefix};
+}
+
+absl::StatusOr<std::string> Get(const std::string& url, std::string_view flag,
+                                const std::string& path, const httplib::Params& params = {}) {
+  absl::StatusOr<std::pair<std::string, std::string>> parts = SplitUrl(url, flag);
+  if (!parts.ok()) return parts.status();
+  httplib::Client client(parts->first);
+  client.set_connection_timeout(std::chrono::seconds(5));
+  client.set_read_timeout(std::chrono::seconds(30));
+  httplib::Result res = params.empty()
+                            ? client.Get(parts->second + path)
+                            : client.Get(parts->second + path, params, httplib::Headers{});
+  if (!res)
+    return absl::UnavailableError(
+        fmt::format("{} {}: {}", flag, url, httplib::to_string(res.error())));
+  if (res->status != 200)
+    return absl::UnavailableError(fmt::format("{} {}{}: HTTP {}: {}", flag, url, path,
+                                              res->status, res->body.substr(0, 200)));
+  return res->body;
+}
+
+}  // namespace
+
+absl::StatusOr<Observations> FetchAgent(const std::string& base_url) {
+  absl::StatusOr<std::string> body = Get(base_url, "--agents", "/api/snapshot");
+  if (!body.ok()) return body.status();
+  return ParseSnapshot(*body, base_url + "/api/snapshot");
+}
+
+absl::StatusOr<Observations> QueryTsdb(const std::string& base_url, const Window& w) {
+  std::map<std::string, std::vector<PromSample>> answers;
+  for (const TsdbQuery& q : TsdbQueries(w)) {
+    const int64_t t_ms = q.at_start ? w.start_ms : w.end_ms;
+    httplib::Params params = {{"query", q.promql},
+                              {"time", fmt::format("{}.{:03}", t_ms / 1000, t_ms % 1000)}};
+    absl::StatusOr<std::string> body = Get(base_url, "--tsdb", "/api/v1/query", params);
+    if (!body.ok()) return body.status();
+    absl::StatusOr<std::vector<PromSample>> v = ParsePromVector(*body);
+    if (!v.ok())
+      return absl::InvalidArgumentError(
+          fmt::format("--tsdb {}: {}: {}", base_url, q.promql, std::string(v.status().message())));
+    answers[q.name] = *std::move(v);
+  }
+  absl::StatusOr<Observations> obs = ObservationsFromTsdb(answers);
+  if (!obs.ok()) return obs.status();
+  if (obs->instances.empty() && obs->connections.empty())
+    return absl::NotFoundError(
+        fmt::format("--tsdb {}: no svcmap series in the window (is an agent pushing there?)",
+                    base_url));
+  return obs;
+}
+
+}  // namespace svcmap::topology

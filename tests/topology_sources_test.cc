@@ -1,0 +1,167 @@
+#include "svcmap/topology/sources.h"
+
+#include "gtest/gtest.h"
+#include "svcmap/export/snapshot_json.h"
+
+namespace svcmap::topology {
+namespace {
+
+static_assert(kSnapshotSchemaVersion == exporter::kSnapshotSchemaVersion,
+              "the reader reads what the writer writes");
+
+constexpr char kSnapshot[] = R"({
+  "schema_version": 1,
+  "instance": {"hostname": "machine-a", "instance_ip": "10.0.0.1", "netns": "all",
+               "netns_inode": 0, "backend": "tracepoint", "duration_s": 5.0},
+  "services": [
+    {"instance_id": "app@10.0.0.1", "instance_ip": "10.0.0.1", "name": "app", "pid": 42,
+     "pids": [42], "exe": "/usr/bin/app", "name_source": "exe", "listen_ports": [8080],
+     "accepted": []},
+    {"instance_id": "curl@10.0.0.1", "instance_ip": "10.0.0.1", "name": "curl", "pid": 7,
+     "pids": [7], "exe": "", "name_source": "comm", "listen_ports": [], "accepted": []}
+  ],
+  "connections": [
+    {"src_instance_id": "app@10.0.0.1", "src_service_name": "app", "src_pid": 42,
+     "src_ip": "10.0.0.1", "dst_ip": "10.96.0.10", "dst_port": 6379,
+     "actual_dst_ip": "10.0.0.2", "actual_dst_port": 6379, "bytes": 30,
+     "bytes_sent": 10, "bytes_received": 20, "connections": 2, "failed": 0, "time": ""},
+    {"src_instance_id": "curl@10.0.0.1", "src_service_name": "curl", "src_pid": 7,
+     "src_ip": "10.0.0.1", "dst_ip": "10.0.0.3", "dst_port": 80, "actual_dst_ip": null,
+     "actual_dst_port": null, "bytes": 5, "bytes_sent": 2, "bytes_received": 3,
+     "connections": 1, "failed": 0, "time": ""}
+  ],
+  "traffic": [{"src_ip": "10.0.0.1", "src_port": 40000, "dst_ip": "10.0.0.3", "dst_port": 80,
+               "bytes": 5, "bytes_to_dst": 2, "bytes_to_src": 3, "observed_as": "client",
+               "pid": 7}],
+  "stats": {}, "completeness": null
+})";
+
+TEST(ParseSnapshotTest, ReadsTheSeedsTables) {
+  absl::StatusOr<Observations> o = ParseSnapshot(kSnapshot, "a.json");
+  ASSERT_TRUE(o.ok()) << o.status();
+  ASSERT_EQ(o->instances.size(), 2u);
+  EXPECT_EQ(o->instances[0].instance_id, "app@10.0.0.1");
+  EXPECT_EQ(o->instances[0].machine, "machine-a");
+  EXPECT_EQ(o->instances[0].pid, 42u);
+  EXPECT_EQ(o->instances[0].listen_ports, std::vector<uint16_t>{8080});
+  ASSERT_EQ(o->connections.size(), 2u);
+  EXPECT_EQ(o->connections[0].actual_dst_ip, "10.0.0.2");
+  EXPECT_EQ(o->connections[0].actual_dst_port, 6379);
+  EXPECT_EQ(o->connections[0].bytes_sent, 10u);
+  EXPECT_EQ(o->connections[0].connections, 2u);
+  EXPECT_EQ(o->connections[0].src_machine, "machine-a");
+  EXPECT_EQ(o->connections[1].actual_dst_ip, "");
+  ASSERT_EQ(o->traffic.size(), 1u);
+  EXPECT_EQ(o->traffic[0].bytes, 5u);
+}
+
+TEST(ParseSnapshotTest, RefusesOtherSchemasAndMalformedInput) {
+  std::string v2 = kSnapshot;
+  v2.replace(v2.find("\"schema_version\": 1"), 19, "\"schema_version\": 2");
+  absl::StatusOr<Observations> o = ParseSnapshot(v2, "b.json");
+  ASSERT_FALSE(o.ok());
+  EXPECT_NE(o.status().message().find("schema_version 2"), std::string::npos) << o.status();
+  EXPECT_NE(o.status().message().find("b.json"), std::string::npos);
+  std::string none = kSnapshot;
+  none.replace(none.find("\"schema_version\": 1,"), 20, "");
+  EXPECT_FALSE(ParseSnapshot(none, "c").ok());
+  for (const char* bad : {"", "[]", "{", "null", "{\"schema_version\": 1}",
+                          "{\"schema_version\": \"1\", \"instance\": {}, \"services\": [], "
+                          "\"connections\": []}",
+                          "{\"schema_version\": 1, \"instance\": {}, \"services\": [{}], "
+                          "\"connections\": []}",
+                          "{\"schema_version\": 1, \"instance\": {}, \"services\": [], "
+                          "\"connections\": [{\"src_instance_id\": \"a\", \"dst_ip\": \"x\", "
+                          "\"dst_port\": 70000}]}"})
+    EXPECT_FALSE(ParseSnapshot(bad, "x").ok()) << bad;
+}
+
+TEST(ParsePromVectorTest, ReadsSamplesAndRefusesErrors) {
+  absl::StatusOr<std::vector<PromSample>> v = ParsePromVector(R"({"status":"success","data":{
+    "resultType":"vector","result":[
+      {"metric":{"__name__":"svcmap_x","a":"1"},"value":[1700000000.5,"42"]},
+      {"metric":{},"value":[1700000000,"1e3"]}]}})");
+  ASSERT_TRUE(v.ok()) << v.status();
+  ASSERT_EQ(v->size(), 2u);
+  EXPECT_EQ((*v)[0].labels.at("a"), "1");
+  EXPECT_EQ((*v)[0].value, 42);
+  EXPECT_EQ((*v)[1].value, 1000);
+  absl::StatusOr<std::vector<PromSample>> err =
+      ParsePromVector(R"({"status":"error","errorType":"bad_data","error":"parse error at 3"})");
+  ASSERT_FALSE(err.ok());
+  EXPECT_NE(err.status().message().find("parse error at 3"), std::string::npos);
+  for (const char* bad :
+       {"", "<html>", R"({"status":"success","data":{"resultType":"matrix","result":[]}})",
+        R"({"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1]}]}})",
+        R"({"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":1},"value":[1,"2"]}]}})",
+        R"({"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"x"]}]}})"})
+    EXPECT_FALSE(ParsePromVector(bad).ok()) << bad;
+}
+
+TEST(ParseWindowTest, DurationsAndRanges) {
+  const absl::Time now = absl::FromUnixSeconds(1'700'000'000);
+  absl::StatusOr<Window> w = ParseWindow("5m", now);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(w->end_ms, 1'700'000'000'000);
+  EXPECT_EQ(w->start_ms, 1'700'000'000'000 - 300'000);
+  w = ParseWindow("now-2h..now-1h", now);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->end_ms - w->start_ms, 3'600'000);
+  w = ParseWindow("1699990000..2023-11-14T22:13:20Z", now);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->start_ms, 1'699'990'000'000);
+  EXPECT_EQ(w->end_ms, 1'700'000'000'000);
+  for (const char* bad : {"", "0s", "-5m", "now..now-1h", "yesterday..now", "5m..", "..now"})
+    EXPECT_FALSE(ParseWindow(bad, now).ok()) << bad;
+}
+
+PromSample S(std::map<std::string, std::string> labels, double v) { return {std::move(labels), v}; }
+
+TEST(ObservationsFromTsdbTest, BytesInTheWindowAreEndMinusStartAndResetsCount) {
+  std::map<std::string, std::string> conn = {{"src_instance_id", "app@10.0.0.1"},
+                                             {"src_service_name", "app"},
+                                             {"dst_ip", "10.0.0.2"},
+                                             {"dst_port", "5432"},
+                                             {"instance", "10.0.0.1"},
+                                             {"job", "svcmap"}};
+  std::map<std::string, std::string> reset = conn;
+  reset["dst_port"] = "6379";
+  std::map<std::string, std::vector<PromSample>> answers;
+  answers["services"] = {S({{"instance_id", "app@10.0.0.1"}, {"instance_ip", "10.0.0.1"},
+                            {"name", "app"}, {"pid", "42"}, {"machine", "a"}}, 1)};
+  answers["ports"] = {S({{"instance_id", "pg@10.0.0.2"}, {"instance_ip", "10.0.0.2"},
+                         {"name", "pg"}, {"port", "5432"}, {"machine", "b"}}, 1)};
+  answers["ports_first"] = {S({{"instance_id", "pg@10.0.0.2"}, {"instance_ip", "10.0.0.2"},
+                               {"name", "pg"}, {"port", "5432"}, {"machine", "b"}}, 1000.5)};
+  answers["sent_end"] = {S(conn, 5000), S(reset, 70)};
+  answers["sent_start"] = {S(conn, 1000), S(reset, 900)};  // reset: the agent restarted
+  answers["received_end"] = {S(conn, 300), S(reset, 7)};
+  answers["conns_end"] = {S(conn, 3), S(reset, 1)};
+  answers["conns_start"] = {S(conn, 1)};
+  absl::StatusOr<Observations> o = ObservationsFromTsdb(answers);
+  ASSERT_TRUE(o.ok()) << o.status();
+  ASSERT_EQ(o->instances.size(), 2u);
+  const Instance& pg = o->instances[1];
+  EXPECT_EQ(pg.instance_id, "pg@10.0.0.2");
+  EXPECT_EQ(pg.listen_ports, std::vector<uint16_t>{5432});
+  EXPECT_EQ(pg.first_seen_ms, 1000500);
+  ASSERT_EQ(o->connections.size(), 2u);
+  EXPECT_EQ(o->connections[0].bytes_sent, 4000u);
+  EXPECT_EQ(o->connections[0].bytes_received, 300u);
+  EXPECT_EQ(o->connections[0].connections, 2u);
+  EXPECT_EQ(o->connections[0].src_machine, "a");
+  EXPECT_EQ(o->connections[1].bytes_sent, 70u) << "a counter that went down was reset";
+
+  answers["sent_end"].push_back(S({{"src_instance_id", "x"}}, 1));
+  EXPECT_FALSE(ObservationsFromTsdb(answers).ok()) << "a series without its labels";
+}
+
+TEST(TsdbQueriesTest, EveryQueryNamesAnSvcmapMetric) {
+  std::vector<TsdbQuery> q = TsdbQueries({0, 3'600'000});
+  EXPECT_GE(q.size(), 10u);
+  for (const TsdbQuery& t : q) EXPECT_NE(t.promql.find("svcmap_"), std::string::npos) << t.promql;
+  EXPECT_NE(q[1].promql.find("[3600s]"), std::string::npos) << q[1].promql;
+}
+
+}  // namespace
+}  // namespace svcmap::topology
