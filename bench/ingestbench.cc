@@ -207,7 +207,7 @@ int Kernel(const Args& a) {
     return 1;
   }
   for (int k = 0; k < 4; ++k)
-    std::memcpy(const_cast<svcmap_event*>(&skel->rodata->tmpl[k]), &t[k], sizeof(svcmap_event));
+    std::memcpy(&skel->bss->tmpl[k], &t[k], sizeof(svcmap_event));
   skel->rodata->nr_clients = kClients;
   skel->rodata->nr_servers = kServers;
   if (int err = producer_bpf__load(skel.get())) {

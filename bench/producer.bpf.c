@@ -14,11 +14,12 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-const volatile struct svcmap_event tmpl[4] = {};
 const volatile __u32 nr_clients = 64;
 const volatile __u32 nr_servers = 16;
 
-/* Written by userspace before each run. */
+/* Written by userspace before each run. The templates are not rodata: clang
+ * folds a copy out of a zero-initialised const array into zeroes. */
+struct svcmap_event tmpl[4];
 volatile __u64 first_conn;
 volatile __u32 nr_events;
 volatile __u64 drops;
@@ -40,13 +41,13 @@ static long produce_one(u32 i, void *ctx)
 		return 0;
 	}
 	if (kind == 0)
-		__builtin_memcpy(e, (const void *)&tmpl[0], sizeof(*e));
+		__builtin_memcpy(e, &tmpl[0], sizeof(*e));
 	else if (kind == 1)
-		__builtin_memcpy(e, (const void *)&tmpl[1], sizeof(*e));
+		__builtin_memcpy(e, &tmpl[1], sizeof(*e));
 	else if (kind == 2)
-		__builtin_memcpy(e, (const void *)&tmpl[2], sizeof(*e));
+		__builtin_memcpy(e, &tmpl[2], sizeof(*e));
 	else
-		__builtin_memcpy(e, (const void *)&tmpl[3], sizeof(*e));
+		__builtin_memcpy(e, &tmpl[3], sizeof(*e));
 	/* Client side (connect, its close) and server side (accept, its close). */
 	if (kind == 0 || kind == 2) {
 		e->sock_id = conn * 2 + 1;

@@ -88,6 +88,25 @@ TEST(SnapshotJsonTest, UsesTheDataModelFieldNames) {
   EXPECT_DOUBLE_EQ(doc["completeness"]["ratio"].get<double>(), 0.99);
 }
 
+TEST(SnapshotJsonTest, TheStreamedTextIsTheSameDocument) {
+  flow::ServiceGraph g;
+  for (uint16_t port : {40000, 40001, 40002})
+    g.traffic.push_back({flow::IpAddr::V4(10, 0, 0, 1), port, *flow::IpAddr::Parse("fd00::2"),
+                         3306, 100, 20, flow::Role::kServer, 7, 0});
+  InstanceInfo inst{"host\"a", "10.0.0.2", "all", 0, "procfs", 1.5};
+  Completeness seen{true, 1, 2, 3};
+  nlohmann::ordered_json dom = SnapshotJson(inst, g, {}, seen, Clock{});
+  for (int indent : {-1, 2}) {
+    std::string text = SnapshotText(inst, g, {}, seen, Clock{}, indent);
+    nlohmann::json parsed = nlohmann::json::parse(text, nullptr, false);
+    ASSERT_FALSE(parsed.is_discarded()) << text;
+    EXPECT_EQ(parsed, nlohmann::json::parse(dom.dump())) << text;
+  }
+  flow::ServiceGraph empty;
+  EXPECT_EQ(nlohmann::json::parse(SnapshotText(inst, empty, {}, {}, Clock{}, 2))["traffic"],
+            nlohmann::json::array());
+}
+
 TEST(SnapshotJsonTest, CompletenessNeverGoesNegativeAndIsNullWhenUnknown) {
   // Seen before the counters were read: more seen than opened.
   nlohmann::ordered_json doc = SnapshotJson({}, {}, {}, Completeness{true, 3, 0, 5}, Clock{});

@@ -34,10 +34,11 @@ void Clock::AppendRfc3339(std::string& out, uint64_t boot_ns) const {
   out.append(ms);
 }
 
-nlohmann::ordered_json SnapshotJson(const InstanceInfo& instance,
-                                    const flow::ServiceGraph& graph,
-                                    const SnapshotStats& stats, const Completeness& completeness,
-                                    const Clock& clock) {
+namespace {
+
+nlohmann::ordered_json Document(const InstanceInfo& instance, const flow::ServiceGraph& graph,
+                                const SnapshotStats& stats, const Completeness& completeness,
+                                const Clock& clock, bool with_traffic) {
   using Json = nlohmann::ordered_json;
   Json doc;
   // Bumped whenever a field changes meaning or goes; readers refuse others.
@@ -101,7 +102,7 @@ nlohmann::ordered_json SnapshotJson(const InstanceInfo& instance,
   doc["connections"] = std::move(connections);
 
   Json traffic = Json::array();
-  for (const flow::TrafficRow& t : graph.traffic) {
+  for (const flow::TrafficRow& t : with_traffic ? graph.traffic : std::vector<flow::TrafficRow>{}) {
     traffic.push_back({{"src_ip", t.src_ip.ToString()},
                        {"src_port", t.src_port},
                        {"dst_ip", t.dst_ip.ToString()},
@@ -112,7 +113,7 @@ nlohmann::ordered_json SnapshotJson(const InstanceInfo& instance,
                        {"observed_as", flow::RoleName(t.observed_as)},
                        {"pid", t.pid}});
   }
-  doc["traffic"] = std::move(traffic);
+  if (with_traffic) doc["traffic"] = std::move(traffic);
 
   doc["stats"] = {{"ringbuf_drops", stats.ringbuf_drops},
                   {"socks_full", stats.socks_full},
@@ -143,6 +144,47 @@ nlohmann::ordered_json SnapshotJson(const InstanceInfo& instance,
     doc["completeness"] = nullptr;
   }
   return doc;
+}
+
+}  // namespace
+
+nlohmann::ordered_json SnapshotJson(const InstanceInfo& instance,
+                                    const flow::ServiceGraph& graph,
+                                    const SnapshotStats& stats, const Completeness& completeness,
+                                    const Clock& clock) {
+  return Document(instance, graph, stats, completeness, clock, true);
+}
+
+std::string SnapshotText(const InstanceInfo& instance, const flow::ServiceGraph& graph,
+                         const SnapshotStats& stats, const Completeness& completeness,
+                         const Clock& clock, int indent) {
+  // Process names are arbitrary bytes: never throw on invalid UTF-8.
+  std::string out = Document(instance, graph, stats, completeness, clock, false)
+                        .dump(indent, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+  out.pop_back();  // the closing brace; the rows go in before it
+  out.reserve(out.size() + graph.traffic.size() * (indent >= 0 ? 330 : 230) + 64);
+  const bool pretty = indent >= 0;
+  const std::string nl = pretty ? "\n" : "", in1(pretty ? indent : 0, ' '),
+                    in2(pretty ? 2 * indent : 0, ' '), in3(pretty ? 3 * indent : 0, ' ');
+  const char* colon = pretty ? ": " : ":";
+  while (pretty && !out.empty() && out.back() == '\n') out.pop_back();
+  out += "," + nl + in1 + "\"traffic\"" + colon + "[";
+  bool first = true;
+  for (const flow::TrafficRow& t : graph.traffic) {
+    out += first ? nl : "," + nl;
+    first = false;
+    // Addresses, numbers and role names: nothing here needs escaping.
+    fmt::format_to(std::back_inserter(out),
+                   "{0}{{{1}{2}\"src_ip\"{3}\"{4}\",{1}{2}\"src_port\"{3}{5},{1}{2}\"dst_ip\"{3}"
+                   "\"{6}\",{1}{2}\"dst_port\"{3}{7},{1}{2}\"bytes\"{3}{8},{1}{2}\"bytes_to_dst\"{3}{9},"
+                   "{1}{2}\"bytes_to_src\"{3}{10},{1}{2}\"observed_as\"{3}\"{11}\",{1}{2}\"pid\"{3}{12}{1}{0}}}",
+                   in2, nl, in3, colon, t.src_ip.ToString(), t.src_port, t.dst_ip.ToString(),
+                   t.dst_port, t.bytes_to_dst + t.bytes_to_src, t.bytes_to_dst, t.bytes_to_src,
+                   flow::RoleName(t.observed_as), t.pid);
+  }
+  out += first ? "]" : nl + in1 + "]";
+  out += nl + "}";
+  return out;
 }
 
 }  // namespace svcmap::exporter

@@ -57,7 +57,7 @@ TrafficKey FlowTable::TrafficKeyOf(const SockRecord& s, Role role) {
 }
 
 void FlowTable::AddTo(FlowView& view, const SockRecord& s, uint64_t seen_ns,
-                      Role role, bool closed) const {
+                      Role role, bool closed, bool collapse_src_ports) const {
   // A role the hooks did not see being set means the socket predates them.
   if (!s.seeded && (s.role == Role::kClient || s.role == Role::kServer)) ++view.opened[s.netns];
   // A child socket that never established (its handshake lost a race, or
@@ -68,6 +68,7 @@ void FlowTable::AddTo(FlowView& view, const SockRecord& s, uint64_t seen_ns,
   view.flows[KeyOf(s, role)].Add(s, seen_ns, closed);
   if (!s.established) return;  // no 4-tuple worth listing
   TrafficKey tk = TrafficKeyOf(s, role);
+  if (collapse_src_ports) tk.src_port = 0;
   auto it = view.traffic.find(tk);
   if (it == view.traffic.end()) {
     if (view.traffic.size() >= max_traffic_) {
@@ -91,14 +92,45 @@ void FlowTable::AddClosed(const SockRecord& s, uint64_t close_ns,
 }
 
 FlowView FlowTable::View(absl::Span<const SockRecord> live, uint64_t now_ns,
-                         const IsServerFn& is_server) const {
-  FlowView view = closed_;
-  for (const SockRecord& s : live) {
-    if (s.role == Role::kListener) continue;
-    if (closed_ids_.contains(SockId{s.sock_id, s.open_ns})) continue;
-    AddTo(view, s, now_ns, EffectiveRole(s, is_server), false);
+                         const IsServerFn& is_server, const ViewOptions& options) const {
+  FlowView view = StartView(options);
+  for (const SockRecord& s : live) AddLive(view, s, now_ns, is_server, options);
+  return view;
+}
+
+FlowView FlowTable::StartView(const ViewOptions& options) const {
+  FlowView view;
+  view.flows = closed_.flows;
+  view.opened = closed_.opened;
+  view.traffic_overflow = closed_.traffic_overflow;
+  if (!options.collapse_src_ports) {
+    view.traffic = closed_.traffic;
+  } else {
+    for (const auto& [k, t] : closed_.traffic) {
+      TrafficKey key = k;
+      key.src_port = 0;
+      TrafficStats& into = view.traffic[key];
+      into.bytes_to_dst += t.bytes_to_dst;
+      into.bytes_to_src += t.bytes_to_src;
+      into.last_seen_ns = std::max(into.last_seen_ns, t.last_seen_ns);
+      into.process = t.process;
+    }
   }
   return view;
+}
+
+void FlowTable::AddLive(FlowView& view, const SockRecord& s, uint64_t now_ns,
+                        const IsServerFn& is_server, const ViewOptions& options) const {
+  if (s.role == Role::kListener) return;
+  if (closed_ids_.contains(SockId{s.sock_id, s.open_ns})) return;
+  const Role role = EffectiveRole(s, is_server);
+  if (options.nat && role == Role::kClient && s.established) {
+    SockRecord translated = s;
+    options.nat(translated);
+    AddTo(view, translated, now_ns, role, false, options.collapse_src_ports);
+  } else {
+    AddTo(view, s, now_ns, role, false, options.collapse_src_ports);
+  }
 }
 
 void FlowTable::ForgetClosedBefore(uint64_t ns) {

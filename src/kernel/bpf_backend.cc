@@ -284,24 +284,28 @@ int BpfBackend::OnRecord(void* ctx, void* data, size_t size) {
   return 0;
 }
 
-absl::StatusOr<std::vector<flow::SockRecord>> BpfBackend::ReadLive() {
-  // First TCP's own counters into every tracked entry, then the entries. Userspace never writes the
-  // map, and the hooks' counters are atomic adds, so reading loses nothing.
+absl::Status BpfBackend::RefreshLive() {
+  // TCP's own counters into every tracked entry; one walk covers every
+  // namespace. Should it fail, the hooks' counts still stand: the entries
+  // are read either way.
   if (files_link_) {
-    // One walk covers every namespace. Should it fail, the hooks' counts
-    // still stand: say nothing here, the entries are read either way.
     std::lock_guard<std::mutex> lock(walk_mu_);
     (void)WalkIterator(files_link_.get());
   }
-  return BatchRead();
+  return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<flow::SockRecord>> BpfBackend::BatchRead() {
+absl::Status BpfBackend::ForEachLive(const LiveFn& fn) {
+  // Userspace never writes the map, and the hooks' counters are atomic
+  // adds, so reading loses nothing.
+  return BatchRead(fn);
+}
+
+absl::Status BpfBackend::BatchRead(const LiveFn& fn) {
   const int fd = bpf_map__fd(skel_->maps.socks);
-  std::vector<flow::SockRecord> out;
   // The hash map's batch cursor is a bucket index; a bucket holding more
   // entries than fit in one call is ENOSPC, and the call is made again
-  // with room for more.
+  // with room for more. Chunks keep the memory small whatever the table.
   uint32_t chunk = 4096;
   std::vector<uint64_t> keys(chunk);
   std::vector<svcmap_sock_state> values(chunk);
@@ -326,13 +330,13 @@ absl::StatusOr<std::vector<flow::SockRecord>> BpfBackend::BatchRead() {
     for (uint32_t i = 0; i < count; ++i) {
       absl::StatusOr<flow::SockRecord> r = DecodeLive(keys[i], values[i]);
       if (r.ok())
-        out.push_back(*std::move(r));
+        fn(*r);
       else
         ingest_.decode_errors.fetch_add(1, std::memory_order_relaxed);
     }
     if (err == ENOENT) break;  // past the last bucket
   }
-  return out;
+  return absl::OkStatus();
 }
 
 BackendStats BpfBackend::Stats() const {

@@ -110,10 +110,12 @@ void ProcfsBackend::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-absl::StatusOr<std::vector<flow::SockRecord>> ProcfsBackend::ReadLive() {
-  if (absl::Status s = ScanOnce(); !s.ok()) return s;
+absl::Status ProcfsBackend::RefreshLive() { return ScanOnce(); }
+
+absl::Status ProcfsBackend::ForEachLive(const LiveFn& fn) {
   std::lock_guard<std::mutex> lock(scan_mu_);
-  return tracker_.Live();
+  for (const flow::SockRecord& r : tracker_.Live()) fn(r);
+  return absl::OkStatus();
 }
 
 BackendStats ProcfsBackend::Stats() const {

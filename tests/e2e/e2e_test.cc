@@ -728,7 +728,7 @@ TEST_F(E2eTest, AgentServesTheSeedTablesAsMetricsWithExactBytes) {
   std::string metrics_b = RunCmd({"curl", "-sf", "http://127.0.0.1:19502/metrics"}).out;
   EXPECT_NE(metrics_b.find(fmt::format(
                 R"(svcmap_service_listen_port_info{{instance_id="e2e-server@{0}",instance_ip="{0}",name="e2e-server",port="{1}",machine="{2}"}} 1)",
-                hosts_->b_ip4, port, Hostname())),
+                hosts_->b_ip4, port, Hostname() + "/" + hosts_->b)),
             std::string::npos)
       << metrics_b;
   EXPECT_EQ(metrics_b.find("svcmap_connection_sent_bytes_total{"), std::string::npos) << metrics_b;

@@ -3,8 +3,10 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "svcmap/flow/flow_table.h"
 #include "svcmap/flow/listen_table.h"
@@ -37,7 +39,14 @@ class Collector {
   };
   // `live` came from the kernel at `now_ns`, before the last events were
   // drained (see FlowTable).
-  Result View(absl::Span<const SockRecord> live, uint64_t now_ns);
+  // `collapse_src_ports`: see FlowTable::ViewOptions.
+  Result View(absl::Span<const SockRecord> live, uint64_t now_ns,
+              bool collapse_src_ports = false);
+  // The same, with the live sockets handed over one at a time by `source`
+  // (Backend::ForEachLive), so that a large table is never held whole.
+  using LiveSource = std::function<absl::Status(const std::function<void(const SockRecord&)>&)>;
+  absl::StatusOr<Result> ViewLive(const LiveSource& source, uint64_t now_ns,
+                                  bool collapse_src_ports = false);
 
   // Closed flows idle since before `ns` go (FlowTable::ExpireIdle).
   size_t ExpireIdle(uint64_t ns) { return flows_.ExpireIdle(ns); }

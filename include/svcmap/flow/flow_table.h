@@ -81,6 +81,16 @@ struct FlowView {
   absl::flat_hash_map<uint32_t, uint64_t> opened;
 };
 
+struct FlowViewOptions {
+  // NETWORK_TRAFFIC without the client's port: one row per (src_ip,
+  // dst_ip, dst_port), which is all the metrics export, at a fraction of
+  // the memory of a row per connection.
+  bool collapse_src_ports = false;
+  // Fills a client socket's real destination behind a DNAT (nat_ip/port);
+  // asked for each live established client socket.
+  std::function<void(SockRecord&)> nat;
+};
+
 // Flows built from sockets. Closed sockets accumulate here; live sockets are
 // laid over them in each View() and never stored, so a socket is counted
 // exactly once: by its close if it closed, else by its live state.
@@ -93,6 +103,7 @@ class FlowTable {
   // Resolves a socket of unknown role (one older than the tracer): true if
   // its local port is a listening port, i.e. it is the server end.
   using IsServerFn = std::function<bool(const SockRecord&)>;
+  using ViewOptions = FlowViewOptions;
 
   explicit FlowTable(size_t max_traffic = 100000) : max_traffic_(max_traffic) {}
 
@@ -100,7 +111,11 @@ class FlowTable {
   // `live` was read from the kernel at `live_read_ns`, before the events
   // already given to AddClosed were drained.
   FlowView View(absl::Span<const SockRecord> live, uint64_t now_ns,
-                const IsServerFn& is_server) const;
+                const IsServerFn& is_server, const ViewOptions& options = {}) const;
+  // View() one live socket at a time: StartView, then AddLive for each.
+  FlowView StartView(const ViewOptions& options) const;
+  void AddLive(FlowView& view, const SockRecord& s, uint64_t now_ns, const IsServerFn& is_server,
+               const ViewOptions& options) const;
   // Forgets closed-socket ids older than `ns`: no live read older than that
   // will be passed to View() again.
   void ForgetClosedBefore(uint64_t ns);
@@ -124,8 +139,8 @@ class FlowTable {
       return H::combine(std::move(h), k.sock_id, k.open_ns);
     }
   };
-  void AddTo(FlowView& view, const SockRecord& s, uint64_t seen_ns, Role role,
-             bool closed) const;
+  void AddTo(FlowView& view, const SockRecord& s, uint64_t seen_ns, Role role, bool closed,
+             bool collapse_src_ports = false) const;
 
   size_t max_traffic_;
   FlowView closed_;

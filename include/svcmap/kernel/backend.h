@@ -42,8 +42,22 @@ class Backend {
   virtual absl::Status Start(EventSink sink) = 0;
   // Delivers what is pending, then stops. Idempotent.
   virtual void Stop() = 0;
-  // Every socket alive now, with its byte totals so far.
-  virtual absl::StatusOr<std::vector<flow::SockRecord>> ReadLive() = 0;
+  using LiveFn = std::function<void(const flow::SockRecord&)>;
+  // Brings the live table up to date (TCP's counters, a scan); may deliver
+  // events to the sink, so call it without holding what the sink locks.
+  virtual absl::Status RefreshLive() = 0;
+  // Every socket alive as of the last refresh, with its byte totals so far,
+  // one at a time: a node's live table can be large, and this never holds
+  // all of it. Delivers no events.
+  virtual absl::Status ForEachLive(const LiveFn& fn) = 0;
+  // Both, gathered (tests, small tools).
+  absl::StatusOr<std::vector<flow::SockRecord>> ReadLive() {
+    if (absl::Status s = RefreshLive(); !s.ok()) return s;
+    std::vector<flow::SockRecord> out;
+    absl::Status s = ForEachLive([&](const flow::SockRecord& r) { out.push_back(r); });
+    if (!s.ok()) return s;
+    return out;
+  }
   virtual BackendStats Stats() const = 0;
   // What is attached or read, for the start-up line: "tp_btf/...", ...
   virtual const std::vector<std::string>& attached() const = 0;

@@ -51,7 +51,8 @@ class BpfBackend final : public Backend {
 
   // Every socket the kernel is tracking now, with running byte totals
   // reconciled with TCP's own (see flow::ReconcileBytes).
-  absl::StatusOr<std::vector<flow::SockRecord>> ReadLive() override;
+  absl::Status RefreshLive() override;
+  absl::Status ForEachLive(const LiveFn& fn) override;
   BackendStats Stats() const override;
   // "tp_btf/inet_sock_set_state", ... : what is attached.
   const std::vector<std::string>& attached() const override { return attached_; }
@@ -79,8 +80,8 @@ class BpfBackend final : public Backend {
   // Gives the sockets that predate the hooks owners and entries: iter/tcp
   // per netns (when `iter_tcp`), then the file walk.
   absl::Status Seed(bool iter_tcp);
-  // Every entry of the socks map, as it is now.
-  absl::StatusOr<std::vector<flow::SockRecord>> BatchRead();
+  // Every entry of the socks map, as it is now, to `fn`.
+  absl::Status BatchRead(const LiveFn& fn);
   void DrainLoop();
 
   std::unique_ptr<svcmap_bpf, SkelDeleter> skel_;

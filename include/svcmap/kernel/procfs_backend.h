@@ -38,7 +38,8 @@ class ProcfsBackend final : public Backend {
   absl::Status Start(EventSink sink) override;
   void Stop() override;
   // Scans now: the answer is as fresh as it can be.
-  absl::StatusOr<std::vector<flow::SockRecord>> ReadLive() override;
+  absl::Status RefreshLive() override;
+  absl::Status ForEachLive(const LiveFn& fn) override;
   BackendStats Stats() const override;
   const std::vector<std::string>& attached() const override { return attached_; }
 
