@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/strings/match.h"
 #include "fmt/format.h"
 #include "svcmap/topology/graph.h"
@@ -69,9 +70,10 @@ void Merge(Observations& into, Observations from) {
 }
 
 Graph Join(const Observations& obs, GroupBy group_by) {
-  // Who listens where (the instances, by address and by machine).
-  std::map<std::pair<std::string, uint16_t>, std::vector<size_t>> by_addr;
-  std::map<std::pair<std::string, uint16_t>, std::vector<size_t>> by_machine_port;
+  // Who listens where (the instances, by address and by machine). Hash
+  // maps: the join is a lookup per connection (bench/topobench.cc).
+  absl::flat_hash_map<std::pair<std::string, uint16_t>, std::vector<size_t>> by_addr;
+  absl::flat_hash_map<std::pair<std::string, uint16_t>, std::vector<size_t>> by_machine_port;
   absl::flat_hash_map<std::string, size_t> by_id;
   for (size_t i = 0; i < obs.instances.size(); ++i) {
     const Instance& in = obs.instances[i];
@@ -91,28 +93,36 @@ Graph Join(const Observations& obs, GroupBy group_by) {
     }
     return in.instance_id;
   };
-  std::map<std::string, Node> nodes;
-  std::map<std::string, std::set<std::string>> node_ips, node_machines;
+  struct NodeAgg {
+    Node node;
+    std::set<std::string> ips, machines;
+  };
+  // node_hash_map: node_of points at its keys, which must not move.
+  absl::node_hash_map<std::string, NodeAgg> nodes;
+  // Each instance's node, once: the join refers to it per connection.
+  std::vector<const std::string*> node_of(obs.instances.size(), nullptr);
   auto add_instance_node = [&](const Instance& in) -> const std::string& {
     std::string id = node_id(in);
-    Node& n = nodes[id];
-    if (n.id.empty()) {
-      n.id = id;
-      n.service = group_by == GroupBy::kMachine ? "" : in.name;
-      n.instance_id = group_by == GroupBy::kInstance ? in.instance_id : "";
+    auto [it, fresh] = nodes.try_emplace(id);
+    NodeAgg& n = it->second;
+    if (fresh) {
+      n.node.id = id;
+      n.node.service = group_by == GroupBy::kMachine ? "" : in.name;
+      n.node.instance_id = group_by == GroupBy::kInstance ? in.instance_id : "";
     }
-    MergePorts(n.listen_ports, in.listen_ports);
-    node_ips[id].insert(in.instance_ip);
-    if (!in.machine.empty()) node_machines[id].insert(in.machine);
-    return nodes.find(id)->first;
+    MergePorts(n.node.listen_ports, in.listen_ports);
+    n.ips.insert(in.instance_ip);
+    if (!in.machine.empty()) n.machines.insert(in.machine);
+    return it->first;
   };
-  for (const Instance& in : obs.instances) add_instance_node(in);
+  for (size_t i = 0; i < obs.instances.size(); ++i)
+    node_of[i] = &add_instance_node(obs.instances[i]);
 
   struct EdgeAgg {
     Edge edge;
     std::set<std::string> dst_ips;
   };
-  std::map<std::tuple<std::string, std::string, uint16_t>, EdgeAgg> edges;
+  absl::flat_hash_map<std::tuple<std::string, std::string, uint16_t>, EdgeAgg> edges;
   std::map<std::tuple<std::string, std::string, uint16_t>, Unmatched> unmatched;
 
   for (const Connection& c : obs.connections) {
@@ -126,7 +136,7 @@ Graph Join(const Observations& obs, GroupBy group_by) {
       auto it = by_addr.find({ip, port});
       if (it != by_addr.end()) claims = &it->second;
     }
-    std::set<std::string> candidate_ids;
+    std::set<std::string_view> candidate_ids;
     size_t chosen = 0;
     if (claims) {
       for (size_t i : *claims) {
@@ -153,9 +163,9 @@ Graph Join(const Observations& obs, GroupBy group_by) {
     // The source: its instance if an agent listed it, else what the
     // connection itself says.
     std::string src;
-    std::string src_service = c.src_service_name;
+    const std::string& src_service = c.src_service_name;
     if (auto it = by_id.find(c.src_instance_id); it != by_id.end()) {
-      src = add_instance_node(obs.instances[it->second]);
+      src = *node_of[it->second];
     } else {
       Instance in;
       in.instance_id = c.src_instance_id;
@@ -168,11 +178,11 @@ Graph Join(const Observations& obs, GroupBy group_by) {
     std::string dst, dst_service;
     if (candidate_ids.size() == 1) {
       const Instance& in = obs.instances[chosen];
-      dst = add_instance_node(in);
+      dst = *node_of[chosen];
       dst_service = in.name;
     } else {
       dst = Endpoint(ip, port);
-      Node& n = nodes[dst];
+      Node& n = nodes[dst].node;
       n.id = dst;
       n.instance_ip = ip;
       n.listen_ports = {port};
@@ -213,19 +223,25 @@ Graph Join(const Observations& obs, GroupBy group_by) {
   }
 
   Graph g;
-  for (auto& [id, n] : nodes) {
+  g.nodes.reserve(nodes.size());
+  for (auto& [id, agg] : nodes) {
+    Node& n = agg.node;
     if (!n.external) {
-      const auto& ips = node_ips[id];
-      n.instance_ip = ips.size() == 1 ? *ips.begin() : "";
-      const auto& machines = node_machines[id];
-      n.machine = machines.size() == 1 ? *machines.begin() : "";
+      n.instance_ip = agg.ips.size() == 1 ? *agg.ips.begin() : "";
+      n.machine = agg.machines.size() == 1 ? *agg.machines.begin() : "";
     }
     g.nodes.push_back(std::move(n));
   }
+  std::sort(g.nodes.begin(), g.nodes.end(),
+            [](const Node& a, const Node& b) { return a.id < b.id; });
+  g.edges.reserve(edges.size());
   for (auto& [k, e] : edges) {
     e.edge.dst_ip = e.dst_ips.size() == 1 ? *e.dst_ips.begin() : "";
     g.edges.push_back(std::move(e.edge));
   }
+  std::sort(g.edges.begin(), g.edges.end(), [](const Edge& a, const Edge& b) {
+    return std::tie(a.src, a.dst, a.dst_port) < std::tie(b.src, b.dst, b.dst_port);
+  });
   for (auto& [k, u] : unmatched) g.unmatched.push_back(std::move(u));
   return g;
 }
