@@ -37,6 +37,7 @@
 #include "svcmap/topology/sources.h"
 #include "svcmap/topology/writers.h"
 #include "svcmap/app/map_page.h"
+#include "svcmap/ui/top_view.h"
 #include "absl/container/flat_hash_map.h"
 
 namespace svcmap::app {
@@ -490,7 +491,24 @@ absl::Status RunSnapshot(const Options& o) {
 // One daemon per node: the backend runs until SIGTERM/SIGINT, every HTTP
 // request computes the view from the events so far plus the live sockets of
 // that moment, and every --push-interval the same metrics go to the store.
+// --check-config: everything the agent would refuse at start, without root
+// and without loading anything (a manifest's args, a unit's flags).
+absl::Status CheckAgentConfig(const Options& o) {
+  absl::StatusOr<identity::ServiceNamer> namer = MakeNamer(o);
+  if (!namer.ok()) return namer.status();
+  if (!o.netns_path.empty())
+    if (absl::StatusOr<uint32_t> ino = NetnsInode(o.netns_path); !ino.ok()) return ino.status();
+  for (const std::string& url : o.map_agents)
+    if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0)
+      return absl::InvalidArgumentError(fmt::format("--map-agents {:?}: want http://host:port", url));
+  fmt::print("svcmap: config ok: listen {}, {} naming rules, remote write {}, push every {}\n",
+             o.listen, o.name_rules.size(), o.remote_write_url.empty() ? "off" : o.remote_write_url,
+             absl::FormatDuration(o.push_interval));
+  return absl::OkStatus();
+}
+
 absl::Status RunAgent(const Options& o) {
+  if (o.check_config) return CheckAgentConfig(o);
   if (absl::Status s = CheckRoot(); !s.ok()) return s;
   // Each HTTP worker thread would get a malloc arena of its own and keep
   // the peak of the views it built: measured, RSS grew by ~20 MB per
@@ -727,6 +745,114 @@ absl::Status RunAgent(const Options& o) {
   return absl::OkStatus();
 }
 
+// `svcmap top`: samples for the UI, from the kernel here (as the agent
+// does), from agents, or from a store.
+absl::Status RunTop(const Options& o) {
+  ui::TopOptions to;
+  to.interval = o.interval;
+  to.batch = o.batch;
+  to.frames = o.frames;
+  to.duration = o.duration;
+  to.mode = o.view == "services"    ? ui::Mode::kServices
+            : o.view == "processes" ? ui::Mode::kProcesses
+                                    : ui::Mode::kEdges;
+  const std::string host = Hostname();
+  auto now_ms = [] { return absl::ToUnixMillis(absl::Now()); };
+
+  if (!o.agent_urls.empty()) {
+    return ui::RunTopUi(
+        [&]() -> absl::StatusOr<ui::Sample> {
+          ui::Sample s;
+          s.time_ms = now_ms();
+          s.host = fmt::format("{} agents", o.agent_urls.size());
+          s.backend = "agents";
+          topology::Observations all;
+          for (const std::string& url : o.agent_urls) {
+            absl::StatusOr<topology::Observations> one = topology::FetchAgent(url);
+            if (!one.ok()) return one.status();
+            topology::Merge(all, *std::move(one));
+          }
+          s.graph = topology::Join(all);
+          s.processes = std::move(all.processes);
+          return s;
+        },
+        to);
+  }
+  if (!o.tsdb_url.empty()) {
+    // Counters from top's start on, so that two samples subtract.
+    const int64_t start_ms = now_ms() - 1000;
+    return ui::RunTopUi(
+        [&]() -> absl::StatusOr<ui::Sample> {
+          ui::Sample s;
+          s.time_ms = now_ms();
+          s.host = o.tsdb_url;
+          s.backend = "tsdb";
+          s.has_processes = false;
+          absl::StatusOr<topology::Observations> obs =
+              topology::QueryTsdb(o.tsdb_url, {start_ms, s.time_ms});
+          if (!obs.ok() && !absl::IsNotFound(obs.status())) return obs.status();
+          if (obs.ok()) s.graph = topology::Join(*obs);
+          return s;
+        },
+        to);
+  }
+
+  if (absl::Status s = CheckRoot(); !s.ok()) return s;
+  absl::StatusOr<Scope> scope = ResolveScope(o);
+  if (!scope.ok()) return scope.status();
+  absl::StatusOr<identity::ServiceNamer> namer = MakeNamer(o);
+  if (!namer.ok()) return namer.status();
+  kernel::ProbeReport report;
+  absl::StatusOr<Opened> opened = OpenBackend(o, report);
+  if (!opened.ok()) return opened.status();
+  kernel::Backend* backend = opened->backend.get();
+  std::mutex mu;
+  flow::Collector collector(Describer(*namer));
+  nat::ConntrackResolver resolver;
+  if (o.conntrack) collector.set_nat_lookup(NatLookup(resolver));
+  absl::Status started = backend->Start([&](const flow::SockEvent& ev) {
+    std::lock_guard<std::mutex> lock(mu);
+    collector.OnEvent(ev);
+  });
+  if (!started.ok()) return started;
+  flow::ServiceViewOptions view_options{scope->netns, scope->instance_ip, {}};
+  if (!scope->netns) view_options.netns_ips = NetnsAddresses();
+  const std::string machine = MachineName(o.netns_path);
+  absl::Status ui_status = ui::RunTopUi(
+      [&]() -> absl::StatusOr<ui::Sample> {
+        ui::Sample s;
+        s.host = machine;
+        s.backend = opened->name;
+        (void)backend->RefreshLive();
+        std::string text;
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          const uint64_t now = BoottimeNs();
+          s.time_ms = now_ms();
+          absl::StatusOr<flow::Collector::Result> r = collector.ViewLive(
+              [&](const kernel::Backend::LiveFn& fn) { return backend->ForEachLive(fn); }, now);
+          if (!r.ok()) return r.status();
+          flow::ServiceGraph graph = flow::BuildServiceView(r->flows, r->listeners,
+                                                            collector.processes(), view_options);
+          kernel::BackendStats bs = backend->Stats();
+          exporter::InstanceInfo inst{host, scope->instance_ip, "all", 0, opened->name, 0, machine};
+          text = exporter::SnapshotText(inst, graph, StatsOf(bs, r->flows), {},
+                                        exporter::Clock{RealtimeMinusBoottimeNs()}, -1);
+          for (uint64_t n : collector.event_counts()) s.events += n;
+          s.drops = bs.ringbuf_drops + bs.socks_full;
+        }
+        // The same join as `svcmap topology`, on this node's own snapshot.
+        absl::StatusOr<topology::Observations> obs = topology::ParseSnapshot(text, "self");
+        if (!obs.ok()) return obs.status();
+        s.graph = topology::Join(*obs);
+        s.processes = std::move(obs->processes);
+        return s;
+      },
+      to);
+  backend->Stop();
+  return ui_status;
+}
+
 }  // namespace
 
 absl::Status RunCommand(const Options& options) {
@@ -738,6 +864,7 @@ absl::Status RunCommand(const Options& options) {
     case Command::kSnapshot: return RunSnapshot(options);
     case Command::kAgent: return RunAgent(options);
     case Command::kTopology: return RunTopology(options);
+    case Command::kTop: return RunTop(options);
   }
   return absl::InternalError("unknown command");
 }

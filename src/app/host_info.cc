@@ -1,5 +1,6 @@
 #include "svcmap/app/host_info.h"
 #include "svcmap/scan/netns.h"
+#include "svcmap/scan/netns_addr.h"
 
 #include <fcntl.h>
 #include <ifaddrs.h>
@@ -78,10 +79,20 @@ absl::StatusOr<std::string> FirstAddress(const std::string& netns_path) {
           fmt::format("open {}: {}", netns_path, kernel::ErrnoText(errno)));
       return;
     }
-    // setns() moves only this thread; it ends right after.
+    // setns() moves only this thread; it ends right after. It needs
+    // CAP_SYS_ADMIN; without it (the systemd unit's capability set) the
+    // addresses are asked over rtnetlink, which needs only CAP_NET_ADMIN.
     if (setns(fd, CLONE_NEWNET) != 0) {
-      result = absl::PermissionDeniedError(
-          fmt::format("enter {}: {}", netns_path, kernel::ErrnoText(errno)));
+      const int err = errno;
+      absl::StatusOr<std::vector<std::string>> ips = scan::NetnsAddressesOverNetlink(netns_path);
+      if (ips.ok() && !ips->empty())
+        result = ips->front();
+      else if (ips.ok())
+        result = absl::NotFoundError("no non-loopback address");
+      else
+        result = absl::PermissionDeniedError(fmt::format(
+            "enter {}: {}; rtnetlink: {}", netns_path, kernel::ErrnoText(err),
+            std::string(ips.status().message())));
     } else {
       result = FirstAddressHere();
     }

@@ -50,6 +50,9 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   CLI::App app{"svcmap: which process on which machine talks to which, and how many bytes flow",
                "svcmap"};
   app.require_subcommand(1);
+  // Global flags after the subcommand too ("svcmap agent --log-level info"),
+  // as a manifest's args naturally have them.
+  app.fallthrough();
   app.set_help_all_flag("--help-all", "Help for every subcommand");
   app.add_flag("-v,--verbose", o.verbose, "Print libbpf's own log lines");
   app.add_option("--log-level", o.log_level, "error, warn, info or debug (default info)")
@@ -101,6 +104,9 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   agent->add_option("--flow-idle-timeout", idle_timeout,
                     "Closed flows with no traffic for this long stop being exported "
                     "(default 5m; 0 keeps them)");
+  agent->add_flag("--check-config", o.check_config,
+                  "Check the flags and --config file (naming rules, pod list, addresses) "
+                  "and exit: 0 and one line if they are good");
   agent->add_option("--map-agents", o.map_agents,
                     "Other agents whose snapshots /map joins with this one's, URL,URL,...")
       ->delimiter(',');
@@ -125,7 +131,21 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
                        "Nodes per instance, service or machine (default instance)")
       ->check(CLI::IsMember({"instance", "service", "machine"}));
   topology->add_option("-o,--output", o.output_path, "Write here instead of standard output");
-  for (CLI::App* sub : {snapshot, agent}) {
+  CLI::App* top = app.add_subcommand(
+      "top", "A live view of who talks to whom on this node (or, with --agents or --tsdb, "
+             "the cluster), refreshed every second");
+  std::string interval;
+  top->add_option("--interval", interval, "Time between refreshes (default 1s)");
+  top->add_flag("--batch", o.batch, "Plain-text frames on standard output, for pipes and CI");
+  top->add_option("--frames", o.frames, "--batch: stop after this many frames")
+      ->check(CLI::PositiveNumber);
+  top->add_option("--duration", duration, "Stop after this long");
+  top->add_option("--view", o.view, "The view to start in: edges, services or processes")
+      ->check(CLI::IsMember({"edges", "services", "processes"}));
+  top->add_option("--tsdb", o.tsdb_url, "Read a Prometheus-compatible store instead of the kernel");
+  top->add_option("--agents", o.agent_urls, "Read these agents instead of the kernel, URL,URL,...")
+      ->delimiter(',');
+  for (CLI::App* sub : {snapshot, agent, top}) {
     sub->add_flag("!--no-conntrack", o.conntrack,
                   "Do not ask conntrack where DNAT'd connections really went");
     sub->add_option("--netns", o.netns_path,
@@ -140,7 +160,7 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
     sub->add_option("--instance-ip", o.instance_ip,
                     "This machine's address in the output (default: first non-loopback)");
   }
-  for (CLI::App* sub : {trace, snapshot, agent}) {
+  for (CLI::App* sub : {trace, snapshot, agent, top}) {
     sub->add_option("--max-sockets", o.max_sockets, "Sockets tracked at once in the kernel")
         ->check(CLI::Range(1024u, 1u << 24));
     sub->add_option("--ringbuf-mib", o.ringbuf_mib,
@@ -176,7 +196,7 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   } catch (const CLI::CallForHelp&) {
     result.help = true;
     result.help_text = app.help();
-    for (CLI::App* sub : {probe, trace, snapshot, agent, topology})
+    for (CLI::App* sub : {probe, trace, snapshot, agent, topology, top})
       if (sub->parsed()) result.help_text = sub->help();
     return result;
   } catch (const CLI::CallForAllHelp&) {
@@ -205,6 +225,20 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   // in the agent's RSS from the start: 4 MiB hold ~0.4 s of events at
   // 15,000 connections/s, and the reader drains every 100 ms.
   if (agent->parsed() && agent->get_option("--ringbuf-mib")->count() == 0) o.ringbuf_mib = 4;
+  if (top->parsed()) {
+    o.command = Command::kTop;
+    if (!o.tsdb_url.empty() && !o.agent_urls.empty())
+      return absl::InvalidArgumentError("top: give --tsdb or --agents, not both");
+    if (!interval.empty()) {
+      absl::StatusOr<absl::Duration> d = ParseDurationFlag(interval);
+      if (!d.ok()) return d.status();
+      if (*d < absl::Milliseconds(100))
+        return absl::InvalidArgumentError(
+            fmt::format("invalid --interval '{}': at least 100ms", interval));
+      o.interval = *d;
+    }
+    if (o.frames && !o.batch) return absl::InvalidArgumentError("top: --frames goes with --batch");
+  }
   if (topology->parsed()) {
     o.command = Command::kTopology;
     const int sources = !o.tsdb_url.empty() + !o.agent_urls.empty() + !o.snapshot_paths.empty();

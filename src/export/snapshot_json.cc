@@ -56,12 +56,14 @@ nlohmann::ordered_json Document(const InstanceInfo& instance, const flow::Servic
     Json accepted = Json::array();
     for (const flow::AcceptedRow& a : s.accepted) {
       accepted.push_back({{"pid", a.pid},
+                          {"comm", a.comm},
                           {"local_ip", a.local_ip.ToString()},
                           {"listen_port", a.local_port},
                           {"peer_ip", a.peer_ip.ToString()},
                           {"bytes_sent", a.stats.bytes_sent},
                           {"bytes_received", a.stats.bytes_received},
                           {"connections", a.stats.connections},
+                          {"active", a.stats.active},
                           {"time", clock.Rfc3339(a.stats.last_seen_ns)}});
     }
     services.push_back({{"instance_id", s.instance_id},
@@ -87,6 +89,7 @@ nlohmann::ordered_json Document(const InstanceInfo& instance, const flow::Servic
     connections.push_back({{"src_instance_id", c.src_instance_id},
                            {"src_service_name", c.src_service_name},
                            {"src_pid", c.src_pid},
+                           {"src_comm", c.src_comm},
                            {"src_ip", c.src_ip.ToString()},
                            {"dst_ip", c.dst_ip.ToString()},
                            {"dst_port", c.dst_port},
@@ -96,6 +99,7 @@ nlohmann::ordered_json Document(const InstanceInfo& instance, const flow::Servic
                            {"bytes_sent", c.stats.bytes_sent},
                            {"bytes_received", c.stats.bytes_received},
                            {"connections", c.stats.connections},
+                           {"active", c.stats.active},
                            {"failed", c.stats.failed},
                            {"time", clock.Rfc3339(c.stats.last_seen_ns)}});
   }

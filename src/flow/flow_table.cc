@@ -7,10 +7,12 @@ namespace svcmap::flow {
 void FlowStats::Add(const SockRecord& s, uint64_t seen_ns, bool closed) {
   bytes_sent += s.bytes_sent;
   bytes_received += s.bytes_received;
-  if (s.established)
+  if (s.established) {
     ++connections;
-  else if (closed)
+    if (!closed) ++active;
+  } else if (closed) {
     ++failed;
+  }
   uint64_t first = s.open_ns ? s.open_ns : seen_ns;
   first_seen_ns = first_seen_ns ? std::min(first_seen_ns, first) : first;
   last_seen_ns = std::max(last_seen_ns, seen_ns);

@@ -60,7 +60,8 @@ ServiceGraph BuildServiceView(const FlowView& flows,
     if (!wanted(key.netns)) continue;
     ServiceRow& row = service(key.process, key.netns);
     if (key.role == Role::kServer) {
-      row.accepted.push_back(AcceptedRow{key.process.pid, key.local_ip,
+      const ProcessInfo* info = processes.Find(key.process);
+      row.accepted.push_back(AcceptedRow{key.process.pid, info ? info->comm : "", key.local_ip,
                                          key.local_port, key.remote_ip, stats});
       continue;
     }
@@ -68,6 +69,7 @@ ServiceGraph BuildServiceView(const FlowView& flows,
     c.src_instance_id = row.instance_id;
     c.src_service_name = row.name;
     c.src_pid = key.process.pid;
+    if (const ProcessInfo* info = processes.Find(key.process)) c.src_comm = info->comm;
     c.src_ip = key.local_ip;
     c.dst_ip = key.remote_ip;
     c.dst_port = key.remote_port;

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 
 #include <cstring>
+#include <vector>
 
 #include "fmt/format.h"
 #include "svcmap/scan/netns.h"
@@ -44,7 +45,10 @@ std::string DestinationKey(const flow::SockRecord& s) {
 
 }  // namespace
 
-void ConntrackResolver::HandleDeleter::operator()(nfct_handle* h) const { nfct_close(h); }
+void ConntrackResolver::HandleDeleter::operator()(nfct_handle* h) const {
+  nfct_callback_unregister(h);
+  nfct_close(h);
+}
 
 ConntrackResolver::ConntrackResolver(absl::Duration negative_ttl) : negative_ttl_(negative_ttl) {}
 ConntrackResolver::~ConntrackResolver() = default;
@@ -59,9 +63,6 @@ nfct_handle* ConntrackResolver::HandleFor(uint32_t netns) {
     if (ns.inode != netns) continue;
     (void)scan::RunInNetns(ns.path, [&] { handle.reset(nfct_open(CONNTRACK, 0)); });
     break;
-  }
-  if (handle) {
-    nfct_callback_register(handle.get(), NFCT_T_ALL, OnEntry, nullptr);
   }
   // Remembered even when null: a netns without conntrack is not asked again.
   return handles_.emplace(netns, std::move(handle)).first->second.get();
@@ -89,9 +90,13 @@ std::optional<Endpoint> ConntrackResolver::Query(nfct_handle* h, const flow::Soc
   nfct_set_attr_u16(ct.get(), ATTR_PORT_SRC, htons(s.local_port));
   nfct_set_attr_u16(ct.get(), ATTR_PORT_DST, htons(s.remote_port));
   Answer answer;
+  // Registered per query (the answer lives on this stack), and released:
+  // each registration allocates, and registering again does not free.
   nfct_callback_register(h, NFCT_T_ALL, OnEntry, &answer);
   ++stats_.lookups;
-  if (nfct_query(h, NFCT_Q_GET, ct.get()) != 0 || !answer.found) {
+  const int rc = nfct_query(h, NFCT_Q_GET, ct.get());
+  nfct_callback_unregister(h);
+  if (rc != 0 || !answer.found) {
     ++stats_.failures;
     return std::nullopt;
   }
@@ -108,9 +113,22 @@ std::optional<Endpoint> ConntrackResolver::Resolve(const flow::SockRecord& s) {
     if (it->second > now) return std::nullopt;
     plain_.erase(it);
   }
-  nfct_handle* h = HandleFor(s.netns);
-  if (h == nullptr) return std::nullopt;
-  std::optional<Endpoint> reply = Query(h, s);
+  // The socket's own namespace first; then ours, the node's: a pod's
+  // connection to a ClusterIP is DNAT'd on the node (kube-proxy), and its
+  // conntrack entry lives there, with the pod's address as its source. Our
+  // own needs no setns(), which the agent's unit does not allow.
+  static const uint32_t own = scan::NetnsInodeOf("/proc/self/ns/net");
+  std::vector<uint32_t> order = {s.netns};
+  if (own != 0 && own != s.netns) order.push_back(own);
+  std::optional<Endpoint> reply;
+  for (uint32_t ns : order) {
+    nfct_handle* h = HandleFor(ns);
+    if (h == nullptr) continue;
+    std::optional<Endpoint> r = Query(h, s);
+    if (!r) continue;
+    reply = r;
+    if (!(r->ip == s.remote_ip && r->port == s.remote_port)) break;  // translated
+  }
   if (!reply) return std::nullopt;  // no entry: nothing learnt about the destination
   if (reply->ip == s.remote_ip && reply->port == s.remote_port) {
     plain_[key] = now + negative_ttl_;

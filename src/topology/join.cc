@@ -67,6 +67,7 @@ void Merge(Observations& into, Observations from) {
   }
   for (Connection& c : from.connections) into.connections.push_back(std::move(c));
   for (Traffic& t : from.traffic) into.traffic.push_back(std::move(t));
+  for (Process& p : from.processes) into.processes.push_back(std::move(p));
 }
 
 Graph Join(const Observations& obs, GroupBy group_by) {
@@ -197,6 +198,7 @@ Graph Join(const Observations& obs, GroupBy group_by) {
     e.edge.bytes_sent += c.bytes_sent;
     e.edge.bytes_received += c.bytes_received;
     e.edge.connections += c.connections;
+    e.edge.active += c.active;
     e.dst_ips.insert(c.dst_ip);
   }
 

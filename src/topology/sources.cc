@@ -92,6 +92,7 @@ absl::StatusOr<Observations> ParseSnapshot(std::string_view text, std::string_vi
 
   Observations obs;
   std::map<std::string, std::string> ip_of;  // instance id -> its address
+  std::map<std::pair<uint32_t, std::string>, Process> procs;  // (pid, service)
   for (const Json& s : *services) {
     if (!s.is_object()) return Bad(origin, "a service is not an object");
     Instance in;
@@ -113,6 +114,17 @@ absl::StatusOr<Observations> ParseSnapshot(std::string_view text, std::string_vi
     }
     std::sort(in.listen_ports.begin(), in.listen_ports.end());
     ip_of[in.instance_id] = in.instance_ip;
+    if (auto acc = s.find("accepted"); acc != s.end() && acc->is_array()) {
+      for (const Json& a : *acc) {
+        if (!a.is_object()) return Bad(origin, "an accepted row is not an object");
+        Process& p = procs[{static_cast<uint32_t>(U64(a, "pid")), in.name}];
+        if (p.comm.empty()) p.comm = Str(a, "comm");
+        p.bytes_sent += U64(a, "bytes_sent");
+        p.bytes_received += U64(a, "bytes_received");
+        p.connections += U64(a, "connections");
+        p.active += U64(a, "active");
+      }
+    }
     obs.instances.push_back(std::move(in));
   }
   for (const Json& c : *connections) {
@@ -134,7 +146,24 @@ absl::StatusOr<Observations> ParseSnapshot(std::string_view text, std::string_vi
     conn.bytes_sent = U64(c, "bytes_sent");
     conn.bytes_received = U64(c, "bytes_received");
     conn.connections = U64(c, "connections");
+    conn.active = U64(c, "active");
+    // Per process, for `svcmap top`.
+    std::pair<uint32_t, std::string> pk{static_cast<uint32_t>(U64(c, "src_pid")),
+                                        conn.src_service_name};
+    Process& p = procs[pk];
+    p.comm = Str(c, "src_comm");
+    p.bytes_sent += conn.bytes_sent;
+    p.bytes_received += conn.bytes_received;
+    p.connections += conn.connections;
+    p.active += conn.active;
     obs.connections.push_back(std::move(conn));
+  }
+  for (auto& [key, p] : procs) {
+    if (key.first == 0) continue;
+    p.machine = machine;
+    p.pid = key.first;
+    p.service = key.second;
+    obs.processes.push_back(std::move(p));
   }
   if (auto traffic = doc.find("traffic"); traffic != doc.end() && traffic->is_array()) {
     for (const Json& t : *traffic) {

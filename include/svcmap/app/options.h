@@ -13,7 +13,7 @@
 
 namespace svcmap::app {
 
-enum class Command { kProbe, kTrace, kSnapshot, kAgent, kTopology };
+enum class Command { kProbe, kTrace, kSnapshot, kAgent, kTopology, kTop };
 
 // Validated command line. Everything downstream takes this, never flags.
 struct Options {
@@ -42,6 +42,7 @@ struct Options {
   std::string log_level = "info";                   // error | warn | info | debug
   bool conntrack = true;                            // snapshot, agent: resolve DNAT'd destinations
   std::vector<std::string> map_agents;              // agent: other agents for /map
+  bool check_config = false;                        // agent: validate and exit
   // topology: where from (exactly one), the window, how to print.
   std::string tsdb_url;
   std::vector<std::string> agent_urls;
@@ -51,6 +52,11 @@ struct Options {
   std::string format = "json";                      // json | dot | mermaid | svg | html
   std::string group_by = "instance";                // instance | service | machine
   std::string output_path;                          // stdout when empty
+  // top: refresh, plain frames for pipes, which view first.
+  absl::Duration interval = absl::Seconds(1);
+  bool batch = false;
+  std::optional<int> frames;
+  std::string view = "edges";                       // edges | services | processes
   std::vector<std::string> args;                    // argv as given, for a reload
 };
 

@@ -40,6 +40,7 @@ struct FlowStats {
   uint64_t bytes_received = 0;
   uint64_t connections = 0;  // established sockets
   uint64_t failed = 0;       // closed connect attempts that never established
+  uint64_t active = 0;       // of the established, those still open
   uint64_t first_seen_ns = 0;
   uint64_t last_seen_ns = 0;
 

@@ -26,6 +26,7 @@ struct ServiceViewOptions {
 // Connections accepted by a service, per peer address and service port.
 struct AcceptedRow {
   uint32_t pid = 0;
+  std::string comm;
   IpAddr local_ip;
   uint16_t local_port = 0;
   IpAddr peer_ip;
@@ -48,6 +49,7 @@ struct ConnectionRow {
   std::string src_instance_id;
   std::string src_service_name;
   uint32_t src_pid = 0;
+  std::string src_comm;
   IpAddr src_ip;
   IpAddr dst_ip;
   uint16_t dst_port = 0;

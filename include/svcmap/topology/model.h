@@ -40,6 +40,7 @@ struct Connection {
   uint64_t bytes_sent = 0;
   uint64_t bytes_received = 0;
   uint64_t connections = 0;
+  uint64_t active = 0;  // still open (snapshots only)
   int64_t first_seen_ms = 0;
   int64_t last_seen_ms = 0;
 };
@@ -53,10 +54,24 @@ struct Traffic {
   uint64_t bytes = 0;
 };
 
+// What one process moved, both ways, outbound and accepted together (from
+// snapshots only: the metrics aggregate processes into services).
+struct Process {
+  std::string machine;
+  uint32_t pid = 0;
+  std::string comm;
+  std::string service;
+  uint64_t bytes_sent = 0;
+  uint64_t bytes_received = 0;
+  uint64_t connections = 0;
+  uint64_t active = 0;
+};
+
 struct Observations {
   std::vector<Instance> instances;
   std::vector<Connection> connections;
   std::vector<Traffic> traffic;
+  std::vector<Process> processes;
 };
 
 // Several sources into one: instances with the same id on the same machine

@@ -1,0 +1,179 @@
+// deploy/: the manifests parse and say what docs/deploy.md promises, the
+// container's args pass `svcmap agent --check-config`, the unit passes
+// `systemd-analyze verify`, and the agent works, exact bytes included,
+// under exactly the unit's capability set (setpriv).
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "fmt/format.h"
+#include "gtest/gtest.h"
+#include "harness.h"
+#include "nlohmann/json.hpp"
+
+namespace svcmap::e2e {
+namespace {
+
+using Json = nlohmann::json;
+using std::chrono::seconds;
+
+const std::string kSvcmap = SVCMAP_BIN;
+const std::string kPeer = SVCMAP_PEER_BIN;
+const std::string kDeploy = SVCMAP_SOURCE_DIR "/deploy";
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// The YAML documents as JSON, through Debian's python3-yaml.
+Json Manifests() {
+  RunResult r = RunCmd({"/usr/bin/python3", "-c",
+                        "import json, sys, yaml; "
+                        "print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
+                        kDeploy + "/kubernetes/svcmap.yaml"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return Json::parse(r.out, nullptr, false);
+}
+
+const Json* Find(const Json& docs, const std::string& kind) {
+  for (const Json& d : docs)
+    if (d.is_object() && d.value("kind", "") == kind) return &d;
+  return nullptr;
+}
+
+// CapabilityBoundingSet=CAP_X CAP_Y -> {"x", "y"}, setpriv's spelling.
+std::set<std::string> UnitCapabilities() {
+  std::smatch m;
+  std::string unit = Slurp(kDeploy + "/systemd/svcmap-agent.service");
+  std::set<std::string> caps;
+  if (!std::regex_search(unit, m, std::regex("\nCapabilityBoundingSet=([^\n]*)"))) return caps;
+  std::istringstream words(m[1].str());
+  for (std::string w; words >> w;) {
+    std::string name = w.substr(4);  // "CAP_"
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    caps.insert(name);
+  }
+  return caps;
+}
+
+TEST(DeployTest, TheManifestsParseAndHoldWhatTheDocsPromise) {
+  Json docs = Manifests();
+  ASSERT_TRUE(docs.is_array()) << "not YAML";
+  const Json* sa = Find(docs, "ServiceAccount");
+  ASSERT_NE(sa, nullptr);
+  const Json* ds = Find(docs, "DaemonSet");
+  ASSERT_NE(ds, nullptr);
+  const Json& pod = (*ds)["spec"]["template"];
+  EXPECT_EQ(pod["spec"]["serviceAccountName"], (*sa)["metadata"]["name"]);
+  EXPECT_EQ(pod["spec"]["hostPID"], true);
+  EXPECT_EQ(pod["metadata"]["annotations"]["prometheus.io/scrape"], "true");
+  EXPECT_EQ(pod["metadata"]["annotations"]["prometheus.io/port"], "9464");
+  const Json& c = pod["spec"]["containers"][0];
+  EXPECT_EQ(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+  EXPECT_TRUE(c["resources"].contains("requests") && c["resources"].contains("limits"));
+  std::set<std::string> mounts;
+  for (const Json& m : c["volumeMounts"]) mounts.insert(m["mountPath"]);
+  for (const char* want : {"/sys/kernel/btf", "/sys/fs/bpf", "/sys/fs/cgroup"})
+    EXPECT_TRUE(mounts.contains(want)) << want;
+  // The container's capabilities are the unit's.
+  std::set<std::string> added;
+  for (const Json& cap : c["securityContext"]["capabilities"]["add"]) {
+    std::string name = cap;
+    for (char& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    added.insert(name);
+  }
+  EXPECT_EQ(added, UnitCapabilities());
+  EXPECT_EQ(c["securityContext"]["capabilities"]["drop"], Json::array({"ALL"}));
+}
+
+TEST(DeployTest, TheContainersArgsPassCheckConfig) {
+  Json docs = Manifests();
+  const Json* ds = Find(docs, "DaemonSet");
+  ASSERT_NE(ds, nullptr);
+  std::vector<std::string> argv = {kSvcmap};
+  for (const Json& a : (*ds)["spec"]["template"]["spec"]["containers"][0]["args"])
+    argv.push_back(a);
+  argv.push_back("--check-config");
+  RunResult r = RunCmd(argv);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("config ok"), std::string::npos) << r.out;
+  // And a broken one is refused, naming what is wrong.
+  argv.insert(argv.end() - 1, {"--name-rule", "nonsense"});
+  r = RunCmd(argv);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("name rule"), std::string::npos) << r.err;
+}
+
+TEST(DeployTest, TheExampleConfigFilePassesCheckConfig) {
+  RunResult r = RunCmd({kSvcmap, "--config", kDeploy + "/svcmap.toml", "agent", "--check-config"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("2 naming rules"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("listen 0.0.0.0:9464"), std::string::npos) << r.out;
+}
+
+TEST(DeployTest, TheUnitPassesSystemdAnalyzeVerify) {
+  if (Which("systemd-analyze").empty()) GTEST_SKIP() << "no systemd-analyze";
+  // The unit as shipped, with ExecStart pointing at this build's binary:
+  // verify checks that the executable exists.
+  const std::string dir = TempDir("unit");
+  std::string unit = Slurp(kDeploy + "/systemd/svcmap-agent.service");
+  unit = std::regex_replace(unit, std::regex("/usr/local/sbin/svcmap"), kSvcmap);
+  std::ofstream(dir + "/svcmap-agent.service") << unit;
+  RunResult r = RunCmd({"systemd-analyze", "verify", "--man=no", dir + "/svcmap-agent.service"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(r.err.find("svcmap-agent.service:"), std::string::npos) << "warnings: " << r.err;
+}
+
+TEST(DeployTest, TheAgentWorksUnderTheUnitsCapabilitiesAlone) {
+  if (std::string why = PrivilegeProblem(); !why.empty()) GTEST_SKIP() << why;
+  std::set<std::string> caps = UnitCapabilities();
+  ASSERT_EQ(caps.size(), 5u);
+  std::string bounding = "-all";
+  for (const std::string& c : caps) bounding += ",+" + c;
+  TwoHosts hosts;
+  ASSERT_TRUE(hosts.ok()) << hosts.error();
+  const std::string listen = fmt::format("127.0.0.1:{}", FreePort());
+  Child agent({"setpriv", "--inh-caps=-all", "--bounding-set=" + bounding, "--", kSvcmap,
+               "agent", "--listen", listen, "--netns", hosts.a_path, "--name-rule",
+               "cmdline:--name (\\S+)=$1"});
+  ASSERT_TRUE(agent.WaitForLine(true, "svcmap: agent on http://" + listen, seconds(60)))
+      << agent.Wait(seconds(5)).err;
+  // What the process really has.
+  RunResult status = RunCmd({"grep", "CapEff", fmt::format("/proc/{}/status", agent.pid())});
+  EXPECT_NE(status.out.find("000000c000081004"), std::string::npos) << status.out;
+  const int port = 7301;
+  Child server(TwoHosts::In(hosts.b, {kPeer, "serve", "--bind", hosts.b_ip4, "--port",
+                                      std::to_string(port), "--reply", "4444", "--name",
+                                      "cap-server"}));
+  ASSERT_TRUE(server.WaitForLine(false, "ready", seconds(30)));
+  RunResult client = RunCmd(TwoHosts::In(
+      hosts.a, {kPeer, "connect", "--host", hosts.b_ip4, "--port", std::to_string(port),
+                "--send", "33333", "--name", "cap-client"}));
+  ASSERT_EQ(client.exit_code, 0) << client.err;
+  ASSERT_EQ(server.Wait().exit_code, 0);
+  const std::string want = fmt::format(
+      R"(svcmap_connection_sent_bytes_total{{src_instance_id="cap-client@{0}",src_service_name="cap-client",dst_ip="{1}",dst_port="{2}"}} 33333)",
+      hosts.a_ip4, hosts.b_ip4, port);
+  std::string metrics;
+  for (int i = 0; i < 50 && metrics.find(want) == std::string::npos; ++i) {
+    metrics = RunCmd({"curl", "-sf", "http://" + listen + "/metrics"}).out;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_NE(metrics.find(want), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find(R"(svcmap_backend_info{backend="tracepoint"} 1)"), std::string::npos)
+      << "BPF, not the scanner, under these capabilities";
+  agent.Signal(SIGTERM);
+  EXPECT_EQ(agent.Wait(seconds(30)).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace svcmap::e2e

@@ -1,0 +1,178 @@
+// `svcmap top` in a real terminal: tmux runs it while a workload runs, and
+// capture-pane shows what it draws; keys switch views and the sort; the
+// terminal comes back after q, Ctrl-C and a crash signal. Batch mode too.
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <regex>
+#include <string>
+#include <thread>
+
+#include "fmt/format.h"
+#include "gtest/gtest.h"
+#include "harness.h"
+
+namespace svcmap::e2e {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+const std::string kSvcmap = SVCMAP_BIN;
+const std::string kPeer = SVCMAP_PEER_BIN;
+
+class TopTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (std::string why = PrivilegeProblem(); !why.empty()) GTEST_SKIP() << why;
+    ASSERT_FALSE(Which("tmux").empty()) << "tmux is not installed (scripts/install-deps)";
+    session_ = fmt::format("svcmap-top-{}", getpid());
+    port_ = FreePort();
+    server_ = std::make_unique<Child>(std::vector<std::string>{
+        kPeer, "serve", "--bind", "127.0.0.1", "--port", std::to_string(port_), "--reply",
+        "5000", "--conns", "100000", "--name", "top-server"});
+    ASSERT_TRUE(server_->WaitForLine(false, "ready", seconds(30)));
+    // The workload: 20 exchanges every 100 ms until the test ends.
+    load_ = std::thread([this] {
+      while (!stop_) {
+        RunCmd({kPeer, "connect", "--host", "127.0.0.1", "--port", std::to_string(port_),
+                "--send", "3000", "--count", "20", "--name", "top-client"},
+               seconds(30));
+        std::this_thread::sleep_for(milliseconds(100));
+      }
+    });
+  }
+  void TearDown() override {
+    stop_ = true;
+    if (load_.joinable()) load_.join();
+    server_.reset();
+    if (!session_.empty()) RunCmd({"tmux", "kill-session", "-t", session_});
+  }
+
+  // Starts `cmd` in a fresh 140x40 tmux session; its exit code goes to a file.
+  void Start(const std::string& cmd) {
+    exit_file_ = TempDir("top") + "/exit";
+    RunResult r = RunCmd({"tmux", "-f", "/dev/null", "new-session", "-d", "-s", session_, "-x",
+                          "140", "-y", "40",
+                          fmt::format("TERM=screen {}; echo $? > {}; sleep 30", cmd, exit_file_)});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  std::string Capture() {
+    return RunCmd({"tmux", "capture-pane", "-p", "-t", session_}).out;
+  }
+  void Keys(const std::string& keys) {
+    ASSERT_EQ(RunCmd({"tmux", "send-keys", "-t", session_, keys}).exit_code, 0);
+  }
+  // Polls the pane until `re` matches it.
+  std::string WaitFor(const std::string& re, seconds timeout = seconds(30)) {
+    std::regex pattern(re);
+    std::string screen;
+    auto until = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < until) {
+      screen = Capture();
+      if (std::regex_search(screen, pattern)) return screen;
+      std::this_thread::sleep_for(milliseconds(200));
+    }
+    ADD_FAILURE() << "never saw /" << re << "/ in:\n" << screen;
+    return screen;
+  }
+  std::string ExitCode(seconds timeout = seconds(15)) {
+    auto until = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < until) {
+      std::ifstream in(exit_file_);
+      std::string code;
+      if (in >> code) return code;
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+    return "";
+  }
+  bool AlternateScreen() {
+    return RunCmd({"tmux", "display", "-p", "-t", session_, "#{alternate_on}"}).out == "1\n";
+  }
+  static void Keep(const std::string& name, const std::string& screen) {
+    if (const char* dir = std::getenv("SVCMAP_SCREENSHOT_DIR"))
+      std::ofstream(fmt::format("{}/top-{}.txt", dir, name)) << screen;
+  }
+
+  std::string session_, exit_file_;
+  int port_ = 0;
+  std::unique_ptr<Child> server_;
+  std::thread load_;
+  std::atomic<bool> stop_{false};
+};
+
+// A rate that is not zero: "12.3 KiB/s" or "512 B/s" but not "0 B/s".
+const char kNonZero[] = R"(( [1-9][0-9.]* (B|KiB|MiB)/s|0\.[0-9] KiB/s))";
+
+TEST_F(TopTest, ShowsTheWorkloadWithRatesAndKeysSwitchViewsAndSort) {
+  Start(kSvcmap + " top --interval 1s --name-rule 'cmdline:--name (\\S+)=$1'");
+  std::string edges = WaitFor(std::string("top-client +top-server +[0-9]+") + ".*" + kNonZero);
+  EXPECT_NE(edges.find("svcmap top - "), std::string::npos) << edges;
+  EXPECT_NE(edges.find("backend tracepoint"), std::string::npos) << edges;
+  EXPECT_NE(edges.find("OUT/sv"), std::string::npos) << "sorted by OUT/s, descending";
+  EXPECT_NE(edges.find("[edges]"), std::string::npos) << "the footer names the view";
+  EXPECT_TRUE(AlternateScreen());
+  Keep("edges", edges);
+
+  Keys("2");
+  std::string services = WaitFor(R"(SERVICE +INSTANCE.*\n(.*\n)*top-server)");
+  EXPECT_NE(services.find("[services]"), std::string::npos);
+  Keep("services", services);
+  Keys("3");
+  std::string processes = WaitFor(R"(PID +COMM +SERVICE(.*\n)* *[0-9]+ +top-client)");
+  Keep("processes", processes);
+  Keys(">");
+  WaitFor(R"(IN/sv)");
+  Keys("r");
+  WaitFor(R"(IN/s\^)");
+  Keys("1");
+  Keys("/");
+  Keys("top-serv");
+  Keys("Enter");
+  std::string filtered = WaitFor(R"(filter "top-serv")");
+  EXPECT_NE(filtered.find("top-client"), std::string::npos) << filtered;
+  Keys(" ");
+  WaitFor("PAUSED");
+  Keys("q");
+  EXPECT_EQ(ExitCode(), "0");
+  EXPECT_FALSE(AlternateScreen()) << "the terminal is back";
+}
+
+TEST_F(TopTest, CtrlCAndACrashSignalGiveTheTerminalBack) {
+  Start(kSvcmap + " top");
+  WaitFor("svcmap top - ");
+  Keys("C-c");
+  EXPECT_EQ(ExitCode(), "0");
+  EXPECT_FALSE(AlternateScreen());
+  RunCmd({"tmux", "kill-session", "-t", session_});
+
+  Start(kSvcmap + " top");
+  WaitFor("svcmap top - ");
+  RunResult pid = RunCmd({"pgrep", "-f", "-n", "^" + kSvcmap + " top$"});
+  ASSERT_EQ(pid.exit_code, 0);
+  kill(std::atoi(pid.out.c_str()), SIGSEGV);
+  EXPECT_EQ(ExitCode(), std::to_string(128 + SIGSEGV));
+  EXPECT_FALSE(AlternateScreen()) << "restored before dying";
+}
+
+TEST_F(TopTest, BatchPrintsPlainFrames) {
+  RunResult r = RunCmd({kSvcmap, "top", "--batch", "--frames", "3", "--interval", "1s"},
+                       seconds(60));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  size_t headers = 0;
+  for (size_t at = 0; (at = r.out.find("svcmap top - ", at)) != std::string::npos; ++at) ++headers;
+  EXPECT_EQ(headers, 3u) << r.out;
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << "no escape sequences in batch mode";
+  EXPECT_NE(r.out.find("top-client"), std::string::npos) << r.out;
+  RunResult bad = RunCmd({kSvcmap, "top", "--frames", "2"});
+  EXPECT_EQ(bad.exit_code, 2) << "--frames without --batch";
+  RunResult pipe = RunCmd({kSvcmap, "top"});  // stdout is a pipe here
+  EXPECT_NE(pipe.exit_code, 0);
+  EXPECT_NE(pipe.err.find("--batch"), std::string::npos) << pipe.err;
+}
+
+}  // namespace
+}  // namespace svcmap::e2e
