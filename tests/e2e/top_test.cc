@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -136,6 +137,14 @@ TEST_F(TopTest, ShowsTheWorkloadWithRatesAndKeysSwitchViewsAndSort) {
   EXPECT_NE(filtered.find("top-client"), std::string::npos) << filtered;
   Keys(" ");
   WaitFor("PAUSED");
+  Keys(" ");
+  // A narrower terminal: redrawn to fit, footer on the last line.
+  ASSERT_EQ(RunCmd({"tmux", "resize-window", "-t", session_, "-x", "90", "-y", "24"}).exit_code, 0);
+  std::string narrow = WaitFor(R"(\n\[edges\][^\n]*\n*$)");
+  std::istringstream lines(narrow);
+  int count = 0;
+  for (std::string line; std::getline(lines, line); ++count) EXPECT_LE(line.size(), 90u) << line;
+  EXPECT_LE(count, 24);
   Keys("q");
   EXPECT_EQ(ExitCode(), "0");
   EXPECT_FALSE(AlternateScreen()) << "the terminal is back";

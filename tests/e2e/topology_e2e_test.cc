@@ -15,6 +15,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <regex>
 #include <set>
 #include <string>
 #include <thread>
@@ -351,6 +352,36 @@ TEST_F(TopologyTest, EveryFormatAndGrouping) {
       << by_service.dump(2);
   Json by_machine = Json::parse(run({"--group-by", "machine"}));
   EXPECT_FALSE(by_machine["edges"].empty());
+}
+
+TEST_F(TopologyTest, DiffSaysWhichEdgesAppeared) {
+  // Nothing was there an hour ago: every edge of the last minutes appeared.
+  RunResult r = Topology({"--tsdb", store_->base(), "--diff", "now-2h..now-1h", "now-10m..now"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Json d = Json::parse(r.out);
+  std::set<std::string> appeared;
+  for (const Json& e : d["appeared"]) appeared.insert(e["src"].get<std::string>() + " -> " + e["dst"].get<std::string>());
+  EXPECT_TRUE(appeared.contains("nginx@" + H(kC).ip + " -> app@" + H(kA).ip)) << r.out;
+  EXPECT_TRUE(appeared.contains("app@" + H(kA).ip + " -> redis@" + H(kB).ip)) << r.out;
+  EXPECT_TRUE(d["disappeared"].empty()) << r.out;
+  // And the other way round.
+  r = Topology({"--tsdb", store_->base(), "--diff", "now-10m..now", "now-2h..now-1h"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  d = Json::parse(r.out);
+  EXPECT_TRUE(d["appeared"].empty());
+  EXPECT_GE(d["disappeared"].size(), 3u);
+}
+
+// svcmap top over the whole cluster: the agents' graph, in batch frames.
+TEST_F(TopologyTest, TopShowsTheClusterFromTheAgents) {
+  RunResult r = RunCmd({kSvcmap, "top", "--batch", "--frames", "2", "--interval", "500ms",
+                        "--agents", agent_urls_[kA] + "," + agent_urls_[kB] + "," + agent_urls_[kC]},
+                       seconds(60));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("backend agents"), std::string::npos) << r.out;
+  for (const std::string& row : {std::string("nginx +app +8080"), std::string("app +redis +6379"),
+                                 std::string("app +postgresql +5432")})
+    EXPECT_TRUE(std::regex_search(r.out, std::regex(row))) << row << " in\n" << r.out;
 }
 
 // The app reaches redis through a virtual address on A that nftables
