@@ -366,6 +366,37 @@ flow::Collector::NatLookup NatLookup(nat::ConntrackResolver& resolver) {
   };
 }
 
+// The backend the flags ask for, started, its events going into a
+// collector under `mu`: what snapshot, agent and top all run on. The
+// backend stops first on destruction, before what its thread writes into.
+struct Tracing {
+  explicit Tracing(flow::ProcessTable::Describer d) : collector(std::move(d)) {}
+  ~Tracing() {
+    if (opened.backend) opened.backend->Stop();
+  }
+  Opened opened;
+  std::mutex mu;  // the collector (and, in the agent, the namer)
+  flow::Collector collector;
+  nat::ConntrackResolver resolver;
+};
+
+absl::StatusOr<std::unique_ptr<Tracing>> StartTracing(const Options& o,
+                                                      const identity::ServiceNamer& namer) {
+  kernel::ProbeReport report;
+  absl::StatusOr<Opened> opened = OpenBackend(o, report);
+  if (!opened.ok()) return opened.status();
+  auto t = std::make_unique<Tracing>(Describer(namer));
+  t->opened = *std::move(opened);
+  if (o.conntrack) t->collector.set_nat_lookup(NatLookup(t->resolver));
+  Tracing* self = t.get();
+  absl::Status started = t->opened.backend->Start([self](const flow::SockEvent& ev) {
+    std::lock_guard<std::mutex> lock(self->mu);
+    self->collector.OnEvent(ev);
+  });
+  if (!started.ok()) return started;
+  return t;
+}
+
 // New rules for the processes already named, from the facts kept.
 void RenameAll(flow::ProcessTable& processes, const identity::ServiceNamer& namer) {
   processes.RenameAll([&namer](flow::ProcessInfo& info) {
@@ -425,20 +456,12 @@ absl::Status RunSnapshot(const Options& o) {
   absl::flat_hash_map<uint32_t, scan::TcpOpens> opens_before = scan::ReadOpensByNetns();
   absl::StatusOr<identity::ServiceNamer> namer = MakeNamer(o);
   if (!namer.ok()) return namer.status();
-  kernel::ProbeReport report;
-  absl::StatusOr<Opened> opened = OpenBackend(o, report);
-  if (!opened.ok()) return opened.status();
+  absl::StatusOr<std::unique_ptr<Tracing>> tracing = StartTracing(o, *namer);
+  if (!tracing.ok()) return tracing.status();
+  const Opened* opened = &(*tracing)->opened;
   kernel::Backend* backend = opened->backend.get();
-
-  std::mutex mu;
-  flow::Collector collector(Describer(*namer));
-  nat::ConntrackResolver resolver;
-  if (o.conntrack) collector.set_nat_lookup(NatLookup(resolver));
-  absl::Status started = backend->Start([&](const flow::SockEvent& ev) {
-    std::lock_guard<std::mutex> lock(mu);
-    collector.OnEvent(ev);
-  });
-  if (!started.ok()) return started;
+  std::mutex& mu = (*tracing)->mu;
+  flow::Collector& collector = (*tracing)->collector;
   fmt::print(stderr, "svcmap: tracing for {} via {}\n", absl::FormatDuration(*o.duration),
              fmt::join(backend->attached(), ", "));
 
@@ -536,10 +559,13 @@ absl::Status RunAgent(const Options& o) {
     return absl::UnavailableError(fmt::format("cannot listen on {}: {}", o.listen,
                                               std::strerror(errno ? errno : EADDRINUSE)));
 
-  kernel::ProbeReport report;
-  absl::StatusOr<Opened> opened = OpenBackend(o, report);
-  if (!opened.ok()) return opened.status();
+  // bench/ingestbench.cc measures exactly the sink StartTracing installs.
+  absl::StatusOr<std::unique_ptr<Tracing>> tracing = StartTracing(o, *namer);
+  if (!tracing.ok()) return tracing.status();
+  const Opened* opened = &(*tracing)->opened;
   kernel::Backend* backend = opened->backend.get();
+  std::mutex& mu = (*tracing)->mu;  // the collector and the namer
+  flow::Collector& collector = (*tracing)->collector;
 
   std::unique_ptr<exporter::RemoteWriter> writer;
   if (!o.remote_write_url.empty()) {
@@ -549,18 +575,8 @@ absl::Status RunAgent(const Options& o) {
     writer = std::make_unique<exporter::RemoteWriter>(rw);
   }
 
-  std::mutex mu;  // the collector and the namer
   uint64_t expired_flows = 0;
-  flow::Collector collector(Describer(*namer));
-  nat::ConntrackResolver resolver;
-  if (o.conntrack) collector.set_nat_lookup(NatLookup(resolver));
   const std::string machine = MachineName(o.netns_path);
-  // bench/ingestbench.cc measures exactly this sink.
-  absl::Status started = backend->Start([&](const flow::SockEvent& ev) {
-    std::lock_guard<std::mutex> lock(mu);
-    collector.OnEvent(ev);
-  });
-  if (!started.ok()) return started;
 
   const absl::Time start = absl::Now();
   std::mutex view_mu;  // one view at a time: each reads the kernel's live table
@@ -802,19 +818,12 @@ absl::Status RunTop(const Options& o) {
   if (!scope.ok()) return scope.status();
   absl::StatusOr<identity::ServiceNamer> namer = MakeNamer(o);
   if (!namer.ok()) return namer.status();
-  kernel::ProbeReport report;
-  absl::StatusOr<Opened> opened = OpenBackend(o, report);
-  if (!opened.ok()) return opened.status();
+  absl::StatusOr<std::unique_ptr<Tracing>> tracing = StartTracing(o, *namer);
+  if (!tracing.ok()) return tracing.status();
+  const Opened* opened = &(*tracing)->opened;
   kernel::Backend* backend = opened->backend.get();
-  std::mutex mu;
-  flow::Collector collector(Describer(*namer));
-  nat::ConntrackResolver resolver;
-  if (o.conntrack) collector.set_nat_lookup(NatLookup(resolver));
-  absl::Status started = backend->Start([&](const flow::SockEvent& ev) {
-    std::lock_guard<std::mutex> lock(mu);
-    collector.OnEvent(ev);
-  });
-  if (!started.ok()) return started;
+  std::mutex& mu = (*tracing)->mu;
+  flow::Collector& collector = (*tracing)->collector;
   flow::ServiceViewOptions view_options{scope->netns, scope->instance_ip, {}};
   if (!scope->netns) view_options.netns_ips = NetnsAddresses();
   const std::string machine = MachineName(o.netns_path);

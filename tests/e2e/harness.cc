@@ -143,16 +143,21 @@ std::vector<std::string> TwoHosts::In(const std::string& ns, std::vector<std::st
   return out;
 }
 
-bool TwoHosts::Sh(const std::vector<std::string>& argv) {
+namespace {
+
+// Runs a set-up command; on failure says which and why into `error`.
+bool SetUpStep(const std::vector<std::string>& argv, std::string& error) {
   RunResult r = RunCmd(argv, std::chrono::seconds(20));
-  if (r.exit_code != 0) {
-    std::ostringstream cmd;
-    for (const auto& a : argv) cmd << a << ' ';
-    error_ = cmd.str() + "-> " + std::to_string(r.exit_code) + ": " + r.err;
-    return false;
-  }
-  return true;
+  if (r.exit_code == 0) return true;
+  std::ostringstream cmd;
+  for (const auto& a : argv) cmd << a << ' ';
+  error = cmd.str() + "-> " + std::to_string(r.exit_code) + ": " + r.err;
+  return false;
 }
+
+}  // namespace
+
+bool TwoHosts::Sh(const std::vector<std::string>& argv) { return SetUpStep(argv, error_); }
 
 TwoHosts::TwoHosts() {
   // Remove namespaces that a killed run left behind.
@@ -214,16 +219,7 @@ void RemoveStaleNamespaces() {
 
 }  // namespace
 
-bool Hosts::Sh(const std::vector<std::string>& argv) {
-  RunResult r = RunCmd(argv, std::chrono::seconds(20));
-  if (r.exit_code != 0) {
-    std::ostringstream cmd;
-    for (const auto& a : argv) cmd << a << ' ';
-    error_ = cmd.str() + "-> " + std::to_string(r.exit_code) + ": " + r.err;
-    return false;
-  }
-  return true;
-}
+bool Hosts::Sh(const std::vector<std::string>& argv) { return SetUpStep(argv, error_); }
 
 Hosts::Hosts(const std::vector<std::string>& roles, int net) {
   RemoveStaleNamespaces();
