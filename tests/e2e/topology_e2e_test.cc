@@ -57,6 +57,10 @@ class TopologyTest : public ::testing::Test {
     StartServers();
   }
   static void TearDownTestSuite() {
+    // The servers stop cleanly (postgres through runuser would outlive a
+    // SIGKILL of its parent), then whatever is left is killed.
+    for (auto& server : servers_) server->Signal(SIGTERM);
+    for (auto& server : servers_) server->Wait(seconds(20));
     servers_.clear();
     agents_.clear();
     store_.reset();
@@ -166,7 +170,9 @@ class TopologyTest : public ::testing::Test {
     // nginx on C, proxying to the app.
     const std::string conf = dir_ + "/nginx.conf";
     std::ofstream(conf) << fmt::format(
-        "daemon off; master_process on; worker_processes 1; user root;\n"
+        // One process: the master's SIGKILL at tear-down must take the
+        // worker with it (an orphaned worker kept its netns alive).
+        "daemon off; master_process off; user root;\n"
         "pid {0}/nginx.pid; error_log {0}/nginx.err warn;\n"
         "events {{ worker_connections 64; }}\n"
         "http {{ access_log off; client_body_temp_path {0}/b; proxy_temp_path {0}/p;\n"
