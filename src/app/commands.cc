@@ -367,25 +367,28 @@ flow::Collector::NatLookup NatLookup(nat::ConntrackResolver& resolver) {
 }
 
 // The backend the flags ask for, started, its events going into a
-// collector under `mu`: what snapshot, agent and top all run on. The
-// backend stops first on destruction, before what its thread writes into.
+// collector under `mu`, its processes named by the flags' rules: what
+// snapshot, agent and top all run on. The backend stops first on
+// destruction, before what its thread writes into.
 struct Tracing {
-  explicit Tracing(flow::ProcessTable::Describer d) : collector(std::move(d)) {}
+  explicit Tracing(identity::ServiceNamer n) : namer(std::move(n)), collector(Describer(namer)) {}
   ~Tracing() {
     if (opened.backend) opened.backend->Stop();
   }
   Opened opened;
-  std::mutex mu;  // the collector (and, in the agent, the namer)
+  std::mutex mu;                  // the collector and the namer (SIGHUP)
+  identity::ServiceNamer namer;   // before the collector, whose describer uses it
   flow::Collector collector;
   nat::ConntrackResolver resolver;
 };
 
-absl::StatusOr<std::unique_ptr<Tracing>> StartTracing(const Options& o,
-                                                      const identity::ServiceNamer& namer) {
+absl::StatusOr<std::unique_ptr<Tracing>> StartTracing(const Options& o) {
+  absl::StatusOr<identity::ServiceNamer> namer = MakeNamer(o);
+  if (!namer.ok()) return namer.status();
   kernel::ProbeReport report;
   absl::StatusOr<Opened> opened = OpenBackend(o, report);
   if (!opened.ok()) return opened.status();
-  auto t = std::make_unique<Tracing>(Describer(namer));
+  auto t = std::make_unique<Tracing>(*std::move(namer));
   t->opened = *std::move(opened);
   if (o.conntrack) t->collector.set_nat_lookup(NatLookup(t->resolver));
   Tracing* self = t.get();
@@ -454,9 +457,7 @@ absl::Status RunSnapshot(const Options& o) {
   // backend does not report is a miss.
   if (absl::Status s = CheckRoot(); !s.ok()) return s;
   absl::flat_hash_map<uint32_t, scan::TcpOpens> opens_before = scan::ReadOpensByNetns();
-  absl::StatusOr<identity::ServiceNamer> namer = MakeNamer(o);
-  if (!namer.ok()) return namer.status();
-  absl::StatusOr<std::unique_ptr<Tracing>> tracing = StartTracing(o, *namer);
+  absl::StatusOr<std::unique_ptr<Tracing>> tracing = StartTracing(o);
   if (!tracing.ok()) return tracing.status();
   const Opened* opened = &(*tracing)->opened;
   kernel::Backend* backend = opened->backend.get();
@@ -544,8 +545,9 @@ absl::Status RunAgent(const Options& o) {
   const std::string instance_ip = scope->instance_ip;
   absl::StatusOr<std::pair<std::string, int>> addr = SplitHostPort(o.listen);
   if (!addr.ok()) return addr.status();
-  absl::StatusOr<identity::ServiceNamer> namer = MakeNamer(o);
-  if (!namer.ok()) return namer.status();
+  // Bad naming rules are refused before the port is taken.
+  if (absl::StatusOr<identity::ServiceNamer> namer = MakeNamer(o); !namer.ok())
+    return namer.status();
 
   // Bind before loading anything: a taken port is the commonest mistake.
   // httplib's default options add SO_REUSEPORT, with which a second agent
@@ -560,7 +562,7 @@ absl::Status RunAgent(const Options& o) {
                                               std::strerror(errno ? errno : EADDRINUSE)));
 
   // bench/ingestbench.cc measures exactly the sink StartTracing installs.
-  absl::StatusOr<std::unique_ptr<Tracing>> tracing = StartTracing(o, *namer);
+  absl::StatusOr<std::unique_ptr<Tracing>> tracing = StartTracing(o);
   if (!tracing.ok()) return tracing.status();
   const Opened* opened = &(*tracing)->opened;
   kernel::Backend* backend = opened->backend.get();
@@ -731,7 +733,7 @@ absl::Status RunAgent(const Options& o) {
     int sig = WaitForAgentSignal(writer ? next_push : absl::Now() + absl::Hours(24));
     if (sig == SIGINT || sig == SIGTERM) break;
     if (sig == SIGHUP) {
-      ReloadNaming(o, mu, *namer, collector);
+      ReloadNaming(o, mu, (*tracing)->namer, collector);
       continue;
     }
     if (!writer) continue;
@@ -816,9 +818,7 @@ absl::Status RunTop(const Options& o) {
   if (absl::Status s = CheckRoot(); !s.ok()) return s;
   absl::StatusOr<Scope> scope = ResolveScope(o);
   if (!scope.ok()) return scope.status();
-  absl::StatusOr<identity::ServiceNamer> namer = MakeNamer(o);
-  if (!namer.ok()) return namer.status();
-  absl::StatusOr<std::unique_ptr<Tracing>> tracing = StartTracing(o, *namer);
+  absl::StatusOr<std::unique_ptr<Tracing>> tracing = StartTracing(o);
   if (!tracing.ok()) return tracing.status();
   const Opened* opened = &(*tracing)->opened;
   kernel::Backend* backend = opened->backend.get();

@@ -155,12 +155,8 @@ bool SetUpStep(const std::vector<std::string>& argv, std::string& error) {
   return false;
 }
 
-}  // namespace
-
-bool TwoHosts::Sh(const std::vector<std::string>& argv) { return SetUpStep(argv, error_); }
-
-TwoHosts::TwoHosts() {
-  // Remove namespaces that a killed run left behind.
+// Namespaces "svcmap-t*-<pid>" whose process is gone.
+void RemoveStaleNamespaces() {
   RunResult list = RunCmd({"ip", "netns", "list"});
   std::istringstream lines(list.out);
   for (std::string line; std::getline(lines, line);) {
@@ -170,7 +166,14 @@ TwoHosts::TwoHosts() {
       if (kill(std::atoi(pid.c_str()), 0) != 0) RunCmd({"ip", "netns", "del", name});
     }
   }
+}
 
+}  // namespace
+
+bool TwoHosts::Sh(const std::vector<std::string>& argv) { return SetUpStep(argv, error_); }
+
+TwoHosts::TwoHosts() {
+  RemoveStaleNamespaces();
   std::string id = std::to_string(getpid());
   a = "svcmap-ta-" + id;
   b = "svcmap-tb-" + id;
@@ -201,23 +204,6 @@ TwoHosts::~TwoHosts() {
   RunCmd({"ip", "netns", "del", a});
   RunCmd({"ip", "netns", "del", b});
 }
-
-namespace {
-
-// Namespaces "svcmap-t*-<pid>" whose process is gone.
-void RemoveStaleNamespaces() {
-  RunResult list = RunCmd({"ip", "netns", "list"});
-  std::istringstream lines(list.out);
-  for (std::string line; std::getline(lines, line);) {
-    std::string name = line.substr(0, line.find(' '));
-    if (name.rfind("svcmap-t", 0) == 0) {
-      std::string pid = name.substr(name.rfind('-') + 1);
-      if (kill(std::atoi(pid.c_str()), 0) != 0) RunCmd({"ip", "netns", "del", name});
-    }
-  }
-}
-
-}  // namespace
 
 bool Hosts::Sh(const std::vector<std::string>& argv) { return SetUpStep(argv, error_); }
 
