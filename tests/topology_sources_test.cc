@@ -156,6 +156,15 @@ TEST(ObservationsFromTsdbTest, BytesInTheWindowAreEndMinusStartAndResetsCount) {
   EXPECT_FALSE(ObservationsFromTsdb(answers).ok()) << "a series without its labels";
 }
 
+TEST(TsdbQueriesTest, TheStepIsFifteenSecondsOrAFraction200OfTheWindow) {
+  EXPECT_EQ(TsdbStepSeconds({0, 600'000}), 15);
+  EXPECT_EQ(TsdbStepSeconds({0, 86'400'000}), 432);
+  std::vector<TsdbQuery> q = TsdbQueries({0, 86'400'000});
+  bool step_used = false;
+  for (const TsdbQuery& one : q) step_used |= one.promql.find("[86400s:432s]") != std::string::npos;
+  EXPECT_TRUE(step_used);
+}
+
 TEST(TsdbQueriesTest, EveryQueryNamesAnSvcmapMetric) {
   std::vector<TsdbQuery> q = TsdbQueries({0, 3'600'000});
   EXPECT_GE(q.size(), 10u);

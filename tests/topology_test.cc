@@ -123,6 +123,36 @@ TEST(JoinTest, IpOwnershipIsTimeRangedSoAReusedAddressMakesNoFalseEdge) {
   EXPECT_TRUE(g.unmatched.empty());
 }
 
+TEST(JoinTest, StoreTimesSampledPerStepOverlapWithinTwoSteps) {
+  // From a store, redis's last listen sample (its agent pushed just before
+  // a step) came 0.6 s before the app's first connection sample (its agent
+  // pushed just after): the same moment, seen at a 15 s step.
+  Observations o;
+  Instance redis = Svc("redis", "10.0.0.2", "r", {6379}, 1'000'000, 1'000'400);
+  Instance app = Svc("app", "10.0.0.1", "a", {});
+  o.instances = {redis, app};
+  Connection c = Conn(app, "10.0.0.2", 6379, 5, 6);
+  c.first_seen_ms = 1'001'000;
+  c.last_seen_ms = 1'001'000;
+  o.connections = {c};
+  EXPECT_EQ(FindEdge(Join(o), "app@10.0.0.1", "redis@10.0.0.2"), nullptr)
+      << "exact times (resolution 0): disjoint";
+  o.time_resolution_ms = 15'000;
+  EXPECT_NE(FindEdge(Join(o), "app@10.0.0.1", "redis@10.0.0.2"), nullptr);
+  // More than two steps apart, the claim is still not taken.
+  o.connections[0].first_seen_ms = o.connections[0].last_seen_ms = 1'000'400 + 30'001;
+  EXPECT_EQ(FindEdge(Join(o), "app@10.0.0.1", "redis@10.0.0.2"), nullptr);
+}
+
+TEST(JoinTest, MergeKeepsTheCoarsestTimeResolution) {
+  Observations a, b;
+  b.time_resolution_ms = 15'000;
+  Merge(a, b);
+  EXPECT_EQ(a.time_resolution_ms, 15'000);
+  Merge(a, Observations{});
+  EXPECT_EQ(a.time_resolution_ms, 15'000);
+}
+
 TEST(JoinTest, ADnatDestinationLandsOnTheRealBackend) {
   Observations o = Seed();
   Connection via_vip = Conn(o.instances[1], "10.96.0.10", 6379, 7, 8);

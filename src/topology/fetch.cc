@@ -83,6 +83,7 @@ absl::StatusOr<Observations> QueryTsdb(const std::string& base_url, const Window
     return absl::NotFoundError(
         fmt::format("--tsdb {}: no svcmap series in the window (is an agent pushing there?)",
                     base_url));
+  obs->time_resolution_ms = TsdbStepSeconds(w) * 1000;
   return obs;
 }
 

@@ -14,10 +14,17 @@
 namespace svcmap::topology {
 namespace {
 
-// 0 means "not known": such a range overlaps everything.
-bool Overlaps(int64_t a_first, int64_t a_last, int64_t b_first, int64_t b_last) {
+// 0 means "not known": such a range overlaps everything. Sampled once per
+// `resolution`, a seen-first time can be up to one step late and a
+// seen-last time one step early, so ranges closer than two steps may
+// really overlap: seen in the store, a callee's last listen sample
+// (its agent pushed just before a step) fell before the caller's first
+// connection sample (its agent pushed just after), and the edge was lost.
+bool Overlaps(int64_t a_first, int64_t a_last, int64_t b_first, int64_t b_last,
+              int64_t resolution) {
   if (a_first == 0 || a_last == 0 || b_first == 0 || b_last == 0) return true;
-  return a_first <= b_last && b_first <= a_last;
+  const int64_t slack = 2 * resolution;
+  return a_first <= b_last + slack && b_first <= a_last + slack;
 }
 
 bool IsLoopback(std::string_view ip) { return ip.substr(0, 4) == "127." || ip == "::1"; }
@@ -68,6 +75,7 @@ void Merge(Observations& into, Observations from) {
   for (Connection& c : from.connections) into.connections.push_back(std::move(c));
   for (Traffic& t : from.traffic) into.traffic.push_back(std::move(t));
   for (Process& p : from.processes) into.processes.push_back(std::move(p));
+  into.time_resolution_ms = std::max(into.time_resolution_ms, from.time_resolution_ms);
 }
 
 Graph Join(const Observations& obs, GroupBy group_by) {
@@ -142,7 +150,8 @@ Graph Join(const Observations& obs, GroupBy group_by) {
     if (claims) {
       for (size_t i : *claims) {
         const Instance& in = obs.instances[i];
-        if (!Overlaps(in.first_seen_ms, in.last_seen_ms, c.first_seen_ms, c.last_seen_ms))
+        if (!Overlaps(in.first_seen_ms, in.last_seen_ms, c.first_seen_ms, c.last_seen_ms,
+                      obs.time_resolution_ms))
           continue;
         if (candidate_ids.insert(in.instance_id).second) chosen = i;
       }

@@ -270,11 +270,20 @@ absl::StatusOr<Window> ParseWindow(std::string_view text, absl::Time now) {
   return w;
 }
 
+namespace {
+int64_t RangeSeconds(const Window& w) {
+  return std::max<int64_t>(1, (w.end_ms - w.start_ms + 999) / 1000);
+}
+}  // namespace
+
+// ~200 points per window, and at least 15 s, the agent's default push
+// interval.
+int64_t TsdbStepSeconds(const Window& w) { return std::max<int64_t>(15, RangeSeconds(w) / 200); }
+
 std::vector<TsdbQuery> TsdbQueries(const Window& w) {
-  // Ranges in whole seconds; the subquery step keeps ~200 points per
-  // window (at least 15 s, the agent's default push interval).
-  const int64_t range_s = std::max<int64_t>(1, (w.end_ms - w.start_ms + 999) / 1000);
-  const int64_t step_s = std::max<int64_t>(15, range_s / 200);
+  // Ranges in whole seconds.
+  const int64_t range_s = RangeSeconds(w);
+  const int64_t step_s = TsdbStepSeconds(w);
   const std::string range = fmt::format("{}s", range_s);
   const std::string sub = fmt::format("{}s:{}s", range_s, step_s);
   // The value a counter had at the window's start: its last sample in the

@@ -72,6 +72,10 @@ struct Observations {
   std::vector<Connection> connections;
   std::vector<Traffic> traffic;
   std::vector<Process> processes;
+  // How coarse the first/last-seen times are, in ms: a store samples each
+  // series once per subquery step, and a caller's and a callee's agents
+  // push at different moments within it. 0: exact (or no times at all).
+  int64_t time_resolution_ms = 0;
 };
 
 // Several sources into one: instances with the same id on the same machine

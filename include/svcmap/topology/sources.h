@@ -52,6 +52,9 @@ struct TsdbQuery {
   bool at_start = false;  // evaluated at the window's start, not its end
 };
 std::vector<TsdbQuery> TsdbQueries(const Window& w);
+// The step of the queries' subqueries: how coarse their seen-first and
+// seen-last times are (Observations::time_resolution_ms).
+int64_t TsdbStepSeconds(const Window& w);
 absl::StatusOr<Observations> ObservationsFromTsdb(
     const std::map<std::string, std::vector<PromSample>>& answers);
 
