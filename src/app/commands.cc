@@ -382,13 +382,12 @@ struct Tracing {
   nat::ConntrackResolver resolver;
 };
 
-absl::StatusOr<std::unique_ptr<Tracing>> StartTracing(const Options& o) {
-  absl::StatusOr<identity::ServiceNamer> namer = MakeNamer(o);
-  if (!namer.ok()) return namer.status();
+absl::StatusOr<std::unique_ptr<Tracing>> StartTracing(const Options& o,
+                                                      identity::ServiceNamer namer) {
   kernel::ProbeReport report;
   absl::StatusOr<Opened> opened = OpenBackend(o, report);
   if (!opened.ok()) return opened.status();
-  auto t = std::make_unique<Tracing>(*std::move(namer));
+  auto t = std::make_unique<Tracing>(std::move(namer));
   t->opened = *std::move(opened);
   if (o.conntrack) t->collector.set_nat_lookup(NatLookup(t->resolver));
   Tracing* self = t.get();
@@ -398,6 +397,13 @@ absl::StatusOr<std::unique_ptr<Tracing>> StartTracing(const Options& o) {
   });
   if (!started.ok()) return started;
   return t;
+}
+
+// The agent makes its namer itself, before it takes its port.
+absl::StatusOr<std::unique_ptr<Tracing>> StartTracing(const Options& o) {
+  absl::StatusOr<identity::ServiceNamer> namer = MakeNamer(o);
+  if (!namer.ok()) return namer.status();
+  return StartTracing(o, *std::move(namer));
 }
 
 // New rules for the processes already named, from the facts kept.
@@ -546,8 +552,8 @@ absl::Status RunAgent(const Options& o) {
   absl::StatusOr<std::pair<std::string, int>> addr = SplitHostPort(o.listen);
   if (!addr.ok()) return addr.status();
   // Bad naming rules are refused before the port is taken.
-  if (absl::StatusOr<identity::ServiceNamer> namer = MakeNamer(o); !namer.ok())
-    return namer.status();
+  absl::StatusOr<identity::ServiceNamer> namer = MakeNamer(o);
+  if (!namer.ok()) return namer.status();
 
   // Bind before loading anything: a taken port is the commonest mistake.
   // httplib's default options add SO_REUSEPORT, with which a second agent
@@ -562,7 +568,7 @@ absl::Status RunAgent(const Options& o) {
                                               std::strerror(errno ? errno : EADDRINUSE)));
 
   // bench/ingestbench.cc measures exactly the sink StartTracing installs.
-  absl::StatusOr<std::unique_ptr<Tracing>> tracing = StartTracing(o);
+  absl::StatusOr<std::unique_ptr<Tracing>> tracing = StartTracing(o, *std::move(namer));
   if (!tracing.ok()) return tracing.status();
   const Opened* opened = &(*tracing)->opened;
   kernel::Backend* backend = opened->backend.get();
