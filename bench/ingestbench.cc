@@ -127,14 +127,11 @@ svcmap_event Make(const std::array<svcmap_event, 4>& t, uint64_t conn, int kind,
   return e;
 }
 
-// The agent's state and sink (src/app/commands.cc, RunAgent): a mutex and
-// the collector. The describer gives every process a fixed name: naming
-// reads /proc once per process, which is not what this measures.
+// The agent's state and sink (node::Session::OnEvent): a mutex and the
+// collector. Naming happens on the session's worker, off this path.
 struct Agent {
   std::mutex mu;
-  Collector collector{[](const svcmap::flow::Owner& o) {
-    return svcmap::flow::ProcessInfo{o.comm, "/usr/bin/" + o.comm, o.comm, "exe", "", ""};
-  }};
+  Collector collector;
   svcmap::kernel::IngestCounters counters;
   std::function<void(const SockEvent&)> sink = [this](const SockEvent& ev) {
     std::lock_guard<std::mutex> lock(mu);
@@ -182,7 +179,7 @@ void Synthetic(const Args& a) {
                    static_cast<unsigned long>(agent->counters.decode_errors.load()));
       std::exit(1);
     }
-    flows = agent->collector.View({}, 2'000'000 + a.events).flows.flows.size();
+    flows = agent->collector.Flows(false).flows.size();
   }
   fmt::print("{{\"source\": \"synthetic\", \"events\": {}, \"rounds\": {}, "
              "\"events_per_s_median\": {:.0f}, \"events_per_s_min\": {:.0f}, "

@@ -200,7 +200,9 @@ int MemoryBench(int flows) {
   // The flow table: `flows` distinct closed flows (distinct processes, so
   // that none aggregate) and their NETWORK_TRAFFIC rows.
   before = HeapInUse();
-  svcmap::flow::FlowTable table(static_cast<size_t>(flows));
+  svcmap::flow::FlowTableOptions fo;
+  fo.max_traffic_rows = static_cast<size_t>(flows);
+  svcmap::flow::FlowTable table(fo);
   for (int i = 0; i < flows; ++i) {
     svcmap::flow::SockRecord s;
     s.sock_id = 1000 + i;
@@ -214,7 +216,7 @@ int MemoryBench(int flows) {
     s.local_port = scan[0].socks[i].local_port;
     s.remote_port = 5432;
     s.bytes_sent = 100;
-    table.AddClosed(s, 2, nullptr);
+    if (table.BeginClose(s.key(), 2)) table.ApplyClose(s, s.role, 2);
   }
   size_t table_bytes = HeapInUse() - before;
   std::printf(

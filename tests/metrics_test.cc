@@ -25,12 +25,21 @@ flow::ServiceGraph Graph() {
     c.stats.bytes_sent = 1234567;
     c.stats.bytes_received = 89;
     c.stats.connections = 3;
+    c.group = "app->10.0.0.2:3306";  // both processes' flows are one group
     g.connections.push_back(c);
   }
   for (uint16_t sport : {40000, 40001})
     g.traffic.push_back({flow::IpAddr::V4(10, 0, 0, 1), sport, flow::IpAddr::V4(10, 0, 0, 2), 3306,
                          100, 20, flow::Role::kClient, 7, 0});
+  g.traffic_series.push_back(
+      {flow::IpAddr::V4(10, 0, 0, 1), flow::IpAddr::V4(10, 0, 0, 2), 3306, 240, 0, 0, "t1"});
   return g;
+}
+
+Metrics Build(const flow::ServiceGraph& g, const AgentHealth& h, const MetricsOptions& o) {
+  Ledgers ledgers;
+  Account(g, {}, 1'000'000'000, ledgers);
+  return BuildMetrics(g, ledgers, "10.0.0.2", h, o, 5'000'000'000);
 }
 
 TEST(MetricsTest, SeedTablesAsSeriesWithExactValuesAndEscapedLabels) {
@@ -38,7 +47,7 @@ TEST(MetricsTest, SeedTablesAsSeriesWithExactValuesAndEscapedLabels) {
   h.backend = "tracepoint";
   h.events = {{"close", 5}, {"connect", 6}};
   h.flows = 3;
-  Metrics m = BuildMetrics(Graph(), "10.0.0.2", h, {});
+  Metrics m = Build(Graph(), h, {});
   std::string text = MetricsText(m);
   // Label values escaped as the exposition format wants: \" \n \\ .
   EXPECT_NE(text.find(R"(name="my\"odd\nname\\é")"), std::string::npos) << text;
@@ -67,7 +76,8 @@ TEST(MetricsTest, ServiceSeriesNameTheMachineAndDnatDestinationsTheBackend) {
   flow::ServiceGraph g = Graph();
   g.connections[0].actual_dst_ip = flow::IpAddr::V4(10, 0, 0, 9);
   g.connections[0].actual_dst_port = 6379;
-  Metrics m = BuildMetrics(g, "10.0.0.2", {}, {.max_series = 100, .machine = "node-1"});
+  g.connections[0].group = "app->10.0.0.9:6379";
+  Metrics m = Build(g, {}, {.max_series = 100, .machine = "node-1"});
   std::string text = MetricsText(m);
   EXPECT_NE(text.find(R"(port="33060",machine="node-1"} 1)"), std::string::npos) << text;
   EXPECT_NE(text.find(R"(listen_ports="3306,33060",machine="node-1"} 1)"), std::string::npos);
@@ -77,11 +87,36 @@ TEST(MetricsTest, ServiceSeriesNameTheMachineAndDnatDestinationsTheBackend) {
 }
 
 TEST(MetricsTest, SeriesOverTheCapAreCountedNotExported) {
-  Metrics m = BuildMetrics(Graph(), "10.0.0.2", {}, {.max_series = 1});
+  Metrics m = Build(Graph(), {}, {.max_series = 1});
   EXPECT_EQ(m.series_dropped, 1u);  // the traffic series
   std::string text = MetricsText(m);
   EXPECT_EQ(text.find("svcmap_traffic_bytes_total{"), std::string::npos);
-  EXPECT_NE(text.find(R"(svcmap_drops_total{stage="export_series_cap"} 1)"), std::string::npos);
+  // A gauge: how many are left out now (a counter would grow per scrape).
+  EXPECT_NE(text.find("svcmap_export_series_dropped 1"), std::string::npos) << text;
+}
+
+TEST(MetricsTest, CountersCarryWhenTheirSeriesBeganAndGaugesDoNot) {
+  Metrics m = Build(Graph(), {}, {});
+  ASSERT_EQ(m.created_ms.size(), m.families.size());
+  for (size_t f = 0; f < m.families.size(); ++f) {
+    ASSERT_EQ(m.created_ms[f].size(), m.families[f].metric.size()) << m.families[f].name;
+    for (int64_t c : m.created_ms[f]) {
+      if (m.families[f].name == "svcmap_connection_sent_bytes_total" ||
+          m.families[f].name == "svcmap_traffic_bytes_total")
+        EXPECT_EQ(c, 6000);  // 1 s since boot, boot 5 s after the epoch
+      if (m.families[f].type == prometheus::MetricType::Gauge) EXPECT_EQ(c, 0);
+    }
+  }
+}
+
+TEST(MetricsTest, TableSizesAndAccountingAreExported) {
+  AgentHealth h;
+  h.tables = {{"processes", 12}, {"live_sockets", 3}};
+  h.accounting = {{"lost_close", 2}};
+  std::string text = MetricsText(Build(Graph(), h, {}));
+  EXPECT_NE(text.find(R"(svcmap_table_entries{table="processes"} 12)"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"(svcmap_table_entries{table="live_sockets"} 3)"), std::string::npos);
+  EXPECT_NE(text.find(R"(svcmap_accounting_total{event="lost_close"} 2)"), std::string::npos);
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // Service naming from canned cgroup paths, pod lists and process facts.
 #include "svcmap/identity/naming.h"
 
+#include <chrono>
+
 #include "gtest/gtest.h"
 
 namespace svcmap::identity {
@@ -112,6 +114,34 @@ TEST(ServiceNamerTest, BadRulesNameTheRule) {
   n = ServiceNamer::Create({{NamingRule::Field::kExe, "x", ""}});
   ASSERT_FALSE(n.ok());
   EXPECT_NE(std::string(n.status().message()).find("rules[0].name"), std::string::npos);
+}
+
+// RE2: time linear in the subject, whatever the pattern. std::regex takes
+// exponential time on this one (measured: beyond a minute at 30 characters).
+TEST(ServiceNamerTest, APathologicalRuleCannotStallNaming) {
+  absl::StatusOr<ServiceNamer> n =
+      ServiceNamer::Create({{NamingRule::Field::kCmdline, "(a*)*b", "never"},
+                            {NamingRule::Field::kCmdline, "(x+x+)+y", "never"}});
+  ASSERT_TRUE(n.ok()) << n.status();
+  ProcessFacts f;
+  f.cmdline = std::string(4096, 'a') + std::string(4096, 'x');
+  f.comm = "busy";
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(n->Name(f).name, "busy");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(1));
+}
+
+TEST(ServiceNamerTest, NamesExpandGroupsTheWholeMatchAndDollars) {
+  absl::StatusOr<ServiceNamer> n = ServiceNamer::Create(
+      {{NamingRule::Field::kCmdline, "--svc=(\\w+) --env=(\\w+)", "$2-$1"},
+       {NamingRule::Field::kExe, "bin/(\\w+)", "$0|$&|$$|$9|$"}});
+  ASSERT_TRUE(n.ok()) << n.status();
+  ProcessFacts f;
+  f.cmdline = "java --svc=orders --env=prod";
+  EXPECT_EQ(n->Name(f).name, "prod-orders");
+  f.cmdline.clear();
+  f.exe = "/usr/bin/tool";
+  EXPECT_EQ(n->Name(f).name, "bin/tool|bin/tool|$||$");
 }
 
 TEST(ServiceNamerTest, RuleFlags) {

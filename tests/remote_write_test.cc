@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -53,6 +54,30 @@ TEST(EncodeWriteRequest, CountsEverySeriesAndSkipsOtherTypes) {
   WriteBatch b = EncodeWriteRequest({Counter("a", {}, 1), Counter("b", {}, 2), h}, {}, 5);
   EXPECT_EQ(b.samples, 2u);
   EXPECT_EQ(DecodeWriteRequest(b.body)->size(), 2u);
+}
+
+// A series that began after the previous push starts at 0, so that
+// increase() over a window holding its start counts its first value.
+TEST(EncodeWriteRequest, ANewCounterSeriesStartsAtZeroAtItsCreationTime) {
+  prometheus::MetricFamily g;
+  g.name = "g";
+  g.type = prometheus::MetricType::Gauge;
+  g.metric.emplace_back();
+  g.metric.back().gauge.value = 3;
+  std::vector<prometheus::MetricFamily> fams = {Counter("old", {}, 10), Counter("new", {}, 20),
+                                                Counter("now", {}, 5), g};
+  std::vector<std::vector<int64_t>> created = {{500}, {1500}, {2000}, {0}};
+  WriteBatch b = EncodeWriteRequest(fams, {}, 2000, &created, /*since_ms=*/1000);
+  EXPECT_EQ(b.samples, 6u);
+  absl::StatusOr<std::vector<DecodedSeries>> d = DecodeWriteRequest(b.body);
+  ASSERT_TRUE(d.ok());
+  std::map<std::string, std::vector<std::pair<int64_t, double>>> by;
+  for (const DecodedSeries& s : *d) by[s.labels[0].second] = s.samples;
+  using Samples = std::vector<std::pair<int64_t, double>>;
+  EXPECT_EQ(by["old"], (Samples{{2000, 10}}));  // pushed before: no zero again
+  EXPECT_EQ(by["new"], (Samples{{1500, 0}, {2000, 20}}));
+  EXPECT_EQ(by["now"], (Samples{{1999, 0}, {2000, 5}}));  // before its first value
+  EXPECT_EQ(by["g"], (Samples{{2000, 3}}));  // gauges never
 }
 
 TEST(DecodeWriteRequest, RejectsGarbage) {
@@ -225,6 +250,54 @@ TEST(RemoteWriter, A400IsNotRetried) {
   ASSERT_TRUE(Eventually([&] { return w.Stats().sent_samples == 4; }));
   EXPECT_EQ(store.timestamps(), (std::vector<int64_t>{2}));
   EXPECT_EQ(store.requests(), 2);
+}
+
+TEST(RemoteWriter, A429IsRetriedNotRejected) {
+  FakeStore store;
+  store.set_status(429);
+  RemoteWriter w(Fast(store.endpoint()));
+  w.Enqueue(Batch(1, 4));
+  ASSERT_TRUE(Eventually([&] { return store.requests() >= 3; }));
+  EXPECT_EQ(w.Stats().rejected_samples, 0u);
+  EXPECT_NE(w.Stats().failing_since, absl::InfinitePast());
+  store.set_status(204);
+  ASSERT_TRUE(Eventually([&] { return w.Stats().sent_samples == 4; }));
+  EXPECT_EQ(store.timestamps(), (std::vector<int64_t>{1}));
+  EXPECT_EQ(w.Stats().failing_since, absl::InfinitePast());
+}
+
+// A store that takes the connection and never answers: the request times
+// out, is retried, and nothing within the backlog is lost once it answers.
+TEST(RemoteWriter, AStoreThatNeverAnswersTimesOutAndLosesNothingWithinTheBacklog) {
+  FakeStore store;
+  store.set_gate(false);
+  RemoteWriteOptions o = Fast(store.endpoint());
+  o.timeout = absl::Milliseconds(200);
+  RemoteWriter w(o);
+  for (int64_t ts = 1; ts <= 4; ++ts) w.Enqueue(Batch(ts, 2));
+  ASSERT_TRUE(Eventually([&] { return w.Stats().failed_requests >= 2; }));
+  EXPECT_EQ(w.Stats().dropped_samples, 0u);
+  EXPECT_EQ(w.Stats().pending_samples, 8u);
+  store.set_gate(true);
+  ASSERT_TRUE(Eventually([&] { return w.Stats().pending_samples == 0; }));
+  // Timed-out attempts may have reached the store too; every push did.
+  std::vector<int64_t> ts = store.timestamps();
+  for (int64_t want = 1; want <= 4; ++want)
+    EXPECT_NE(std::find(ts.begin(), ts.end(), want), ts.end()) << want;
+  EXPECT_EQ(w.Stats().dropped_samples, 0u);
+}
+
+TEST(RemoteWriter, FailingLongerThanTheBacklogHoldsIsReported) {
+  RemoteWriteOptions o = Fast({"http://127.0.0.1:1", "/write"});
+  o.max_pending_samples = 2000;
+  RemoteWriter w(o);
+  w.Enqueue(Batch(1, 1000));
+  ASSERT_TRUE(Eventually([&] { return w.Stats().failed_requests >= 1; }));
+  EXPECT_EQ(w.Stats().dropped_while_failing, 0u);
+  for (int64_t ts = 2; ts <= 4; ++ts) w.Enqueue(Batch(ts, 1000));
+  RemoteWriteStats s = w.Stats();
+  EXPECT_NE(s.failing_since, absl::InfinitePast());
+  EXPECT_GE(s.dropped_while_failing, 1000u);
 }
 
 TEST(RemoteWriter, ShutdownCountsWhatNeverArrivedAsDropped) {

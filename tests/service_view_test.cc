@@ -30,6 +30,18 @@ SockEvent Ev(EventType type, uint32_t pid, const char* comm, Role role, const ch
   return ev;
 }
 
+// What the session's worker does: every process asked for, described (by
+// `name`, or its comm).
+void NameAll(Collector& c, const std::function<std::string(const Owner&)>& name = nullptr) {
+  for (const Owner& o : c.TakeNamingRequests())
+    c.Describe(o.process, ProcessInfo{o.comm, "/usr/bin/" + o.comm, name ? name(o) : o.comm, "exe"},
+               1000);
+}
+
+ServiceGraph GraphOf(Collector& c, ServiceViewOptions options = {std::nullopt, "10.0.0.3"}) {
+  return c.Graph(options, true);
+}
+
 TEST(ServiceViewTest, InstanceIdRule) {
   EXPECT_EQ(InstanceId("mysqld", "10.0.0.2"), "mysqld@10.0.0.2");
 }
@@ -40,8 +52,8 @@ TEST(ServiceViewTest, ProcessesWithOneNameAreOneService) {
   c.OnEvent(Ev(EventType::kClose, 11, "nginx", Role::kServer, "10.0.0.3", 80, "10.0.0.9", 5000, 700, 70));
   c.OnEvent(Ev(EventType::kClose, 12, "nginx", Role::kServer, "10.0.0.3", 80, "10.0.0.9", 5001, 300, 30));
   c.OnEvent(Ev(EventType::kClose, 11, "nginx", Role::kClient, "10.0.0.3", 41000, "10.0.0.1", 8080, 70, 700));
-  Collector::Result r = c.View({}, 2000);
-  ServiceGraph g = BuildServiceView(r.flows, r.listeners, c.processes(), {std::nullopt, "10.0.0.3"});
+  NameAll(c);
+  ServiceGraph g = GraphOf(c);
 
   ASSERT_EQ(g.services.size(), 1u);
   const ServiceRow& nginx = g.services[0];
@@ -61,50 +73,164 @@ TEST(ServiceViewTest, ProcessesWithOneNameAreOneService) {
   EXPECT_EQ(g.connections[0].dst_port, 8080);
   EXPECT_EQ(g.connections[0].stats.bytes_received, 700u);
   EXPECT_EQ(g.traffic.size(), 3u);
+  EXPECT_EQ(g.traffic_series.size(), 2u);  // into nginx, and out of it
 }
 
 TEST(ServiceViewTest, NetnsFilterKeepsOnlyThatNamespace) {
   Collector c;
   c.OnEvent(Ev(EventType::kListen, 10, "redis", Role::kListener, "0.0.0.0", 6379, "0.0.0.0", 0, 0, 0, 7));
   c.OnEvent(Ev(EventType::kClose, 20, "app", Role::kClient, "10.0.0.1", 40000, "10.0.0.2", 6379, 5, 6, 8));
-  Collector::Result r = c.View({}, 2000);
-  ServiceGraph in7 = BuildServiceView(r.flows, r.listeners, c.processes(), {7u, "10.0.0.2"});
+  NameAll(c);
+  ServiceGraph in7 = GraphOf(c, {7u, "10.0.0.2"});
   ASSERT_EQ(in7.services.size(), 1u);
   EXPECT_EQ(in7.services[0].name, "redis");
   EXPECT_TRUE(in7.connections.empty());
-  ServiceGraph in8 = BuildServiceView(r.flows, r.listeners, c.processes(), {8u, "10.0.0.1"});
+  ServiceGraph in8 = GraphOf(c, {8u, "10.0.0.1"});
   ASSERT_EQ(in8.services.size(), 1u);
   EXPECT_EQ(in8.services[0].name, "app");
   EXPECT_EQ(in8.connections.size(), 1u);
 }
 
-TEST(ServiceViewTest, UnknownProcessGetsAPidName) {
+TEST(ServiceViewTest, ANamelessProcessGetsAPidName) {
   Collector c;
-  SockEvent ev = Ev(EventType::kClose, 33, "", Role::kClient, "10.0.0.1", 40000, "10.0.0.2", 80, 1, 1);
-  c.OnEvent(ev);
-  Collector::Result r = c.View({}, 2000);
-  ServiceGraph g = BuildServiceView(r.flows, r.listeners, c.processes(), {std::nullopt, "x"});
+  c.OnEvent(Ev(EventType::kClose, 33, "", Role::kClient, "10.0.0.1", 40000, "10.0.0.2", 80, 1, 1));
+  for (const Owner& o : c.TakeNamingRequests()) c.Describe(o.process, ProcessInfo{}, 1000);
+  ServiceGraph g = GraphOf(c, {std::nullopt, "x"});
   ASSERT_EQ(g.services.size(), 1u);
   EXPECT_EQ(g.services[0].name, "pid-33");
 }
 
 TEST(CollectorTest, LiveListenersAndSocketsJoinTheView) {
-  Collector c([](const Owner& o) {
-    return ProcessInfo{"", "/usr/sbin/x" + std::to_string(o.process.pid), "postgres", "systemd"};
-  });
+  Collector c;
   SockRecord listener = Ev(EventType::kListen, 5, "pg", Role::kListener, "0.0.0.0", 5432, "0.0.0.0", 0, 0, 0).sock;
   SockRecord conn = Ev(EventType::kClose, 5, "pg", Role::kUnknown, "10.0.0.2", 5432, "10.0.0.1", 40000, 9, 8).sock;
-  Collector::Result r = c.View(std::vector<SockRecord>{listener, conn}, 2000);
-  ASSERT_EQ(r.listeners.size(), 1u);
-  ASSERT_EQ(r.flows.flows.size(), 1u);
-  EXPECT_EQ(r.flows.flows.begin()->first.role, Role::kServer);  // via the listen port
+  std::vector<SockRecord> need_nat;
+  c.BeginLive(2000);
+  c.AddLive(conn, need_nat);  // before its listener in the read: resolved at the end
+  c.AddLive(listener, need_nat);
+  c.FinishLive(need_nat);
+  c.EndLive(true);
+  EXPECT_TRUE(need_nat.empty());
+  for (const Owner& o : c.TakeNamingRequests())
+    c.Describe(o.process, ProcessInfo{o.comm, "/usr/sbin/x5", "postgres", "systemd"}, 2000);
+  FlowView v = c.Flows(false);
+  ASSERT_EQ(v.flows.size(), 1u);
+  EXPECT_EQ(v.flows.begin()->first.role, Role::kServer);  // via the listen port
   EXPECT_EQ(c.processes().Find({5, 1})->exe, "/usr/sbin/x5");
   // The describer's name, not the comm, names the service.
-  ServiceGraph g = BuildServiceView(r.flows, r.listeners, c.processes(), {std::nullopt, "x"});
+  ServiceGraph g = GraphOf(c, {std::nullopt, "x"});
   ASSERT_EQ(g.services.size(), 1u);
   EXPECT_EQ(g.services[0].name, "postgres");
   EXPECT_EQ(g.services[0].name_source, "systemd");
   EXPECT_EQ(c.processes().Find({5, 1})->comm, "pg");
+}
+
+TEST(CollectorTest, AProcessIsLeftOutUntilNamedAndNamedByCommWhenTheDescriberIsLate) {
+  CollectorOptions o;
+  o.naming_deadline_ns = 1000;
+  Collector c(o);
+  c.OnEvent(Ev(EventType::kClose, 7, "curl", Role::kClient, "10.0.0.1", 40000, "10.0.0.2", 80, 5, 6));
+  EXPECT_EQ(c.pending_names(), 1u);
+  EXPECT_TRUE(GraphOf(c).connections.empty());
+  c.Housekeep(1500, 0, true);  // seen at 1000: not overdue yet
+  EXPECT_TRUE(GraphOf(c).connections.empty());
+  c.Housekeep(2500, 0, true);
+  ASSERT_EQ(GraphOf(c).connections.size(), 1u);
+  EXPECT_EQ(GraphOf(c).connections[0].src_service_name, "curl");
+  EXPECT_EQ(c.Counts().named_overdue, 1u);
+}
+
+TEST(CollectorTest, AClosedListenerNoLongerClaimsItsPort) {
+  Collector c;
+  SockEvent listen = Ev(EventType::kListen, 10, "web", Role::kListener, "0.0.0.0", 8080, "0.0.0.0", 0, 0, 0);
+  c.OnEvent(listen);
+  NameAll(c);
+  ASSERT_EQ(GraphOf(c).services.size(), 1u);
+  EXPECT_EQ(GraphOf(c).services[0].listen_ports.size(), 1u);
+  SockEvent close = listen;
+  close.type = EventType::kClose;
+  c.OnEvent(close);
+  EXPECT_EQ(c.listeners().size(), 0u);
+  EXPECT_FALSE(c.listeners().IsListenPort(1, 8080));
+  EXPECT_TRUE(GraphOf(c).services.empty());
+}
+
+TEST(CollectorTest, AListenerWhoseCloseWasLostGoesWithTheNextCompleteRead) {
+  Collector c;
+  c.OnEvent(Ev(EventType::kListen, 10, "web", Role::kListener, "0.0.0.0", 8080, "0.0.0.0", 0, 0, 0));
+  std::vector<SockRecord> need_nat;
+  c.BeginLive(5000);
+  c.EndLive(/*complete=*/false);
+  EXPECT_EQ(c.listeners().size(), 1u);
+  c.BeginLive(6000);
+  c.EndLive(true);
+  EXPECT_EQ(c.listeners().size(), 0u);
+  EXPECT_EQ(c.Counts().lost_listeners, 1u);
+}
+
+TEST(CollectorTest, AnExitedProcessFoldsIntoItsServiceAndIsForgotten) {
+  Collector c;
+  c.OnEvent(Ev(EventType::kClose, 7, "job", Role::kClient, "10.0.0.1", 40000, "10.0.0.2", 80, 5, 6));
+  NameAll(c, [](const Owner&) { return "batch"; });
+  std::vector<ProcessKey> check = c.ExitCandidates(2000);
+  ASSERT_EQ(check.size(), 1u);
+  EXPECT_TRUE(c.ExitCandidates(2001).empty());  // checked just now
+  c.MarkExited(check[0]);
+  c.Housekeep(3000, 0, true);
+  EXPECT_EQ(c.Sizes().processes, 0u);
+  ServiceGraph g = GraphOf(c);
+  ASSERT_EQ(g.connections.size(), 1u);
+  EXPECT_EQ(g.connections[0].src_service_name, "batch");
+  EXPECT_EQ(g.connections[0].src_pid, 0u);
+  EXPECT_EQ(g.connections[0].stats.bytes_sent, 5u);
+  // A late close of one of its sockets keeps its name (a tombstone), and
+  // is folded in again at the next pass.
+  c.OnEvent(Ev(EventType::kClose, 7, "job", Role::kClient, "10.0.0.1", 40001, "10.0.0.2", 80, 1, 1));
+  EXPECT_EQ(c.pending_names(), 0u);
+  for (const ProcessKey& p : c.ExitCandidates(5000)) c.MarkExited(p);
+  c.Housekeep(5000, 0, true);
+  g = GraphOf(c);
+  ASSERT_EQ(g.connections.size(), 1u);
+  EXPECT_EQ(g.connections[0].src_service_name, "batch");
+  EXPECT_EQ(g.connections[0].stats.bytes_sent, 6u);
+}
+
+TEST(CollectorTest, AProcessNothingRefersToGoesAfterItsTtl) {
+  CollectorOptions o;
+  o.unreferenced_ttl_ns = 10'000;
+  Collector c(o);
+  c.OnEvent(Ev(EventType::kConnect, 7, "idle", Role::kClient, "10.0.0.1", 40000, "10.0.0.2", 80, 0, 0));
+  NameAll(c);
+  c.Housekeep(5000, 0, true);
+  EXPECT_EQ(c.Sizes().processes, 1u);
+  c.Housekeep(20'000, 0, true);
+  EXPECT_EQ(c.Sizes().processes, 0u);
+}
+
+TEST(CollectorTest, ACloseWhoseDestinationIsNotKnownWaitsForItsNatLookup) {
+  Collector c;
+  c.set_nat([](const SockRecord& s) {
+    return s.remote_port == 80 ? NatAnswer{NatState::kPlain} : NatAnswer{};
+  });
+  c.OnEvent(Ev(EventType::kClose, 7, "app", Role::kClient, "10.0.0.1", 40000, "10.96.0.10", 443, 5, 6));
+  c.OnEvent(Ev(EventType::kClose, 7, "app", Role::kClient, "10.0.0.1", 40001, "10.0.0.2", 80, 1, 1));
+  NameAll(c);
+  EXPECT_EQ(GraphOf(c).connections.size(), 1u);  // the plain one
+  std::vector<SockRecord> ask = c.TakeNatRequests();
+  ASSERT_EQ(ask.size(), 1u);
+  EXPECT_TRUE(c.TakeNatRequests().empty());  // asked once
+  c.ResolveClose(ask[0].key(), {NatState::kTranslated, IpAddr::V4(10, 0, 0, 5), 8443});
+  ServiceGraph g = GraphOf(c);
+  ASSERT_EQ(g.connections.size(), 2u);
+  bool found = false;
+  for (const ConnectionRow& r : g.connections)
+    if (r.dst_port == 443) {
+      found = true;
+      EXPECT_EQ(r.actual_dst_ip, IpAddr::V4(10, 0, 0, 5));
+      EXPECT_EQ(r.actual_dst_port, 8443);
+      EXPECT_EQ(r.stats.bytes_sent, 5u);
+    }
+  EXPECT_TRUE(found);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "svcmap/export/metrics.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -37,8 +38,66 @@ ClientMetric Sample(std::vector<ClientMetric::Label> labels, double value, Metri
 
 }  // namespace
 
-Metrics BuildMetrics(const flow::ServiceGraph& graph, const std::string& instance_ip,
-                     const AgentHealth& health, const MetricsOptions& options) {
+void Account(const flow::ServiceGraph& graph, const flow::Housekeeping& gone, uint64_t now_ns,
+             Ledgers& ledgers) {
+  ledgers.connections.BeginRound();
+  ledgers.traffic.BeginRound();
+  // A group's processes (and its exited ones, pid 0) together: the group
+  // is what the flow table conserves.
+  struct Sum {
+    CounterLedger<4>::SeriesKey series;
+    CounterLedger<4>::Values v{};
+    bool live = false;
+  };
+  absl::flat_hash_map<std::string, Sum> by_group;
+  for (const flow::ConnectionRow& c : graph.connections) {
+    Sum& sum = by_group[c.group];
+    if (sum.series.empty())
+      sum.series = {c.src_instance_id,
+                    c.src_service_name,
+                    c.dst_ip.ToString(),
+                    std::to_string(c.dst_port),
+                    c.actual_dst_port ? c.actual_dst_ip.ToString() : "",
+                    c.actual_dst_port ? std::to_string(c.actual_dst_port) : ""};
+    sum.v[0] += c.stats.bytes_sent;
+    sum.v[1] += c.stats.bytes_received;
+    sum.v[2] += c.stats.connections;
+    sum.v[3] += c.stats.failed;
+    sum.live = sum.live || c.stats.active > 0;
+  }
+  for (const auto& [id, sum] : by_group)
+    ledgers.connections.Observe(id, sum.series, sum.v, sum.live, now_ns);
+  for (const flow::TrafficSeriesRow& t : graph.traffic_series)
+    ledgers.traffic.Observe(t.id, {t.src_ip.ToString(), t.dst_ip.ToString(), std::to_string(t.dst_port)},
+                            {t.bytes}, t.live > 0, now_ns);
+  for (const std::string& id : gone.expired_groups) ledgers.connections.Forget(id);
+  for (const std::string& id : gone.expired_traffic) ledgers.traffic.Forget(id);
+  ledgers.connections.EndRound();
+  ledgers.traffic.EndRound();
+}
+
+namespace {
+
+// A ledger's series in label order, so that the same ones are exported
+// (and capped) every time.
+template <size_t N>
+std::vector<const typename absl::node_hash_map<std::vector<std::string>,
+                                               typename CounterLedger<N>::Series>::value_type*>
+Sorted(const CounterLedger<N>& ledger) {
+  std::vector<const typename absl::node_hash_map<std::vector<std::string>,
+                                                 typename CounterLedger<N>::Series>::value_type*>
+      out;
+  out.reserve(ledger.series().size());
+  for (const auto& kv : ledger.series()) out.push_back(&kv);
+  std::sort(out.begin(), out.end(), [](const auto* a, const auto* b) { return a->first < b->first; });
+  return out;
+}
+
+}  // namespace
+
+Metrics BuildMetrics(const flow::ServiceGraph& graph, const Ledgers& ledgers,
+                     const std::string& instance_ip, const AgentHealth& health,
+                     const MetricsOptions& options, int64_t realtime_minus_boottime_ns) {
   Metrics out;
   size_t series = 0;
   auto room = [&] {
@@ -48,6 +107,9 @@ Metrics BuildMetrics(const flow::ServiceGraph& graph, const std::string& instanc
     }
     ++out.series_dropped;
     return false;
+  };
+  auto wall_ms = [&](uint64_t boot_ns) {
+    return (static_cast<int64_t>(boot_ns) + realtime_minus_boottime_ns) / 1'000'000;
   };
 
   // SERVICE, and one series per listening port for the ip:port join.
@@ -81,7 +143,8 @@ Metrics BuildMetrics(const flow::ServiceGraph& graph, const std::string& instanc
   }
 
   // SERVICE_CONNECTION: outbound flows, by destination ip:port (never the
-  // client's ephemeral port).
+  // client's ephemeral port); several processes of one service to one
+  // destination are one series.
   MetricFamily sent = Family("svcmap_connection_sent_bytes_total",
                              "Bytes a service sent to a destination (SERVICE_CONNECTION).",
                              MetricType::Counter);
@@ -93,23 +156,11 @@ Metrics BuildMetrics(const flow::ServiceGraph& graph, const std::string& instanc
                               MetricType::Counter);
   MetricFamily failed = Family("svcmap_connection_failures_total",
                                "Connection attempts that never established.", MetricType::Counter);
-  // Several processes of one service to one destination: one series.
-  struct Sum {
-    uint64_t sent = 0, received = 0, connections = 0, failed = 0;
-  };
-  std::map<std::vector<std::string>, Sum> by_dest;
-  for (const flow::ConnectionRow& c : graph.connections) {
-    Sum& sum = by_dest[{c.src_instance_id, c.src_service_name, c.dst_ip.ToString(),
-                        std::to_string(c.dst_port),
-                        c.actual_dst_port ? c.actual_dst_ip.ToString() : "",
-                        c.actual_dst_port ? std::to_string(c.actual_dst_port) : ""}];
-    sum.sent += c.stats.bytes_sent;
-    sum.received += c.stats.bytes_received;
-    sum.connections += c.stats.connections;
-    sum.failed += c.stats.failed;
-  }
-  for (const auto& [k, sum] : by_dest) {
+  std::vector<int64_t> conn_created;
+  for (const auto* kv : Sorted(ledgers.connections)) {
     if (!room()) continue;
+    const std::vector<std::string>& k = kv->first;
+    const auto& total = kv->second.total;
     std::vector<ClientMetric::Label> labels = {{"src_instance_id", k[0]},
                                                {"src_service_name", k[1]},
                                                {"dst_ip", k[2]},
@@ -119,12 +170,11 @@ Metrics BuildMetrics(const flow::ServiceGraph& graph, const std::string& instanc
       labels.push_back({"actual_dst_ip", k[4]});
       labels.push_back({"actual_dst_port", k[5]});
     }
-    sent.metric.push_back(Sample(labels, static_cast<double>(sum.sent), MetricType::Counter));
-    received.metric.push_back(
-        Sample(labels, static_cast<double>(sum.received), MetricType::Counter));
-    conns.metric.push_back(
-        Sample(labels, static_cast<double>(sum.connections), MetricType::Counter));
-    failed.metric.push_back(Sample(labels, static_cast<double>(sum.failed), MetricType::Counter));
+    sent.metric.push_back(Sample(labels, static_cast<double>(total[0]), MetricType::Counter));
+    received.metric.push_back(Sample(labels, static_cast<double>(total[1]), MetricType::Counter));
+    conns.metric.push_back(Sample(labels, static_cast<double>(total[2]), MetricType::Counter));
+    failed.metric.push_back(Sample(labels, static_cast<double>(total[3]), MetricType::Counter));
+    conn_created.push_back(wall_ms(kv->second.created_ns));
   }
 
   // NETWORK_TRAFFIC, without the source port.
@@ -132,16 +182,13 @@ Metrics BuildMetrics(const flow::ServiceGraph& graph, const std::string& instanc
                                 "Bytes between two addresses, to a destination port, both "
                                 "directions (NETWORK_TRAFFIC).",
                                 MetricType::Counter);
-  std::map<std::tuple<std::string, std::string, uint16_t>, uint64_t> by_pair;
-  for (const flow::TrafficRow& t : graph.traffic)
-    by_pair[{t.src_ip.ToString(), t.dst_ip.ToString(), t.dst_port}] +=
-        t.bytes_to_dst + t.bytes_to_src;
-  for (const auto& [k, bytes] : by_pair) {
+  std::vector<int64_t> traffic_created;
+  for (const auto* kv : Sorted(ledgers.traffic)) {
     if (!room()) continue;
-    traffic.metric.push_back(Sample({{"src_ip", std::get<0>(k)},
-                                     {"dst_ip", std::get<1>(k)},
-                                     {"dst_port", std::to_string(std::get<2>(k))}},
-                                    static_cast<double>(bytes), MetricType::Counter));
+    const std::vector<std::string>& k = kv->first;
+    traffic.metric.push_back(Sample({{"src_ip", k[0]}, {"dst_ip", k[1]}, {"dst_port", k[2]}},
+                                    static_cast<double>(kv->second.total[0]), MetricType::Counter));
+    traffic_created.push_back(wall_ms(kv->second.created_ns));
   }
 
   // The agent itself.
@@ -159,26 +206,52 @@ Metrics BuildMetrics(const flow::ServiceGraph& graph, const std::string& instanc
                                                      {"kernel_socket_table", health.socks_full},
                                                      {"decode", health.decode_errors},
                                                      {"user_traffic_table", health.traffic_overflow},
-                                                     {"scan", health.scan_errors},
-                                                     {"export_series_cap", out.series_dropped}})
+                                                     {"scan", health.scan_errors}})
     drops.metric.push_back(Sample({{"stage", stage}}, static_cast<double>(n), MetricType::Counter));
   if (health.remote_write)
     drops.metric.push_back(
         Sample({{"stage", "export_remote_write"}},
                static_cast<double>(health.rw_dropped_samples + health.rw_rejected_samples),
                MetricType::Counter));
+  MetricFamily capped = Family("svcmap_export_series_dropped",
+                               "Connection and traffic series not exported now: over --max-series.",
+                               MetricType::Gauge);
+  capped.metric.push_back(Sample({}, static_cast<double>(out.series_dropped), MetricType::Gauge));
+  MetricFamily accounting = Family(
+      "svcmap_accounting_total",
+      "How the flow tables accounted for what they were told, by event (docs/metrics.md).",
+      MetricType::Counter);
+  for (const auto& [event, n] : health.accounting)
+    accounting.metric.push_back(
+        Sample({{"event", event}}, static_cast<double>(n), MetricType::Counter));
+  MetricFamily tables = Family("svcmap_table_entries",
+                               "Entries in each of the agent's long-lived tables.",
+                               MetricType::Gauge);
+  for (const auto& [table, n] : health.tables)
+    tables.metric.push_back(Sample({{"table", table}}, static_cast<double>(n), MetricType::Gauge));
   MetricFamily flows = Family("svcmap_flows", "Flows tracked.", MetricType::Gauge);
   flows.metric.push_back(Sample({}, static_cast<double>(health.flows), MetricType::Gauge));
   MetricFamily expired = Family("svcmap_flows_expired_total",
-                                "Closed flows dropped after --flow-idle-timeout without traffic; "
-                                "their series end.",
+                                "Flow groups removed after --flow-idle-timeout without traffic or "
+                                "open connections; their series end when no other flow feeds them.",
                                 MetricType::Counter);
   expired.metric.push_back(
       Sample({}, static_cast<double>(health.expired_flows), MetricType::Counter));
 
-  for (MetricFamily* f : {&info, &ports, &sent, &received, &conns, &failed, &traffic, &backend,
-                          &events, &drops, &flows, &expired})
-    out.families.push_back(std::move(*f));
+  auto add = [&](MetricFamily& f, std::vector<int64_t> created) {
+    if (created.empty()) created.assign(f.metric.size(), 0);
+    out.families.push_back(std::move(f));
+    out.created_ms.push_back(std::move(created));
+  };
+  add(info, {});
+  add(ports, {});
+  add(sent, conn_created);
+  add(received, conn_created);
+  add(conns, conn_created);
+  add(failed, conn_created);
+  add(traffic, std::move(traffic_created));
+  for (MetricFamily* f : {&backend, &events, &drops, &capped, &accounting, &tables, &flows, &expired})
+    add(*f, {});
   if (health.remote_write) {
     MetricFamily samples = Family("svcmap_remote_write_samples_total",
                                   "Samples pushed by remote write, by outcome: sent, dropped "
@@ -199,9 +272,9 @@ Metrics BuildMetrics(const flow::ServiceGraph& graph, const std::string& instanc
                                   "Samples waiting for the store.", MetricType::Gauge);
     pending.metric.push_back(
         Sample({}, static_cast<double>(health.rw_pending_samples), MetricType::Gauge));
-    out.families.push_back(std::move(samples));
-    out.families.push_back(std::move(failures));
-    out.families.push_back(std::move(pending));
+    add(samples, {});
+    add(failures, {});
+    add(pending, {});
   }
   return out;
 }

@@ -14,12 +14,16 @@
 namespace svcmap::exporter {
 
 WriteBatch EncodeWriteRequest(const std::vector<prometheus::MetricFamily>& families,
-                              const LabelPairs& extra, int64_t timestamp_ms) {
+                              const LabelPairs& extra, int64_t timestamp_ms,
+                              const std::vector<std::vector<int64_t>>* created_ms,
+                              int64_t since_ms) {
   prompb::WriteRequest req;
   WriteBatch batch;
   batch.timestamp_ms = timestamp_ms;
-  for (const prometheus::MetricFamily& f : families) {
-    for (const prometheus::ClientMetric& m : f.metric) {
+  for (size_t fi = 0; fi < families.size(); ++fi) {
+    const prometheus::MetricFamily& f = families[fi];
+    for (size_t mi = 0; mi < f.metric.size(); ++mi) {
+      const prometheus::ClientMetric& m = f.metric[mi];
       double value;
       switch (f.type) {
         case prometheus::MetricType::Counter: value = m.counter.value; break;
@@ -38,6 +42,15 @@ WriteBatch EncodeWriteRequest(const std::vector<prometheus::MetricFamily>& famil
         prompb::Label* l = ts->add_labels();
         l->set_name(name);
         l->set_value(v);
+      }
+      int64_t created = 0;
+      if (created_ms != nullptr && fi < created_ms->size() && mi < (*created_ms)[fi].size())
+        created = (*created_ms)[fi][mi];
+      if (f.type == prometheus::MetricType::Counter && created > since_ms && value > 0) {
+        prompb::Sample* zero = ts->add_samples();
+        zero->set_value(0);
+        zero->set_timestamp(std::min(created, timestamp_ms - 1));
+        ++batch.samples;
       }
       prompb::Sample* s = ts->add_samples();
       s->set_value(value);
@@ -101,8 +114,12 @@ RemoteWriter::~RemoteWriter() { Shutdown(absl::ZeroDuration()); }
 
 void RemoteWriter::Enqueue(WriteBatch batch) {
   std::lock_guard<std::mutex> lock(mu_);
+  auto dropped = [&](uint64_t n) {
+    stats_.dropped_samples += n;
+    if (stats_.failing_since != absl::InfinitePast()) stats_.dropped_while_failing += n;
+  };
   if (stopping_ || batch.samples > options_.max_pending_samples) {
-    stats_.dropped_samples += batch.samples;
+    dropped(batch.samples);
     return;
   }
   stats_.pending_samples += batch.samples;
@@ -116,7 +133,7 @@ void RemoteWriter::Enqueue(WriteBatch batch) {
     if (in_flight_ && oldest != pending_.end() && oldest->first == *in_flight_) ++oldest;
     if (oldest == pending_.end() || std::next(oldest) == pending_.end()) break;  // keep the newest
     stats_.pending_samples -= oldest->second.samples;
-    stats_.dropped_samples += oldest->second.samples;
+    dropped(oldest->second.samples);
     pending_.erase(oldest);
   }
   cv_.notify_one();
@@ -168,12 +185,15 @@ void RemoteWriter::Run() {
     if (code >= 200 && code < 300) {
       stats_.sent_samples += batch.samples;
       stats_.last_error.clear();
+      stats_.failing_since = absl::InfinitePast();
+      stats_.dropped_while_failing = 0;
     } else if (code >= 400 && code < 500 && code != 429) {
       // The spec: a 4xx other than 429 will fail again, so do not retry.
       stats_.rejected_samples += batch.samples;
       stats_.last_error = fmt::format("HTTP {}: {}", code, res->body.substr(0, 200));
     } else {
       ++stats_.failed_requests;
+      if (stats_.failing_since == absl::InfinitePast()) stats_.failing_since = absl::Now();
       stats_.last_error = res ? fmt::format("HTTP {}: {}", code, res->body.substr(0, 200))
                               : fmt::format("{}: {}", options_.endpoint.scheme_host_port,
                                             httplib::to_string(res.error()));

@@ -4,24 +4,29 @@
 
 namespace svcmap::flow {
 
-void FlowStats::Add(const SockRecord& s, uint64_t seen_ns, bool closed) {
-  bytes_sent += s.bytes_sent;
-  bytes_received += s.bytes_received;
-  if (s.established) {
-    ++connections;
-    if (!closed) ++active;
-  } else if (closed) {
-    ++failed;
-  }
-  uint64_t first = s.open_ns ? s.open_ns : seen_ns;
-  first_seen_ns = first_seen_ns ? std::min(first_seen_ns, first) : first;
-  last_seen_ns = std::max(last_seen_ns, seen_ns);
+FlowKey FlowKey::Group(std::string name) const {
+  FlowKey g = *this;
+  g.process = {};
+  g.service = std::move(name);
+  return g;
 }
 
-Role FlowTable::EffectiveRole(const SockRecord& s, const IsServerFn& is_server) {
-  if (s.role != Role::kUnknown) return s.role;
-  return is_server && is_server(s) ? Role::kServer : Role::kClient;
+void FlowStats::Merge(const FlowStats& o) {
+  bytes_sent += o.bytes_sent;
+  bytes_received += o.bytes_received;
+  connections += o.connections;
+  failed += o.failed;
+  active += o.active;
+  if (o.first_seen_ns != 0 || o.last_seen_ns != 0) Seen(o.first_seen_ns, o.last_seen_ns);
 }
+
+void FlowStats::Seen(uint64_t first_ns, uint64_t last_ns) {
+  if (first_ns == 0) first_ns = last_ns;
+  first_seen_ns = first_seen_ns ? std::min(first_seen_ns, first_ns) : first_ns;
+  last_seen_ns = std::max(last_seen_ns, last_ns);
+}
+
+FlowTable::FlowTable(FlowTableOptions options) : options_(options) {}
 
 FlowKey FlowTable::KeyOf(const SockRecord& s, Role role) {
   FlowKey k;
@@ -58,92 +63,347 @@ TrafficKey FlowTable::TrafficKeyOf(const SockRecord& s, Role role) {
   return k;
 }
 
-void FlowTable::AddTo(FlowView& view, const SockRecord& s, uint64_t seen_ns,
-                      Role role, bool closed, bool collapse_src_ports) const {
-  // A role the hooks did not see being set means the socket predates them.
-  if (!s.seeded && (s.role == Role::kClient || s.role == Role::kServer)) ++view.opened[s.netns];
+FlowTable::BucketMap::value_type* FlowTable::BucketFor(const FlowKey& key) {
+  return &*buckets_.try_emplace(key).first;
+}
+
+FlowTable::TrafficMap::value_type* FlowTable::SeriesFor(const TrafficKey& key) {
+  return &*series_.try_emplace(key).first;
+}
+
+void FlowTable::CountOpen(const SockRecord& s, Role role) {
+  if (!options_.count_opens || s.seeded) return;
+  // The role the hooks saw being set: without one the socket predates them.
+  if (s.role == Role::kClient || s.role == Role::kServer) ++opened_[s.netns];
+}
+
+void FlowTable::AddRow(const TrafficKey& key, uint64_t to_dst, uint64_t to_src, uint64_t seen_ns,
+                       const ProcessKey& p) {
+  auto it = rows_.find(key);
+  if (it == rows_.end()) {
+    if (rows_.size() >= options_.max_traffic_rows) {
+      ++rows_overflow_;
+      return;
+    }
+    it = rows_.emplace(key, TrafficStats{}).first;
+  }
+  it->second.bytes_to_dst += to_dst;
+  it->second.bytes_to_src += to_src;
+  it->second.last_seen_ns = std::max(it->second.last_seen_ns, seen_ns);
+  it->second.process = p;
+}
+
+bool FlowTable::BeginClose(const SockKey& key, uint64_t close_ns) {
+  auto [it, inserted] = closed_ids_.try_emplace(key, close_ns + options_.closed_id_ttl_ns);
+  if (!inserted) return false;
+  closed_order_.emplace_back(it->second, key);
+  return true;
+}
+
+void FlowTable::Close(LiveSock& ls, uint64_t close_ns) {
+  const FlowKey& key = ls.flow->first;
+  FlowStats& f = ls.flow->second.closed;
+  f.bytes_sent += ls.sent - std::min(ls.base_sent, ls.sent);
+  f.bytes_received += ls.received - std::min(ls.base_received, ls.received);
+  if (ls.established) {
+    if (!ls.connection_counted) ++f.connections;
+  } else if (key.role == Role::kClient) {
+    ++f.failed;
+  }
+  f.Seen(ls.open_ns, close_ns);
+  if (ls.series == nullptr || !ls.established) return;
+  const bool outbound = key.role != Role::kServer;
+  const uint64_t to_dst = outbound ? ls.sent : ls.received;
+  const uint64_t to_src = outbound ? ls.received : ls.sent;
+  TrafficStats& t = ls.series->second.closed;
+  t.bytes_to_dst += to_dst;
+  t.bytes_to_src += to_src;
+  t.last_seen_ns = std::max(t.last_seen_ns, close_ns);
+  t.process = key.process;
+  TrafficKey row = ls.series->first;
+  row.src_port = ls.src_port;
+  AddRow(row, to_dst, to_src, close_ns, key.process);
+}
+
+void FlowTable::DropLive(absl::flat_hash_map<SockKey, LiveSock>::iterator it) {
+  LiveSock& ls = it->second;
+  --ls.flow->second.live_socks;
+  if (ls.series != nullptr) --ls.series->second.live_socks;
+  if (!ls.flow->first.retired()) {
+    auto p = live_by_process_.find(ls.flow->first.process);
+    if (p != live_by_process_.end() && --p->second == 0) live_by_process_.erase(p);
+  }
+  live_.erase(it);
+}
+
+void FlowTable::Refile(LiveSock& ls, const SockRecord& s) {
+  ls.owned = true;
+  if (s.owner.process == ls.flow->first.process) return;
+  FlowStats& old = ls.flow->second.closed;
+  old.bytes_sent += ls.sent - std::min(ls.base_sent, ls.sent);
+  old.bytes_received += ls.received - std::min(ls.base_received, ls.received);
+  if (ls.established && !ls.connection_counted) {
+    ++old.connections;
+    ls.connection_counted = true;
+  }
+  old.Seen(ls.open_ns, std::max(read_ns_, ls.open_ns));
+  ls.base_sent = ls.sent;
+  ls.base_received = ls.received;
+  --ls.flow->second.live_socks;
+  auto p = live_by_process_.find(ls.flow->first.process);
+  if (p != live_by_process_.end() && --p->second == 0) live_by_process_.erase(p);
+  FlowKey key = ls.flow->first;
+  key.process = s.owner.process;
+  ls.flow = BucketFor(key);
+  ++ls.flow->second.live_socks;
+  ++live_by_process_[key.process];
+}
+
+void FlowTable::ApplyClose(const SockRecord& s, Role role, uint64_t close_ns) {
+  if (auto it = live_.find(s.key()); it != live_.end()) {
+    LiveSock& ls = it->second;
+    if (s.owned && !ls.owned) Refile(ls, s);
+    // The close carries the final totals, never less than a read's.
+    ls.sent = std::max(ls.sent, s.bytes_sent);
+    ls.received = std::max(ls.received, s.bytes_received);
+    const Role r = ls.flow->first.role;
+    if (s.established) {
+      ls.established = true;
+      uint16_t port = r == Role::kServer ? s.remote_port : s.local_port;
+      if (port != 0) ls.src_port = port;
+      if (ls.series == nullptr) {
+        TrafficKey tk = TrafficKeyOf(s, r);
+        tk.src_port = 0;
+        ls.series = SeriesFor(tk);
+        ++ls.series->second.live_socks;
+      }
+    }
+    Close(ls, close_ns);
+    DropLive(it);
+    return;
+  }
+  if (role != Role::kClient && role != Role::kServer) return;
+  CountOpen(s, role);
   // A child socket that never established (its handshake lost a race, or
   // the accept queue was full, and the client's retry made another) is a
   // passive open to the kernel but no connection: no flow, no empty row
   // with a 0.0.0.0 peer. A client's is a failed connect, which is one.
   if (role == Role::kServer && !s.established) return;
-  view.flows[KeyOf(s, role)].Add(s, seen_ns, closed);
-  if (!s.established) return;  // no 4-tuple worth listing
-  TrafficKey tk = TrafficKeyOf(s, role);
-  if (collapse_src_ports) tk.src_port = 0;
-  auto it = view.traffic.find(tk);
-  if (it == view.traffic.end()) {
-    if (view.traffic.size() >= max_traffic_) {
-      ++view.traffic_overflow;
-      return;
+  LiveSock once;
+  once.flow = BucketFor(KeyOf(s, role));
+  once.sent = s.bytes_sent;
+  once.received = s.bytes_received;
+  once.open_ns = s.open_ns;
+  once.established = s.established;
+  if (s.established) {
+    TrafficKey tk = TrafficKeyOf(s, role);
+    once.src_port = tk.src_port;
+    tk.src_port = 0;
+    once.series = SeriesFor(tk);
+  }
+  Close(once, close_ns);
+}
+
+void FlowTable::BeginLive(uint64_t now_ns) {
+  ++gen_;
+  read_ns_ = now_ns;
+}
+
+void FlowTable::AddLive(const SockRecord& s, Role role) {
+  if (role != Role::kClient && role != Role::kServer) return;
+  const SockKey key = s.key();
+  if (closed_ids_.contains(key)) return;  // its close came first
+  auto it = live_.find(key);
+  if (it == live_.end()) {
+    if (role == Role::kServer && !s.established) return;  // not a connection yet
+    CountOpen(s, role);
+    LiveSock ls;
+    ls.flow = BucketFor(KeyOf(s, role));
+    ++ls.flow->second.live_socks;
+    ++live_by_process_[s.owner.process];
+    ls.open_ns = s.open_ns ? s.open_ns : read_ns_;
+    ls.seeded = s.seeded;
+    ls.owned = s.owned;
+    it = live_.emplace(key, ls).first;
+  }
+  LiveSock& ls = it->second;
+  if (s.owned && !ls.owned) Refile(ls, s);
+  ls.sent = std::max(ls.sent, s.bytes_sent);
+  ls.received = std::max(ls.received, s.bytes_received);
+  if (s.established) ls.established = true;
+  if (ls.established) {
+    const Role r = ls.flow->first.role;
+    uint16_t port = r == Role::kServer ? s.remote_port : s.local_port;
+    if (port != 0) ls.src_port = port;
+    if (ls.series == nullptr) {
+      TrafficKey tk = TrafficKeyOf(s, r);
+      tk.src_port = 0;
+      ls.series = SeriesFor(tk);
+      ++ls.series->second.live_socks;
     }
-    it = view.traffic.emplace(tk, TrafficStats{}).first;
   }
-  bool outbound = role != Role::kServer;
-  it->second.bytes_to_dst += outbound ? s.bytes_sent : s.bytes_received;
-  it->second.bytes_to_src += outbound ? s.bytes_received : s.bytes_sent;
-  it->second.last_seen_ns = std::max(it->second.last_seen_ns, seen_ns);
-  it->second.process = s.owner.process;
+  ls.seen_ns = read_ns_;
+  ls.seen_gen = gen_;
+  ls.missed = 0;
 }
 
-void FlowTable::AddClosed(const SockRecord& s, uint64_t close_ns,
-                          const IsServerFn& is_server) {
-  if (s.role == Role::kListener) return;
-  closed_ids_[SockId{s.sock_id, s.open_ns}] = close_ns;
-  AddTo(closed_, s, close_ns, EffectiveRole(s, is_server), true);
+size_t FlowTable::EndLive(bool complete) {
+  if (!complete) return 0;
+  size_t lost = 0;
+  for (auto it = live_.begin(); it != live_.end();) {
+    LiveSock& ls = it->second;
+    if (ls.seen_gen == gen_ || ++ls.missed < 2 ||
+        read_ns_ - ls.seen_ns < options_.lost_close_grace_ns) {
+      ++it;
+      continue;
+    }
+    // Gone from the kernel's table, and its close never came (dropped in
+    // the ring buffer): closed as last read. A close that does come later
+    // is dropped by its remembered id.
+    const SockKey key = it->first;
+    Close(ls, ls.seen_ns);
+    BeginClose(key, read_ns_);
+    DropLive(it++);
+    ++lost;
+  }
+  lost_closes_ += lost;
+  return lost;
 }
 
-FlowView FlowTable::View(absl::Span<const SockRecord> live, uint64_t now_ns,
-                         const IsServerFn& is_server, const ViewOptions& options) const {
-  FlowView view = StartView(options);
-  for (const SockRecord& s : live) AddLive(view, s, now_ns, is_server, options);
-  return view;
+FlowView FlowTable::View(bool per_connection) const {
+  FlowView v;
+  v.flows.reserve(buckets_.size());
+  for (const auto& [k, b] : buckets_) v.flows.emplace(k, b.closed);
+  v.traffic_series.reserve(series_.size());
+  for (const auto& [k, t] : series_) v.traffic_series.emplace(k, t.closed);
+  if (per_connection) v.traffic = rows_;
+  v.traffic_overflow = rows_overflow_;
+  for (const auto& [key, ls] : live_) {
+    FlowStats& f = v.flows[ls.flow->first];
+    f.bytes_sent += ls.sent - std::min(ls.base_sent, ls.sent);
+    f.bytes_received += ls.received - std::min(ls.base_received, ls.received);
+    if (ls.established) {
+      ++f.active;
+      if (!ls.connection_counted) ++f.connections;
+    }
+    f.Seen(ls.open_ns, std::max(ls.seen_ns, ls.open_ns));
+    if (ls.series == nullptr || !ls.established) continue;
+    const bool outbound = ls.flow->first.role != Role::kServer;
+    const uint64_t to_dst = outbound ? ls.sent : ls.received;
+    const uint64_t to_src = outbound ? ls.received : ls.sent;
+    TrafficStats& t = v.traffic_series[ls.series->first];
+    t.bytes_to_dst += to_dst;
+    t.bytes_to_src += to_src;
+    t.last_seen_ns = std::max(t.last_seen_ns, ls.seen_ns);
+    t.process = ls.flow->first.process;
+    ++t.live;
+    if (!per_connection) continue;
+    TrafficKey row = ls.series->first;
+    row.src_port = ls.src_port;
+    auto r = v.traffic.find(row);
+    if (r == v.traffic.end()) {
+      if (v.traffic.size() >= options_.max_traffic_rows) continue;
+      r = v.traffic.emplace(row, TrafficStats{}).first;
+    }
+    r->second.bytes_to_dst += to_dst;
+    r->second.bytes_to_src += to_src;
+    r->second.last_seen_ns = std::max(r->second.last_seen_ns, ls.seen_ns);
+    r->second.process = ls.flow->first.process;
+    ++r->second.live;
+  }
+  v.opened = opened_;
+  return v;
 }
 
-FlowView FlowTable::StartView(const ViewOptions& options) const {
-  FlowView view;
-  view.flows = closed_.flows;
-  view.opened = closed_.opened;
-  view.traffic_overflow = closed_.traffic_overflow;
-  if (!options.collapse_src_ports) {
-    view.traffic = closed_.traffic;
-  } else {
-    for (const auto& [k, t] : closed_.traffic) {
-      TrafficKey key = k;
-      key.src_port = 0;
-      TrafficStats& into = view.traffic[key];
-      into.bytes_to_dst += t.bytes_to_dst;
-      into.bytes_to_src += t.bytes_to_src;
-      into.last_seen_ns = std::max(into.last_seen_ns, t.last_seen_ns);
-      into.process = t.process;
+bool FlowTable::HasLive(const ProcessKey& p) const { return live_by_process_.contains(p); }
+
+void FlowTable::RetireProcess(const ProcessKey& p, const std::string& name, uint64_t now_ns) {
+  if (HasLive(p)) {
+    // Open sockets stay where they are, and from now on count only what
+    // they move next: what they moved so far goes with the old name.
+    for (auto& [key, ls] : live_) {
+      if (ls.flow->first.process != p) continue;
+      FlowStats& g = BucketFor(ls.flow->first.Group(name))->second.closed;
+      g.bytes_sent += ls.sent - std::min(ls.base_sent, ls.sent);
+      g.bytes_received += ls.received - std::min(ls.base_received, ls.received);
+      if (ls.established && !ls.connection_counted) {
+        ++g.connections;
+        ls.connection_counted = true;
+      }
+      g.Seen(ls.open_ns, now_ns);
+      ls.base_sent = ls.sent;
+      ls.base_received = ls.received;
     }
   }
-  return view;
-}
-
-void FlowTable::AddLive(FlowView& view, const SockRecord& s, uint64_t now_ns,
-                        const IsServerFn& is_server, const ViewOptions& options) const {
-  if (s.role == Role::kListener) return;
-  if (closed_ids_.contains(SockId{s.sock_id, s.open_ns})) return;
-  const Role role = EffectiveRole(s, is_server);
-  if (options.nat && role == Role::kClient && s.established) {
-    SockRecord translated = s;
-    options.nat(translated);
-    AddTo(view, translated, now_ns, role, false, options.collapse_src_ports);
-  } else {
-    AddTo(view, s, now_ns, role, false, options.collapse_src_ports);
+  std::vector<BucketMap::value_type*> mine;
+  for (auto& kv : buckets_)
+    if (kv.first.process == p && !kv.first.retired()) mine.push_back(&kv);
+  for (BucketMap::value_type* kv : mine) {
+    if (kv->second.closed.last_seen_ns != 0)
+      BucketFor(kv->first.Group(name))->second.closed.Merge(kv->second.closed);
+    kv->second.closed = {};
+    if (kv->second.live_socks == 0) buckets_.erase(kv->first);
   }
 }
 
-void FlowTable::ForgetClosedBefore(uint64_t ns) {
-  absl::erase_if(closed_ids_, [ns](const auto& kv) { return kv.second < ns; });
+std::vector<FlowKey> FlowTable::ExpireIdleGroups(uint64_t cutoff_ns, const NameOf& name_of) {
+  struct Group {
+    bool keep = false;
+    std::vector<const FlowKey*> members;
+  };
+  absl::flat_hash_map<FlowKey, Group> groups;
+  for (const auto& [k, b] : buckets_) {
+    std::optional<std::string> name;
+    if (k.retired()) {
+      name = k.service;
+    } else {
+      name = name_of(k.process);
+      if (!name) continue;  // not named yet: its group is unknown, so it stays
+    }
+    Group& g = groups[k.retired() ? k : k.Group(*std::move(name))];
+    g.members.push_back(&k);
+    if (b.live_socks > 0 || b.closed.last_seen_ns >= cutoff_ns) g.keep = true;
+  }
+  std::vector<FlowKey> gone;
+  for (auto& [key, g] : groups) {
+    if (g.keep) continue;
+    for (const FlowKey* m : g.members) buckets_.erase(*m);
+    gone.push_back(key);
+  }
+  return gone;
 }
 
-size_t FlowTable::ExpireIdle(uint64_t ns) {
-  size_t before = closed_.flows.size();
-  absl::erase_if(closed_.flows, [ns](const auto& kv) { return kv.second.last_seen_ns < ns; });
-  absl::erase_if(closed_.traffic, [ns](const auto& kv) { return kv.second.last_seen_ns < ns; });
-  return before - closed_.flows.size();
+std::vector<TrafficKey> FlowTable::ExpireIdleTraffic(uint64_t cutoff_ns) {
+  std::vector<TrafficKey> gone;
+  for (auto it = series_.begin(); it != series_.end();) {
+    if (it->second.live_socks == 0 && it->second.closed.last_seen_ns < cutoff_ns) {
+      gone.push_back(it->first);
+      series_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+  absl::erase_if(rows_, [&](const auto& kv) { return kv.second.last_seen_ns < cutoff_ns; });
+  return gone;
+}
+
+void FlowTable::ForgetClosed(uint64_t now_ns) {
+  while (!closed_order_.empty() && closed_order_.front().first <= now_ns) {
+    auto it = closed_ids_.find(closed_order_.front().second);
+    if (it != closed_ids_.end() && it->second == closed_order_.front().first) closed_ids_.erase(it);
+    closed_order_.pop_front();
+  }
+}
+
+std::vector<ProcessKey> FlowTable::Processes() const {
+  absl::flat_hash_set<ProcessKey> seen;
+  for (const auto& [k, b] : buckets_)
+    if (!k.retired()) seen.insert(k.process);
+  return {seen.begin(), seen.end()};
+}
+
+FlowTableSizes FlowTable::Sizes() const {
+  return {buckets_.size(), live_.size(), closed_ids_.size(), rows_.size(), series_.size()};
 }
 
 }  // namespace svcmap::flow

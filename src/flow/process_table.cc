@@ -2,28 +2,123 @@
 
 namespace svcmap::flow {
 
-const ProcessInfo& ProcessTable::Observe(const Owner& owner) {
+void ProcessTable::Observe(const Owner& owner, uint64_t now_ns) {
   auto [it, inserted] = processes_.try_emplace(owner.process);
-  // exec() keeps the PID and start time but changes the comm (and maybe
-  // the name): describe it again.
-  if (inserted || (it->second.comm != owner.comm && !owner.comm.empty())) {
-    it->second = describer_ ? describer_(owner) : ProcessInfo{};
-    it->second.comm = owner.comm;
-    if (it->second.name.empty()) {
-      it->second.name = owner.comm;
-      it->second.name_source = "comm";
+  Entry& e = it->second;
+  if (inserted) {
+    e.first_seen_ns = now_ns;
+    e.info.comm = owner.comm;
+    if (auto t = tombstones_.find(owner.process); t != tombstones_.end()) {
+      // Named before it went: most likely a late close of one of its
+      // sockets, after it exited.
+      e.info = std::move(t->second.info);
+      e.named = true;
+      e.exited = t->second.exited;
+      tombstones_.erase(t);
+      return;
     }
+    ++pending_;
+    requests_.push_back(owner);
+    return;
   }
-  return it->second;
+  // exec() keeps the PID and start time but changes the comm (and maybe
+  // the name): describe it again, keeping the old name meanwhile.
+  if (!owner.comm.empty() && e.info.comm != owner.comm) {
+    e.info.comm = owner.comm;
+    requests_.push_back(owner);
+  }
+}
+
+std::vector<Owner> ProcessTable::TakeRequests() { return std::exchange(requests_, {}); }
+
+std::optional<std::string> ProcessTable::Describe(const ProcessKey& key, ProcessInfo info) {
+  auto it = processes_.find(key);
+  if (it == processes_.end()) return std::nullopt;
+  Entry& e = it->second;
+  if (info.comm.empty()) info.comm = e.info.comm;
+  if (info.name.empty()) {
+    info.name = info.comm;
+    info.name_source = "comm";
+  }
+  std::optional<std::string> old;
+  if (!e.named) {
+    e.named = true;
+    --pending_;
+  } else if (e.info.name != info.name) {
+    old = e.info.name;
+  }
+  e.info = std::move(info);
+  return old;
+}
+
+size_t ProcessTable::NameOverdue(uint64_t deadline_ns) {
+  size_t n = 0;
+  for (auto& [k, e] : processes_) {
+    if (e.named || e.first_seen_ns >= deadline_ns) continue;
+    e.named = true;
+    e.info.name = e.info.comm;
+    e.info.name_source = "comm";
+    --pending_;
+    ++n;
+  }
+  return n;
+}
+
+std::vector<std::pair<ProcessKey, std::string>> ProcessTable::RenameAll(const Renamer& rename) {
+  std::vector<std::pair<ProcessKey, std::string>> renamed;
+  for (auto& [k, e] : processes_) {
+    if (!e.named) continue;  // named with the new rules when described
+    auto [name, source] = rename(e.info);
+    if (name.empty()) {
+      name = e.info.comm;
+      source = "comm";
+    }
+    if (name != e.info.name) renamed.emplace_back(k, e.info.name);
+    e.info.name = std::move(name);
+    e.info.name_source = std::move(source);
+  }
+  return renamed;
 }
 
 const ProcessInfo* ProcessTable::Find(const ProcessKey& key) const {
   auto it = processes_.find(key);
+  return it == processes_.end() || !it->second.named ? nullptr : &it->second.info;
+}
+
+const ProcessTable::Entry* ProcessTable::Get(const ProcessKey& key) const {
+  auto it = processes_.find(key);
   return it == processes_.end() ? nullptr : &it->second;
 }
 
-void ProcessTable::RenameAll(const std::function<void(ProcessInfo&)>& rename) {
-  for (auto& [key, info] : processes_) rename(info);
+ProcessTable::Entry* ProcessTable::GetMutable(const ProcessKey& key) {
+  auto it = processes_.find(key);
+  return it == processes_.end() ? nullptr : &it->second;
+}
+
+void ProcessTable::MarkExited(const ProcessKey& key) {
+  if (Entry* e = GetMutable(key)) e->exited = true;
+}
+
+void ProcessTable::Erase(const ProcessKey& key, uint64_t now_ns) {
+  auto it = processes_.find(key);
+  if (it == processes_.end()) return;
+  if (it->second.named) {
+    tombstones_.insert_or_assign(
+        key, Tombstone{std::move(it->second.info), it->second.exited, now_ns + tombstone_ttl_ns_});
+    tombstone_order_.emplace_back(now_ns + tombstone_ttl_ns_, key);
+  } else {
+    --pending_;
+  }
+  processes_.erase(it);
+}
+
+void ProcessTable::PruneTombstones(uint64_t now_ns) {
+  while (!tombstone_order_.empty() && tombstone_order_.front().first <= now_ns) {
+    auto it = tombstones_.find(tombstone_order_.front().second);
+    if (it != tombstones_.end() && it->second.until_ns == tombstone_order_.front().first)
+      tombstones_.erase(it);
+    tombstone_order_.pop_front();
+  }
 }
 
 }  // namespace svcmap::flow

@@ -4,6 +4,7 @@
 
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
+#include "re2/re2.h"
 
 namespace svcmap::identity {
 namespace {
@@ -151,31 +152,73 @@ absl::StatusOr<NamingRule> ParseNamingRule(std::string_view text) {
   return r;
 }
 
+struct ServiceNamer::Compiled {
+  NamingRule rule;
+  std::unique_ptr<re2::RE2> re;
+};
+
+ServiceNamer::ServiceNamer() = default;
+ServiceNamer::~ServiceNamer() = default;
+ServiceNamer::ServiceNamer(ServiceNamer&&) noexcept = default;
+ServiceNamer& ServiceNamer::operator=(ServiceNamer&&) noexcept = default;
+
+namespace {
+
+// `tmpl` with $N replaced by group N of the match (empty if it did not
+// take part), $& by the whole match and $$ by '$'.
+std::string Expand(std::string_view tmpl, const re2::StringPiece* groups, int ngroups) {
+  std::string out;
+  for (size_t i = 0; i < tmpl.size(); ++i) {
+    const char c = tmpl[i];
+    if (c != '$' || i + 1 == tmpl.size()) {
+      out.push_back(c);
+      continue;
+    }
+    const char next = tmpl[i + 1];
+    if (next == '$') {
+      out.push_back('$');
+      ++i;
+    } else if (next == '&' || (next >= '0' && next <= '9')) {
+      const int g = next == '&' ? 0 : next - '0';
+      if (g < ngroups && groups[g].data() != nullptr) out.append(groups[g].data(), groups[g].size());
+      ++i;
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 absl::StatusOr<ServiceNamer> ServiceNamer::Create(std::vector<NamingRule> rules, PodIndex pods) {
   ServiceNamer n;
   for (size_t i = 0; i < rules.size(); ++i) {
     if (rules[i].name.empty())
       return absl::InvalidArgumentError(fmt::format("rules[{}].name: empty", i));
-    try {
-      std::regex re(rules[i].pattern, std::regex::ECMAScript | std::regex::optimize);
-      n.rules_.push_back(Compiled{std::move(rules[i]), std::move(re)});
-    } catch (const std::regex_error& e) {
-      return absl::InvalidArgumentError(
-          fmt::format("rules[{}].match: invalid regex '{}': {}", i, rules[i].pattern, e.what()));
-    }
+    re2::RE2::Options opts;
+    opts.set_log_errors(false);
+    auto re = std::make_unique<re2::RE2>(rules[i].pattern, opts);
+    if (!re->ok())
+      return absl::InvalidArgumentError(fmt::format("rules[{}].match: invalid regex '{}': {}", i,
+                                                    rules[i].pattern, re->error()));
+    n.rules_.push_back(
+        std::make_unique<Compiled>(Compiled{std::move(rules[i]), std::move(re)}));
   }
   n.pods_ = std::move(pods);
   return n;
 }
 
 ServiceName ServiceNamer::Name(const ProcessFacts& f) const {
-  for (const Compiled& c : rules_) {
-    const std::string& subject = c.rule.field == NamingRule::Field::kExe       ? f.exe
-                                 : c.rule.field == NamingRule::Field::kCmdline ? f.cmdline
-                                                                               : f.cgroup;
-    std::smatch m;
-    if (std::regex_search(subject, m, c.re)) {
-      std::string name = m.format(c.rule.name);
+  for (const std::unique_ptr<Compiled>& c : rules_) {
+    const std::string& subject = c->rule.field == NamingRule::Field::kExe       ? f.exe
+                                 : c->rule.field == NamingRule::Field::kCmdline ? f.cmdline
+                                                                                : f.cgroup;
+    // $0..$9: at most ten groups are ever needed.
+    const int ngroups = std::min(c->re->NumberOfCapturingGroups() + 1, 10);
+    re2::StringPiece groups[10];
+    if (c->re->Match(subject, 0, subject.size(), re2::RE2::UNANCHORED, groups, ngroups)) {
+      std::string name = Expand(c->rule.name, groups, ngroups);
       if (!name.empty()) return {std::move(name), "rule"};
     }
   }

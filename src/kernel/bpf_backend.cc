@@ -265,12 +265,20 @@ void BpfBackend::DrainLoop() {
   // The kernel wakes us only once wakeup_bytes have built up (batching), so
   // the timeout doubles as the latency bound for a trickle of events, and
   // consume() picks up what arrived without a wakeup.
+  draining_.store(true, std::memory_order_release);
   while (!stop_.load(std::memory_order_acquire)) {
+    drained_unix_ns_.store(absl::GetCurrentTimeNanos(), std::memory_order_relaxed);
     int n = ring_buffer__poll(ring_.get(), 100);
     if (n < 0 && n != -EINTR) break;
     ring_buffer__consume(ring_.get());
   }
   ring_buffer__consume(ring_.get());
+  draining_.store(false, std::memory_order_release);
+}
+
+Backend::Progress BpfBackend::DrainProgress() const {
+  return {draining_.load(std::memory_order_acquire),
+          absl::FromUnixNanos(drained_unix_ns_.load(std::memory_order_relaxed))};
 }
 
 void BpfBackend::Stop() {

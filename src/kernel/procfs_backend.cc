@@ -76,6 +76,7 @@ absl::Status ProcfsBackend::ScanOnce() {
                                                        BoottimeNs());
   scans_.fetch_add(1, std::memory_order_relaxed);
   last_scan_us_.store(absl::ToInt64Microseconds(absl::Now() - t0), std::memory_order_relaxed);
+  scanned_unix_ns_.store(absl::GetCurrentTimeNanos(), std::memory_order_relaxed);
   events_.fetch_add(events.size(), std::memory_order_relaxed);
   if (sink_)
     for (const flow::SockEvent& ev : events) sink_(ev);
@@ -90,6 +91,7 @@ absl::Status ProcfsBackend::Start(EventSink sink) {
 }
 
 void ProcfsBackend::Loop() {
+  looping_.store(true, std::memory_order_release);
   std::unique_lock<std::mutex> lock(wake_mu_);
   while (!stop_) {
     if (wake_.wait_for(lock, absl::ToChronoMilliseconds(options_.interval),
@@ -99,6 +101,13 @@ void ProcfsBackend::Loop() {
     (void)ScanOnce();
     lock.lock();
   }
+  looping_.store(false, std::memory_order_release);
+}
+
+Backend::Progress ProcfsBackend::DrainProgress() const {
+  // A scan every interval: progress is the last one that finished.
+  return {looping_.load(std::memory_order_acquire),
+          absl::FromUnixNanos(scanned_unix_ns_.load(std::memory_order_relaxed))};
 }
 
 void ProcfsBackend::Stop() {

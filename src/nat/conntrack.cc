@@ -5,6 +5,8 @@
 #include <netinet/in.h>
 
 #include <cstring>
+
+#include "absl/container/flat_hash_set.h"
 #include <vector>
 
 #include "fmt/format.h"
@@ -93,25 +95,29 @@ std::optional<Endpoint> ConntrackResolver::Query(nfct_handle* h, const flow::Soc
   // Registered per query (the answer lives on this stack), and released:
   // each registration allocates, and registering again does not free.
   nfct_callback_register(h, NFCT_T_ALL, OnEntry, &answer);
-  ++stats_.lookups;
   const int rc = nfct_query(h, NFCT_Q_GET, ct.get());
   nfct_callback_unregister(h);
-  if (rc != 0 || !answer.found) {
-    ++stats_.failures;
-    return std::nullopt;
-  }
+  if (rc != 0 || !answer.found) return std::nullopt;
   return answer.reply_src;
+}
+
+bool ConntrackResolver::KnownPlain(const flow::SockRecord& s) {
+  if (s.remote_port == 0 || s.remote_ip.IsUnspecified() || s.remote_ip.IsLoopback()) return true;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = plain_.find(std::pair{s.netns, DestinationKey(s)});
+  return it != plain_.end() && it->second > absl::Now();
 }
 
 std::optional<Endpoint> ConntrackResolver::Resolve(const flow::SockRecord& s) {
   if (s.remote_port == 0 || s.remote_ip.IsUnspecified() || s.remote_ip.IsLoopback())
     return std::nullopt;
-  std::lock_guard<std::mutex> lock(mu_);
   const auto key = std::pair{s.netns, DestinationKey(s)};
-  const absl::Time now = absl::Now();
-  if (auto it = plain_.find(key); it != plain_.end()) {
-    if (it->second > now) return std::nullopt;
-    plain_.erase(it);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto it = plain_.find(key); it != plain_.end()) {
+      if (it->second > absl::Now()) return std::nullopt;
+      plain_.erase(it);
+    }
   }
   // The socket's own namespace first; then ours, the node's: a pod's
   // connection to a ClusterIP is DNAT'd on the node (kube-proxy), and its
@@ -121,15 +127,27 @@ std::optional<Endpoint> ConntrackResolver::Resolve(const flow::SockRecord& s) {
   std::vector<uint32_t> order = {s.netns};
   if (own != 0 && own != s.netns) order.push_back(own);
   std::optional<Endpoint> reply;
-  for (uint32_t ns : order) {
-    nfct_handle* h = HandleFor(ns);
-    if (h == nullptr) continue;
-    std::optional<Endpoint> r = Query(h, s);
-    if (!r) continue;
-    reply = r;
-    if (!(r->ip == s.remote_ip && r->port == s.remote_port)) break;  // translated
+  uint64_t lookups = 0, failures = 0;
+  {
+    std::lock_guard<std::mutex> q(query_mu_);
+    for (uint32_t ns : order) {
+      nfct_handle* h = HandleFor(ns);
+      if (h == nullptr) continue;
+      ++lookups;
+      std::optional<Endpoint> r = Query(h, s);
+      if (!r) {
+        ++failures;
+        continue;
+      }
+      reply = r;
+      if (!(r->ip == s.remote_ip && r->port == s.remote_port)) break;  // translated
+    }
   }
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.lookups += lookups;
+  stats_.failures += failures;
   if (!reply) return std::nullopt;  // no entry: nothing learnt about the destination
+  const absl::Time now = absl::Now();
   if (reply->ip == s.remote_ip && reply->port == s.remote_port) {
     plain_[key] = now + negative_ttl_;
     // Bounded: past a node's worth of destinations, the expired go.
@@ -138,6 +156,31 @@ std::optional<Endpoint> ConntrackResolver::Resolve(const flow::SockRecord& s) {
   }
   ++stats_.translated;
   return reply;
+}
+
+void ConntrackResolver::Prune(const std::vector<uint32_t>& alive) {
+  absl::flat_hash_set<uint32_t> keep(alive.begin(), alive.end());
+  static const uint32_t own = scan::NetnsInodeOf("/proc/self/ns/net");
+  keep.insert(own);
+  {
+    std::lock_guard<std::mutex> q(query_mu_);
+    absl::erase_if(handles_, [&](const auto& kv) { return !keep.contains(kv.first); });
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  const absl::Time now = absl::Now();
+  absl::erase_if(plain_, [&](const auto& kv) {
+    return kv.second <= now || !keep.contains(kv.first.first);
+  });
+}
+
+size_t ConntrackResolver::handles() const {
+  std::lock_guard<std::mutex> q(query_mu_);
+  return handles_.size();
+}
+
+size_t ConntrackResolver::answers() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return plain_.size();
 }
 
 ResolverStats ConntrackResolver::Stats() const {

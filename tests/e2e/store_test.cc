@@ -85,21 +85,32 @@ class StoreTest : public ::testing::Test {
   }
 
   // `client` on machine `from` sends `send` bytes to `server` on machine
-  // `to`, which answers `reply`.
+  // `to`, which answers `reply`. The server stays up, listening, until the
+  // test ends: an agent exports the ports that are listened on now.
   void Exchange(bool a_to_b, int port, long long send, long long reply, const std::string& client,
                 const std::string& server) {
     const std::string& to_ns = a_to_b ? hosts_->b : hosts_->a;
     const std::string& from_ns = a_to_b ? hosts_->a : hosts_->b;
     const std::string& to_ip = a_to_b ? hosts_->b_ip4 : hosts_->a_ip4;
-    Child srv(TwoHosts::In(to_ns, {kPeer, "serve", "--bind", to_ip, "--port",
-                                   std::to_string(port), "--expect", std::to_string(send),
-                                   "--reply", std::to_string(reply), "--name", server}));
-    ASSERT_TRUE(srv.WaitForLine(false, "ready", seconds(30)));
+    auto srv = std::make_unique<Child>(TwoHosts::In(
+        to_ns, {kPeer, "serve", "--bind", to_ip, "--port", std::to_string(port), "--expect",
+                std::to_string(send), "--reply", std::to_string(reply), "--hold-ms", "120000",
+                "--name", server}));
+    ASSERT_TRUE(srv->WaitForLine(false, "ready", seconds(30)));
     RunResult c = RunCmd(TwoHosts::In(
         from_ns, {kPeer, "connect", "--host", to_ip, "--port", std::to_string(port), "--send",
                   std::to_string(send), "--expect", std::to_string(reply), "--name", client}));
     ASSERT_EQ(c.exit_code, 0) << c.err;
-    ASSERT_EQ(srv.Wait(seconds(30)).exit_code, 0);
+    ASSERT_TRUE(srv->WaitForLine(false, "held", seconds(30)));
+    servers_.push_back(std::move(srv));
+  }
+
+  void TearDown() override {
+    for (auto& s : servers_) {
+      s->Signal(SIGUSR1);
+      s->Wait(seconds(30));
+    }
+    servers_.clear();
   }
 
   // Polls the join until it returns `want` pairs (the pushes are 1 s apart).
@@ -145,6 +156,7 @@ class StoreTest : public ::testing::Test {
 
   static std::unique_ptr<TwoHosts> hosts_;
   std::vector<std::string> listens_;
+  std::vector<std::unique_ptr<Child>> servers_;
 };
 
 std::unique_ptr<TwoHosts> StoreTest::hosts_;

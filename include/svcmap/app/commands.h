@@ -14,6 +14,9 @@ absl::Status RunCommand(const Options& options);
 // `svcmap topology` (src/app/topology_command.cc).
 absl::Status RunTopology(const Options& options);
 
+// `svcmap agent` (src/app/agent_command.cc).
+absl::Status RunAgent(const Options& options);
+
 }  // namespace svcmap::app
 
 #endif  // SVCMAP_APP_COMMANDS_H_

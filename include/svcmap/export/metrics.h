@@ -2,16 +2,20 @@
 #define SVCMAP_EXPORT_METRICS_H_
 
 // The seed's three tables as Prometheus metric families (names and labels
-// in docs/metrics.md), plus the agent's own health. Pure: a service graph
-// in, families out; prometheus-cpp's TextSerializer writes them (and escapes
-// label values, whatever bytes a comm holds).
+// in docs/metrics.md), plus the agent's own health. The counters come from
+// CounterLedgers fed frame by frame (Account), so none of them ever goes
+// down within a series' life; prometheus-cpp's TextSerializer writes them
+// (and escapes label values, whatever bytes a comm holds).
 
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "prometheus/metric_family.h"
+#include "svcmap/export/counter_ledger.h"
+#include "svcmap/flow/collector.h"
 #include "svcmap/flow/service_view.h"
 
 namespace svcmap::exporter {
@@ -26,6 +30,10 @@ struct AgentHealth {
   uint64_t traffic_overflow = 0;           // per-connection rows over the flow table's cap
   uint64_t flows = 0;                      // flows tracked
   uint64_t expired_flows = 0;              // idle longer than --flow-idle-timeout
+  // How the collector accounted for what it was told (flow::CollectorCounts).
+  std::vector<std::pair<std::string, uint64_t>> accounting;
+  // Entries in each long-lived table, by table name.
+  std::vector<std::pair<std::string, uint64_t>> tables;
   bool remote_write = false;               // the fields below mean something
   uint64_t rw_sent_samples = 0;
   uint64_t rw_dropped_samples = 0;         // backlog over its bound
@@ -39,13 +47,32 @@ struct MetricsOptions {
   std::string machine;         // the host name, on the service series
 };
 
+// The exported counters' state, across frames.
+struct Ledgers {
+  // sent, received, connections, failed; by SERVICE_CONNECTION labels.
+  CounterLedger<4> connections;
+  // bytes both ways; by NETWORK_TRAFFIC labels.
+  CounterLedger<1> traffic;
+};
+
+// One frame into the ledgers: `graph` as taken, `gone` what housekeeping
+// removed right after taking it.
+void Account(const flow::ServiceGraph& graph, const flow::Housekeeping& gone, uint64_t now_ns,
+             Ledgers& ledgers);
+
 struct Metrics {
   std::vector<prometheus::MetricFamily> families;
+  // Per family and sample (parallel to `families`): when a counter's series
+  // began, ms since the epoch; 0 for gauges. Remote write starts a new
+  // series with a 0 at that moment, so increase() counts its first value.
+  std::vector<std::vector<int64_t>> created_ms;
   uint64_t series_dropped = 0;  // over max_series, not exported
 };
 
-Metrics BuildMetrics(const flow::ServiceGraph& graph, const std::string& instance_ip,
-                     const AgentHealth& health, const MetricsOptions& options);
+// `realtime_minus_boottime_ns` turns the ledgers' boot times into wall time.
+Metrics BuildMetrics(const flow::ServiceGraph& graph, const Ledgers& ledgers,
+                     const std::string& instance_ip, const AgentHealth& health,
+                     const MetricsOptions& options, int64_t realtime_minus_boottime_ns = 0);
 
 // The text exposition format (version 0.0.4).
 std::string MetricsText(const Metrics& m);

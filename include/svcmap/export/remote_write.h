@@ -33,8 +33,14 @@ struct WriteBatch {
 
 // Every counter and gauge of `families` as one sample at `timestamp_ms`,
 // with `extra` labels added to each series (a series' own label wins).
+// `created_ms`, if given, is parallel to `families` (Metrics::created_ms):
+// a counter whose series began after `since_ms` (the previous push) gets a
+// 0 at its start first, as Prometheus' own created-timestamp handling does,
+// so that increase() and rate() count its first value too.
 WriteBatch EncodeWriteRequest(const std::vector<prometheus::MetricFamily>& families,
-                              const LabelPairs& extra, int64_t timestamp_ms);
+                              const LabelPairs& extra, int64_t timestamp_ms,
+                              const std::vector<std::vector<int64_t>>* created_ms = nullptr,
+                              int64_t since_ms = 0);
 
 // The inverse, for tests and tools: series as sorted labels ("__name__"
 // included) and their (timestamp_ms, value) samples.
@@ -66,6 +72,10 @@ struct RemoteWriteStats {
   uint64_t failed_requests = 0;   // attempts that will be retried
   uint64_t pending_samples = 0;
   std::string last_error;
+  // Since when every attempt has failed (InfinitePast: the last one
+  // worked), and what the backlog dropped since: more than it can hold.
+  absl::Time failing_since = absl::InfinitePast();
+  uint64_t dropped_while_failing = 0;
 };
 
 class RemoteWriter {

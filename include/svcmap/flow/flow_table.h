@@ -2,11 +2,16 @@
 #define SVCMAP_FLOW_FLOW_TABLE_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
+#include <optional>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/types/span.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/container/node_hash_map.h"
 #include "svcmap/flow/sock.h"
 
 namespace svcmap::flow {
@@ -15,8 +20,14 @@ namespace svcmap::flow {
 // service (remote ip + port, local_port 0); a server flow by the local
 // service port and the peer address (remote_port 0), so that a client's
 // ephemeral ports do not split it.
+//
+// A flow belongs to a process, or, once that process has exited (or was
+// renamed), to its service: `process` is then {0, 0} and `service` names
+// it. A retired flow is also the key of its *group*: every flow with the
+// same fields whose process carries that service name.
 struct FlowKey {
   ProcessKey process;
+  std::string service;  // retired flows only
   uint32_t netns = 0;
   Role role = Role::kUnknown;  // kClient or kServer
   IpAddr local_ip;
@@ -27,10 +38,14 @@ struct FlowKey {
   IpAddr nat_ip;
   uint16_t nat_port = 0;
 
+  bool retired() const { return process.pid == 0 && !service.empty(); }
+  // This flow's group: the same key, owned by the service `name`.
+  FlowKey Group(std::string name) const;
+
   friend bool operator==(const FlowKey&, const FlowKey&) = default;
   template <typename H>
   friend H AbslHashValue(H h, const FlowKey& k) {
-    return H::combine(std::move(h), k.process, k.netns, k.role, k.local_ip,
+    return H::combine(std::move(h), k.process, k.service, k.netns, k.role, k.local_ip,
                       k.local_port, k.remote_ip, k.remote_port, k.nat_ip, k.nat_port);
   }
 };
@@ -44,11 +59,13 @@ struct FlowStats {
   uint64_t first_seen_ns = 0;
   uint64_t last_seen_ns = 0;
 
-  // A live socket still connecting counts as neither.
-  void Add(const SockRecord& s, uint64_t seen_ns, bool closed);
+  void Merge(const FlowStats& o);
+  void Seen(uint64_t first_ns, uint64_t last_ns);
 };
 
-// One connection, by its 4-tuple: src is the side that connected.
+// One connection, by its 4-tuple: src is the side that connected. With
+// src_port 0, every connection between two addresses to one port
+// (NETWORK_TRAFFIC as the metrics export it).
 struct TrafficKey {
   uint32_t netns = 0;  // where it was observed
   IpAddr src_ip;
@@ -60,8 +77,8 @@ struct TrafficKey {
   friend bool operator==(const TrafficKey&, const TrafficKey&) = default;
   template <typename H>
   friend H AbslHashValue(H h, const TrafficKey& k) {
-    return H::combine(std::move(h), k.netns, k.src_ip, k.src_port, k.dst_ip,
-                      k.dst_port, k.observed_as);
+    return H::combine(std::move(h), k.netns, k.src_ip, k.src_port, k.dst_ip, k.dst_port,
+                      k.observed_as);
   }
 };
 
@@ -69,83 +86,168 @@ struct TrafficStats {
   uint64_t bytes_to_dst = 0;
   uint64_t bytes_to_src = 0;
   uint64_t last_seen_ns = 0;
-  ProcessKey process;
+  ProcessKey process;  // the last one seen on it
+  uint32_t live = 0;   // connections still open
 };
 
+// A copy of the flow table at one moment: what a frame is built from.
 struct FlowView {
   absl::flat_hash_map<FlowKey, FlowStats> flows;
+  // One row per connection (NETWORK_TRAFFIC with the source port), when
+  // asked for: the closed ones still remembered, then the open ones.
   absl::flat_hash_map<TrafficKey, TrafficStats> traffic;
-  uint64_t traffic_overflow = 0;  // connections not listed: table was full
+  // Every connection between two addresses to a port (src_port 0).
+  absl::flat_hash_map<TrafficKey, TrafficStats> traffic_series;
+  uint64_t traffic_overflow = 0;  // connections not listed: the row table was full
   // Sockets opened while we watched (connect attempts and accepted
   // connections, not those found at start-up), per netns: what the
   // kernel's ActiveOpens + PassiveOpens should match.
   absl::flat_hash_map<uint32_t, uint64_t> opened;
 };
 
-struct FlowViewOptions {
-  // NETWORK_TRAFFIC without the client's port: one row per (src_ip,
-  // dst_ip, dst_port), which is all the metrics export, at a fraction of
-  // the memory of a row per connection.
-  bool collapse_src_ports = false;
-  // Fills a client socket's real destination behind a DNAT (nat_ip/port);
-  // asked for each live established client socket.
-  std::function<void(SockRecord&)> nat;
+struct FlowTableOptions {
+  size_t max_traffic_rows = 100000;  // closed connections listed one by one
+  bool count_opens = false;          // FlowView::opened (snapshot's completeness)
+  // An open socket that no longer shows up in complete live reads, without
+  // a close event for this long (the ring buffer dropped it), is closed
+  // with the totals last read.
+  uint64_t lost_close_grace_ns = 30'000'000'000;
+  // How long a closed socket's id is remembered, so that a live read that
+  // raced with its close does not count it again.
+  uint64_t closed_id_ttl_ns = 10'000'000'000;
 };
 
-// Flows built from sockets. Closed sockets accumulate here; live sockets are
-// laid over them in each View() and never stored, so a socket is counted
-// exactly once: by its close if it closed, else by its live state.
+struct FlowTableSizes {
+  size_t flows = 0;
+  size_t live_sockets = 0;
+  size_t closed_ids = 0;
+  size_t traffic_rows = 0;
+  size_t traffic_series = 0;
+};
+
+// Flow totals of one node. Every total only grows: a closed socket's bytes
+// are added to its flow, an open one's are laid over it, and nothing is
+// subtracted but by removing a whole idle group (ExpireIdleGroups).
 //
-// Invariant: a socket's identity is (sock_id, open_ns); the ids of sockets
-// closed since the oldest live read still in use are remembered, so a live
-// read that raced with a close does not count that socket twice.
+// Invariants:
+// - A socket counts once, by its identity (SockKey): as open (the totals of
+//   the last live read that had it, never less than an earlier read) until
+//   its close is applied, then as closed. An open socket missing from a live
+//   read still counts as open until its close arrives (it may be in the ring
+//   buffer) or the grace runs out.
+// - The ids of sockets closed recently are remembered, so that a live read
+//   that raced with a close does not count that socket again.
+// - Within a group (FlowKey::Group), totals are conserved by RetireProcess.
+//
+// Not thread-safe: the caller serialises everything.
 class FlowTable {
  public:
-  // Resolves a socket of unknown role (one older than the tracer): true if
-  // its local port is a listening port, i.e. it is the server end.
-  using IsServerFn = std::function<bool(const SockRecord&)>;
-  using ViewOptions = FlowViewOptions;
+  explicit FlowTable(FlowTableOptions options = {});
 
-  explicit FlowTable(size_t max_traffic = 100000) : max_traffic_(max_traffic) {}
+  // -- Closes (the drain thread) --
+  // False if this socket's close was already taken (a duplicate, or a
+  // socket closed as lost): the caller then drops the event.
+  bool BeginClose(const SockKey& key, uint64_t close_ns);
+  // Applies a close BeginClose accepted. `role` is used only for a socket
+  // never read live (an open one keeps the key it was first filed under).
+  void ApplyClose(const SockRecord& s, Role role, uint64_t close_ns);
+  bool IsLive(const SockKey& key) const { return live_.contains(key); }
 
-  void AddClosed(const SockRecord& s, uint64_t close_ns, const IsServerFn& is_server);
-  // `live` was read from the kernel at `live_read_ns`, before the events
-  // already given to AddClosed were drained.
-  FlowView View(absl::Span<const SockRecord> live, uint64_t now_ns,
-                const IsServerFn& is_server, const ViewOptions& options = {}) const;
-  // View() one live socket at a time: StartView, then AddLive for each.
-  FlowView StartView(const ViewOptions& options) const;
-  void AddLive(FlowView& view, const SockRecord& s, uint64_t now_ns, const IsServerFn& is_server,
-               const ViewOptions& options) const;
-  // Forgets closed-socket ids older than `ns`: no live read older than that
-  // will be passed to View() again.
-  void ForgetClosedBefore(uint64_t ns);
-  // Drops the closed flows and connections last seen before `ns` (an
-  // agent's idle expiry); live sockets are never stored, so never expire.
-  // Returns how many flows went.
-  size_t ExpireIdle(uint64_t ns);
-  size_t closed_ids() const { return closed_ids_.size(); }
+  // -- Live reads (a frame) --
+  void BeginLive(uint64_t now_ns);
+  // One socket of the read, with its role resolved; listeners are not flows.
+  void AddLive(const SockRecord& s, Role role);
+  // `complete`: every open socket was listed (lost-close detection runs
+  // only then). Returns how many were closed as lost.
+  size_t EndLive(bool complete);
 
-  static Role EffectiveRole(const SockRecord& s, const IsServerFn& is_server);
+  // -- Views --
+  // `per_connection`: fill FlowView::traffic too.
+  FlowView View(bool per_connection) const;
+
+  // -- Eviction --
+  // Moves everything process `p` contributed so far into its group under
+  // `name` (process exit; or a rename, when `p` keeps its open sockets,
+  // which from now on count only what they move next). Conserves every
+  // group's totals.
+  void RetireProcess(const ProcessKey& p, const std::string& name, uint64_t now_ns);
+  // Whether `p` has open sockets.
+  bool HasLive(const ProcessKey& p) const;
+  // Removes every group whose flows have no open socket and were last seen
+  // before `cutoff_ns`, whole; `name_of` names a process's group (nullopt:
+  // not named yet, so its group stays). Returns the groups removed.
+  using NameOf = std::function<std::optional<std::string>(const ProcessKey&)>;
+  std::vector<FlowKey> ExpireIdleGroups(uint64_t cutoff_ns, const NameOf& name_of);
+  // The same for NETWORK_TRAFFIC: series and rows idle since `cutoff_ns`.
+  std::vector<TrafficKey> ExpireIdleTraffic(uint64_t cutoff_ns);
+  // Forgets closed-socket ids older than their TTL.
+  void ForgetClosed(uint64_t now_ns);
+  // Processes that have flows here.
+  std::vector<ProcessKey> Processes() const;
+
+  FlowTableSizes Sizes() const;
+  uint64_t lost_closes() const { return lost_closes_; }
+  uint64_t rows_overflow() const { return rows_overflow_; }
+  const absl::flat_hash_map<uint32_t, uint64_t>& opened() const { return opened_; }
+
   static FlowKey KeyOf(const SockRecord& s, Role role);
   static TrafficKey TrafficKeyOf(const SockRecord& s, Role role);
 
  private:
-  struct SockId {
-    uint64_t sock_id;
-    uint64_t open_ns;
-    friend bool operator==(const SockId&, const SockId&) = default;
-    template <typename H>
-    friend H AbslHashValue(H h, const SockId& k) {
-      return H::combine(std::move(h), k.sock_id, k.open_ns);
-    }
+  struct Bucket {
+    FlowStats closed;
+    uint32_t live_socks = 0;
   };
-  void AddTo(FlowView& view, const SockRecord& s, uint64_t seen_ns, Role role, bool closed,
-             bool collapse_src_ports = false) const;
+  struct TrafficBucket {
+    TrafficStats closed;
+    uint32_t live_socks = 0;
+  };
+  using BucketMap = absl::node_hash_map<FlowKey, Bucket>;
+  using TrafficMap = absl::node_hash_map<TrafficKey, TrafficBucket>;
+  struct LiveSock {
+    BucketMap::value_type* flow = nullptr;
+    TrafficMap::value_type* series = nullptr;  // null until established
+    uint64_t sent = 0, received = 0;           // never less than an earlier read
+    // Already counted in a retired flow (RetireProcess while open).
+    uint64_t base_sent = 0, base_received = 0;
+    uint64_t open_ns = 0;
+    uint64_t seen_ns = 0;
+    uint32_t seen_gen = 0;
+    uint32_t missed = 0;  // complete reads in a row without it
+    uint16_t src_port = 0;
+    bool established = false;
+    bool connection_counted = false;  // in a retired flow already
+    bool seeded = false;
+    // Filed under its process for good: a server socket whose accepting
+    // process has not touched it yet carries its listener's owner.
+    bool owned = false;
+  };
 
-  size_t max_traffic_;
-  FlowView closed_;
-  absl::flat_hash_map<SockId, uint64_t> closed_ids_;  // -> close time
+  BucketMap::value_type* BucketFor(const FlowKey& key);
+  TrafficMap::value_type* SeriesFor(const TrafficKey& key);
+  void Close(LiveSock& ls, uint64_t close_ns);
+  void CountOpen(const SockRecord& s, Role role);
+  void AddRow(const TrafficKey& key, uint64_t to_dst, uint64_t to_src, uint64_t seen_ns,
+              const ProcessKey& p);
+  void DropLive(absl::flat_hash_map<SockKey, LiveSock>::iterator it);
+  // Moves an open socket to the process that took it over (see
+  // LiveSock::owned); what it counted so far stays where it was.
+  void Refile(LiveSock& ls, const SockRecord& s);
+
+  FlowTableOptions options_;
+  BucketMap buckets_;
+  TrafficMap series_;
+  absl::flat_hash_map<TrafficKey, TrafficStats> rows_;  // closed connections
+  uint64_t rows_overflow_ = 0;
+  absl::flat_hash_map<SockKey, LiveSock> live_;
+  absl::flat_hash_map<ProcessKey, uint32_t> live_by_process_;
+  // Closed ids, and their expiry in the order they were taken.
+  absl::flat_hash_map<SockKey, uint64_t> closed_ids_;
+  std::deque<std::pair<uint64_t, SockKey>> closed_order_;
+  absl::flat_hash_map<uint32_t, uint64_t> opened_;
+  uint32_t gen_ = 0;
+  uint64_t read_ns_ = 0;
+  uint64_t lost_closes_ = 0;
 };
 
 }  // namespace svcmap::flow

@@ -1,8 +1,13 @@
 #ifndef SVCMAP_FLOW_PROCESS_TABLE_H_
 #define SVCMAP_FLOW_PROCESS_TABLE_H_
 
+#include <cstdint>
+#include <deque>
 #include <functional>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "svcmap/flow/sock.h"
@@ -20,26 +25,72 @@ struct ProcessInfo {
   std::string cgroup;
 };
 
-// Process identity -> what we know of it. The details (exe, service name)
-// come from the describer given at construction (so this stays free of
-// I/O), once per process, when it is first seen and most likely alive, and
-// again if it exec()s (same PID and start time, new comm).
+// Process identity -> what we know of it. Describing a process (reading
+// /proc, naming it) is somebody else's job, on another thread: a process
+// first seen is *pending* until Describe() answers for it (or NameOverdue
+// names it by its comm), and the views leave pending processes out. An
+// exec (same PID and start time, new comm) is described again; it keeps
+// its name meanwhile.
+//
+// Bounded by what is live: Erase() drops a process, leaving its name
+// behind for a while (a tombstone), since a socket of an exited process
+// can still close later, and would otherwise come back nameless.
 class ProcessTable {
  public:
-  using Describer = std::function<ProcessInfo(const Owner&)>;
+  struct Entry {
+    ProcessInfo info;
+    bool named = false;
+    bool exited = false;
+    uint64_t first_seen_ns = 0;
+    uint64_t checked_ns = 0;  // when it was last checked for an exit
+  };
 
-  explicit ProcessTable(Describer describer = nullptr) : describer_(std::move(describer)) {}
+  explicit ProcessTable(uint64_t tombstone_ttl_ns = 120'000'000'000)
+      : tombstone_ttl_ns_(tombstone_ttl_ns) {}
 
-  const ProcessInfo& Observe(const Owner& owner);
-  const ProcessInfo* Find(const ProcessKey& key) const;
-  // Applies `rename` to every process known (new naming rules).
-  void RenameAll(const std::function<void(ProcessInfo&)>& rename);
+  void Observe(const Owner& owner, uint64_t now_ns);
+  // Processes to describe, asked for since the last call.
+  std::vector<Owner> TakeRequests();
+  // The describer's answer. Returns the old name when a named process gets
+  // another (a rename: its flows so far must stay with the old one).
+  // Ignored for a process no longer here.
+  std::optional<std::string> Describe(const ProcessKey& key, ProcessInfo info);
+  // Processes pending since before `deadline_ns` are named by their comm
+  // (the describer is behind); returns how many.
+  size_t NameOverdue(uint64_t deadline_ns);
+  // New rules for every process: `rename` gives the new name and source.
+  // Returns the processes whose name changed, with their old names.
+  using Renamer = std::function<std::pair<std::string, std::string>(const ProcessInfo&)>;
+  std::vector<std::pair<ProcessKey, std::string>> RenameAll(const Renamer& rename);
+
+  const ProcessInfo* Find(const ProcessKey& key) const;  // named ones only
+  const Entry* Get(const ProcessKey& key) const;
+  Entry* GetMutable(const ProcessKey& key);
+  void MarkExited(const ProcessKey& key);
+  void Erase(const ProcessKey& key, uint64_t now_ns);
+  void PruneTombstones(uint64_t now_ns);
+  template <typename F>
+  void ForEach(F&& f) const {
+    for (const auto& [k, e] : processes_) f(k, e);
+  }
+
   size_t size() const { return processes_.size(); }
+  size_t pending() const { return pending_; }
+  size_t tombstones() const { return tombstones_.size(); }
 
  private:
-  Describer describer_;
+  const uint64_t tombstone_ttl_ns_;
   // Keyed by {pid, start}: a reused PID is a new entry, not an overwrite.
-  absl::flat_hash_map<ProcessKey, ProcessInfo> processes_;
+  absl::flat_hash_map<ProcessKey, Entry> processes_;
+  std::vector<Owner> requests_;
+  size_t pending_ = 0;
+  struct Tombstone {
+    ProcessInfo info;
+    bool exited = false;
+    uint64_t until_ns = 0;
+  };
+  absl::flat_hash_map<ProcessKey, Tombstone> tombstones_;
+  std::deque<std::pair<uint64_t, ProcessKey>> tombstone_order_;
 };
 
 }  // namespace svcmap::flow

@@ -44,7 +44,8 @@ struct ServiceRow {
   std::vector<AcceptedRow> accepted;
 };
 
-// SERVICE_CONNECTION: an outbound flow of one process.
+// SERVICE_CONNECTION: an outbound flow of one process (or, src_pid 0, of
+// the exited processes of one service).
 struct ConnectionRow {
   std::string src_instance_id;
   std::string src_service_name;
@@ -57,6 +58,8 @@ struct ConnectionRow {
   IpAddr actual_dst_ip;
   uint16_t actual_dst_port = 0;
   FlowStats stats;
+  uint32_t netns = 0;
+  std::string group;  // GroupId() of its flow's group: the exporter's unit of account
 };
 
 // NETWORK_TRAFFIC: one connection by 4-tuple, src being the connecting end.
@@ -72,11 +75,30 @@ struct TrafficRow {
   uint64_t last_seen_ns = 0;
 };
 
+// NETWORK_TRAFFIC between two addresses to one port, every connection
+// together, as observed in one namespace from one end.
+struct TrafficSeriesRow {
+  IpAddr src_ip;
+  IpAddr dst_ip;
+  uint16_t dst_port = 0;
+  uint64_t bytes = 0;  // both ways
+  uint32_t live = 0;   // connections open
+  uint64_t last_seen_ns = 0;
+  std::string id;      // TrafficId()
+};
+
 struct ServiceGraph {
   std::vector<ServiceRow> services;       // by name
   std::vector<ConnectionRow> connections; // by service, then destination
-  std::vector<TrafficRow> traffic;
+  std::vector<TrafficRow> traffic;        // per connection, when asked for
+  std::vector<TrafficSeriesRow> traffic_series;
 };
+
+// Stable ids of what the exporter accounts by (opaque, compact): a flow
+// group (FlowKey::Group), and a NETWORK_TRAFFIC series of one namespace
+// and end (TrafficKey with src_port 0).
+std::string GroupId(const FlowKey& group);
+std::string TrafficId(const TrafficKey& series);
 
 // The stable id of a service on a machine: "<name>@<instance_ip>". The same
 // service name on the same machine address always gets the same id, across
@@ -86,6 +108,8 @@ std::string InstanceId(std::string_view name, std::string_view instance_ip);
 // Groups processes into services by name (ProcessInfo::name) and address
 // (the instance_ip of the namespace their sockets are in), and
 // lists each service's listening ports, accepted and outbound flows.
+// Processes not named yet are left out (they join once named); retired
+// flows are their service's, with pid 0.
 ServiceGraph BuildServiceView(const FlowView& flows,
                               const std::vector<Listener>& listeners,
                               const ProcessTable& processes,

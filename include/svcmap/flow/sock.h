@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "svcmap/flow/ip_addr.h"
 
@@ -36,6 +37,19 @@ struct ProcessKey {
   }
 };
 
+// A socket for all time: the kernel reuses a struct sock's address, never
+// together with its open time.
+struct SockKey {
+  uint64_t sock_id = 0;
+  uint64_t open_ns = 0;
+
+  friend bool operator==(const SockKey&, const SockKey&) = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const SockKey& k) {
+    return H::combine(std::move(h), k.sock_id, k.open_ns);
+  }
+};
+
 struct Owner {
   ProcessKey process;
   uint64_t cgroup_id = 0;
@@ -63,6 +77,8 @@ struct SockRecord {
   // reply tuple); port 0 when not translated or not known.
   IpAddr nat_ip;
   uint16_t nat_port = 0;
+
+  SockKey key() const { return {sock_id, open_ns}; }
 };
 
 // Payload bytes according to the tcp_sock counters, read at close.

@@ -6,8 +6,8 @@
 // Pure: facts in, name out; the facts are read from /proc elsewhere.
 
 #include <cstdint>
+#include <memory>
 #include <optional>
-#include <regex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -45,8 +45,11 @@ struct ProcessFacts {
   std::string cgroup;   // the cgroup v2 path ("0::" line)
 };
 
-// A user rule: when `field` matches `pattern` (ECMAScript, searched), the
-// name is `name`, in which $1.. stand for the pattern's groups.
+// A user rule: when `field` matches `pattern` (RE2 syntax, searched), the
+// name is `name`, in which $1..$9 stand for the pattern's groups, $0 (or
+// $&) for the whole match and $$ for a dollar sign. RE2 runs in time linear
+// in the subject, whatever the pattern: an operator's rule cannot stall
+// the agent (std::regex backtracks, exponentially on patterns like (a*)*b).
 struct NamingRule {
   enum class Field { kExe, kCmdline, kCgroup };
   Field field = Field::kExe;
@@ -65,16 +68,18 @@ struct ServiceName {
 
 class ServiceNamer {
  public:
+  ServiceNamer();
+  ~ServiceNamer();
+  ServiceNamer(ServiceNamer&&) noexcept;
+  ServiceNamer& operator=(ServiceNamer&&) noexcept;
+
   // Compiles the rules; InvalidArgument names the rule that does not.
   static absl::StatusOr<ServiceNamer> Create(std::vector<NamingRule> rules, PodIndex pods = {});
   ServiceName Name(const ProcessFacts& facts) const;
 
  private:
-  struct Compiled {
-    NamingRule rule;
-    std::regex re;
-  };
-  std::vector<Compiled> rules_;
+  struct Compiled;
+  std::vector<std::unique_ptr<Compiled>> rules_;
   PodIndex pods_;
 };
 

@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "svcmap/flow/sock.h"
 
 namespace svcmap::kernel {
@@ -59,6 +60,13 @@ class Backend {
     return out;
   }
   virtual BackendStats Stats() const = 0;
+  // The thread that delivers events: whether it still runs, and when it
+  // last made progress (a ring-buffer poll came back, a scan finished).
+  struct Progress {
+    bool running = false;
+    absl::Time last = absl::InfinitePast();
+  };
+  virtual Progress DrainProgress() const = 0;
   // What is attached or read, for the start-up line: "tp_btf/...", ...
   virtual const std::vector<std::string>& attached() const = 0;
 };

@@ -54,6 +54,7 @@ class BpfBackend final : public Backend {
   absl::Status RefreshLive() override;
   absl::Status ForEachLive(const LiveFn& fn) override;
   BackendStats Stats() const override;
+  Progress DrainProgress() const override;
   // "tp_btf/inet_sock_set_state", ... : what is attached.
   const std::vector<std::string>& attached() const override { return attached_; }
   // Why the start-up seed did not run or was partial; empty if it ran.
@@ -96,6 +97,8 @@ class BpfBackend final : public Backend {
   EventSink sink_;
   std::thread drainer_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> draining_{false};
+  std::atomic<int64_t> drained_unix_ns_{0};
   IngestCounters ingest_;
   // Written by Seed() before Start(), read-only afterwards.
   uint64_t seeded_sockets_ = 0, seeded_listeners_ = 0, seed_unowned_ = 0, seed_full_ = 0;

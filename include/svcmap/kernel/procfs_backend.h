@@ -41,6 +41,7 @@ class ProcfsBackend final : public Backend {
   absl::Status RefreshLive() override;
   absl::Status ForEachLive(const LiveFn& fn) override;
   BackendStats Stats() const override;
+  Progress DrainProgress() const override;
   const std::vector<std::string>& attached() const override { return attached_; }
 
  private:
@@ -60,6 +61,8 @@ class ProcfsBackend final : public Backend {
   std::atomic<uint64_t> scans_{0}, scan_errors_{0}, events_{0}, bad_records_{0},
       last_scan_us_{0};
   std::atomic<bool> diag_failed_{false};
+  std::atomic<bool> looping_{false};
+  std::atomic<int64_t> scanned_unix_ns_{0};
 };
 
 }  // namespace svcmap::kernel

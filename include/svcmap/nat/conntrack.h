@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
@@ -39,7 +40,9 @@ struct ResolverStats {
 // shows no translation; it is then taken as not translated for `negative_ttl`
 // (DNAT rules match on the destination, so its other connections are not
 // either), which keeps the cost of plain traffic to one query per
-// destination and period.
+// destination and period. Known() answers from that cache without ever
+// blocking (the drain thread asks it); Resolve() asks the kernel, and only
+// one query runs at a time, outside the cache's lock.
 class ConntrackResolver {
  public:
   explicit ConntrackResolver(absl::Duration negative_ttl = absl::Seconds(60));
@@ -50,6 +53,14 @@ class ConntrackResolver {
   // The real destination of the client socket `s` if conntrack says it was
   // translated, else nullopt (not translated, or nothing known).
   std::optional<Endpoint> Resolve(const flow::SockRecord& s);
+  // True when `s` needs no query: its destination is known not to be
+  // translated (or cannot be: loopback, unspecified). Never blocks on I/O.
+  bool KnownPlain(const flow::SockRecord& s);
+  // Closes the handles, and forgets the answers, of every namespace not in
+  // `alive`: an open netlink socket keeps its namespace from being freed.
+  void Prune(const std::vector<uint32_t>& alive);
+  size_t handles() const;
+  size_t answers() const;
   ResolverStats Stats() const;
 
  private:
@@ -63,8 +74,9 @@ class ConntrackResolver {
   std::optional<Endpoint> Query(nfct_handle* h, const flow::SockRecord& s);
 
   const absl::Duration negative_ttl_;
-  mutable std::mutex mu_;
-  absl::flat_hash_map<uint32_t, Handle> handles_;
+  mutable std::mutex query_mu_;  // the handles and the netlink queries
+  absl::flat_hash_map<uint32_t, Handle> handles_;  // guarded by query_mu_
+  mutable std::mutex mu_;  // the caches and the counts
   // (netns, destination) -> until when it is taken as not translated.
   absl::flat_hash_map<std::pair<uint32_t, std::string>, absl::Time> plain_;
   ResolverStats stats_;

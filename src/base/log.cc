@@ -1,8 +1,8 @@
-#include "svcmap/app/log.h"
+#include "svcmap/base/log.h"
 
 #include <atomic>
 
-namespace svcmap::app {
+namespace svcmap {
 namespace {
 
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
@@ -26,4 +26,4 @@ void LogLine(LogLevel level, std::string_view message) {
   std::fwrite(line.data(), 1, line.size(), stderr);
 }
 
-}  // namespace svcmap::app
+}  // namespace svcmap

@@ -1,5 +1,5 @@
-#ifndef SVCMAP_APP_LOG_H_
-#define SVCMAP_APP_LOG_H_
+#ifndef SVCMAP_BASE_LOG_H_
+#define SVCMAP_BASE_LOG_H_
 
 // Log lines on stderr, "svcmap: <level>: <message>", filtered by
 // --log-level. Debian 12's Abseil predates absl/log, hence this.
@@ -11,7 +11,7 @@
 
 #include "fmt/format.h"
 
-namespace svcmap::app {
+namespace svcmap {
 
 enum class LogLevel { kError = 0, kWarn = 1, kInfo = 2, kDebug = 3 };
 
@@ -26,6 +26,6 @@ void Log(LogLevel level, fmt::format_string<Args...> f, Args&&... args) {
   if (LogEnabled(level)) LogLine(level, fmt::format(f, std::forward<Args>(args)...));
 }
 
-}  // namespace svcmap::app
+}  // namespace svcmap
 
-#endif  // SVCMAP_APP_LOG_H_
+#endif  // SVCMAP_BASE_LOG_H_

@@ -1,0 +1,430 @@
+// node::Session against a fake backend and a fake /proc: every exported
+// counter stays monotonic for the life of its series whatever happens under
+// it (closes, idle expiry, sibling processes, exits, PID reuse, renames, a
+// live read racing closes still in the ring buffer), and ends up exact.
+#include "svcmap/node/session.h"
+
+#include <time.h>
+
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "absl/container/flat_hash_map.h"
+#include "gtest/gtest.h"
+
+namespace svcmap::node {
+namespace {
+
+using flow::IpAddr;
+using flow::ProcessKey;
+using flow::Role;
+using flow::SockEvent;
+using flow::SockRecord;
+
+uint64_t Now() {
+  timespec ts{};
+  clock_gettime(CLOCK_BOOTTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + ts.tv_nsec;
+}
+
+// Events are handed in by the test (as the drain thread would), the live
+// table is whatever the test put there.
+class FakeBackend final : public kernel::Backend {
+ public:
+  absl::Status Start(EventSink sink) override {
+    sink_ = std::move(sink);
+    return absl::OkStatus();
+  }
+  void Stop() override { running_ = false; }
+  absl::Status RefreshLive() override { return absl::OkStatus(); }
+  absl::Status ForEachLive(const LiveFn& fn) override {
+    std::vector<SockRecord> copy;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [id, s] : live_) copy.push_back(s);
+    }
+    for (const SockRecord& s : copy) fn(s);
+    return absl::OkStatus();
+  }
+  kernel::BackendStats Stats() const override { return {}; }
+  Progress DrainProgress() const override { return {running_, absl::Now()}; }
+  const std::vector<std::string>& attached() const override { return attached_; }
+
+  void Emit(SockEvent ev) { sink_(ev); }
+  void SetLive(const SockRecord& s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    live_[s.sock_id] = s;
+  }
+  void Unlist(uint64_t sock_id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    live_.erase(sock_id);
+  }
+
+ private:
+  EventSink sink_;
+  std::mutex mu_;
+  std::map<uint64_t, SockRecord> live_;
+  std::atomic<bool> running_{true};
+  std::vector<std::string> attached_{"fake"};
+};
+
+// /proc as the test says: a process's cmdline, and whether it runs.
+class FakeIo final : public NodeIo {
+ public:
+  identity::ProcessFacts ReadFacts(const ProcessKey& p) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    identity::ProcessFacts f;
+    if (auto it = cmdline_.find(p); it != cmdline_.end()) {
+      f.cmdline = it->second;
+      f.exe = "/usr/bin/svcmap-peer";
+    }
+    return f;
+  }
+  bool Alive(const ProcessKey& p) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return !dead_.contains(p);
+  }
+  absl::flat_hash_map<uint32_t, std::string> NetnsAddresses() override { return {}; }
+  flow::NatAnswer PeekNat(const SockRecord&) override { return {flow::NatState::kPlain}; }
+  flow::NatAnswer ResolveNat(const SockRecord&) override { return {flow::NatState::kPlain}; }
+  void Prune() override {}
+  std::vector<std::pair<std::string, uint64_t>> TableSizes() override { return {}; }
+
+  void Process(const ProcessKey& p, std::string cmdline) {
+    std::lock_guard<std::mutex> lock(mu_);
+    cmdline_[p] = std::move(cmdline);
+  }
+  void Kill(const ProcessKey& p) {
+    std::lock_guard<std::mutex> lock(mu_);
+    dead_.insert(p);
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<ProcessKey, std::string> cmdline_;
+  std::set<ProcessKey> dead_;
+};
+
+identity::ServiceNamer Namer(const std::string& name_template = "$1") {
+  return *identity::ServiceNamer::Create(
+      {{identity::NamingRule::Field::kCmdline, "--name (\\S+)", name_template}});
+}
+
+class SessionTest : public ::testing::Test {
+ protected:
+  void StartSession(absl::Duration idle = absl::Minutes(5)) {
+    auto backend = std::make_unique<FakeBackend>();
+    auto io = std::make_unique<FakeIo>();
+    backend_ = backend.get();
+    io_ = io.get();
+    SessionOptions o;
+    o.instance.hostname = o.instance.machine = "node";
+    o.instance.instance_ip = "10.0.0.1";
+    o.instance.backend = "fake";
+    o.idle_timeout = idle;
+    o.housekeeping = absl::Hours(1);  // frames only when asked for
+    o.collector.exit_check_interval_ns = 0;
+    absl::StatusOr<std::unique_ptr<Session>> s =
+        Session::Start(std::move(backend), Namer(), std::move(io), o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    session_ = *std::move(s);
+  }
+  void TearDown() override {
+    if (session_) session_->Stop();
+  }
+
+  SockRecord Client(uint64_t id, const ProcessKey& p, uint64_t sent, uint64_t received,
+                    const char* dst = "10.0.0.2", uint16_t src_port = 40000) {
+    SockRecord s;
+    s.sock_id = id;
+    s.open_ns = 1000 + id;
+    s.netns = 1;
+    s.role = Role::kClient;
+    s.owned = s.established = true;
+    s.owner.process = p;
+    s.owner.comm = "svcmap-peer";
+    s.local_ip = IpAddr::V4(10, 0, 0, 1);
+    s.local_port = static_cast<uint16_t>(src_port + id);
+    s.remote_ip = *IpAddr::Parse(dst);
+    s.remote_port = 3306;
+    s.bytes_sent = sent;
+    s.bytes_received = received;
+    return s;
+  }
+  void Close(const SockRecord& s) {
+    SockEvent ev;
+    ev.type = flow::EventType::kClose;
+    ev.ts_ns = Now();
+    ev.sock = s;
+    backend_->Unlist(s.sock_id);
+    backend_->Emit(ev);
+  }
+
+  // Every counter sample of a fresh frame, "name{labels}" -> value; checks
+  // that none went down since the previous scrape while its series lived.
+  std::map<std::string, double> Scrape() {
+    std::shared_ptr<const Frame> f = session_->FrameAfter(absl::Now());
+    EXPECT_NE(f, nullptr);
+    std::map<std::string, double> out;
+    if (f == nullptr) return out;
+    const exporter::Metrics& m = f->metrics();
+    for (size_t i = 0; i < m.families.size(); ++i) {
+      if (m.families[i].type != prometheus::MetricType::Counter) continue;
+      for (size_t j = 0; j < m.families[i].metric.size(); ++j) {
+        std::string key = m.families[i].name + "{";
+        for (const auto& l : m.families[i].metric[j].label) key += l.name + "=" + l.value + ",";
+        key += "}@" + std::to_string(m.created_ms[i][j]);  // a series' life
+        out[key] = m.families[i].metric[j].counter.value;
+      }
+    }
+    for (const auto& [k, v] : out)
+      if (auto it = last_.find(k); it != last_.end())
+        EXPECT_GE(v, it->second) << k << " went down";
+    last_ = out;
+    return out;
+  }
+  // The value of the one live series of `family` for `service` (-1: none).
+  double Sent(const std::string& service, const std::string& dst = "10.0.0.2") {
+    double v = -1;
+    for (const auto& [k, x] : Scrape())
+      if (k.rfind("svcmap_connection_sent_bytes_total{", 0) == 0 &&
+          k.find("src_service_name=" + service + ",") != std::string::npos &&
+          k.find("dst_ip=" + dst + ",") != std::string::npos)
+        v = x;
+    return v;
+  }
+  // Frames until the worker has checked exits and the next pass retired
+  // what it found.
+  void Settle() {
+    for (int i = 0; i < 3; ++i) {
+      Scrape();
+      std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    }
+  }
+
+  FakeBackend* backend_ = nullptr;
+  FakeIo* io_ = nullptr;
+  std::unique_ptr<Session> session_;
+  std::map<std::string, double> last_;
+};
+
+TEST_F(SessionTest, ClosesAndOpenSocketsAddUpExactly) {
+  StartSession();
+  const ProcessKey app{7, 100};
+  io_->Process(app, "svcmap-peer connect --name app");
+  Close(Client(1, app, 100, 10));
+  EXPECT_EQ(Sent("app"), 100);
+  SockRecord open = Client(2, app, 50, 5);
+  backend_->SetLive(open);
+  EXPECT_EQ(Sent("app"), 150);
+  open.bytes_sent = 80;
+  backend_->SetLive(open);
+  EXPECT_EQ(Sent("app"), 180);
+  Close(open);
+  EXPECT_EQ(Sent("app"), 180);
+}
+
+// The live read and the drain agree: a socket whose close is still in the
+// ring buffer counts once, as open or as closed, never zero times.
+TEST_F(SessionTest, ALiveReadRacingACloseStillInTheRingCountsItOnce) {
+  StartSession();
+  const ProcessKey app{7, 100};
+  io_->Process(app, "svcmap-peer connect --name app");
+  SockRecord s = Client(1, app, 500, 5);
+  backend_->SetLive(s);
+  EXPECT_EQ(Sent("app"), 500);
+  backend_->Unlist(1);  // gone from the kernel's table, close not drained
+  EXPECT_EQ(Sent("app"), 500);
+  s.bytes_sent = 520;
+  SockEvent ev;
+  ev.type = flow::EventType::kClose;
+  ev.ts_ns = Now();
+  ev.sock = s;
+  backend_->Emit(ev);
+  EXPECT_EQ(Sent("app"), 520);
+  // The other order: drained first, still in the table when read.
+  SockRecord t = Client(2, app, 30, 3);
+  backend_->SetLive(t);
+  ev.sock = t;
+  backend_->Emit(ev);
+  EXPECT_EQ(Sent("app"), 550);
+  backend_->Unlist(2);
+  EXPECT_EQ(Sent("app"), 550);
+}
+
+TEST_F(SessionTest, ASiblingThatExitsLeavesItsBytesInTheSeriesTheOtherKeepsAlive) {
+  StartSession();
+  const ProcessKey a{7, 100}, b{8, 100};
+  io_->Process(a, "svcmap-peer connect --name app");
+  io_->Process(b, "svcmap-peer connect --name app");
+  Close(Client(1, a, 100, 10));
+  SockRecord open = Client(2, b, 50, 5);
+  backend_->SetLive(open);
+  EXPECT_EQ(Sent("app"), 150);
+  io_->Kill(a);
+  Settle();
+  EXPECT_EQ(Sent("app"), 150);
+  std::shared_ptr<const Frame> f = session_->FrameAfter(absl::Now(), true);
+  bool retired_row = false;
+  for (const flow::ConnectionRow& c : f->graph().connections)
+    if (c.src_pid == 0 && c.stats.bytes_sent == 100) retired_row = true;
+  EXPECT_TRUE(retired_row) << f->SnapshotText(2);
+  open.bytes_sent = 70;
+  backend_->SetLive(open);
+  EXPECT_EQ(Sent("app"), 170);
+  Close(open);
+  io_->Kill(b);
+  Settle();
+  EXPECT_EQ(Sent("app"), 170);
+}
+
+TEST_F(SessionTest, AnExitedProcessIsForgottenAndItsLateCloseKeepsItsName) {
+  StartSession();
+  const ProcessKey a{7, 100};
+  io_->Process(a, "svcmap-peer connect --name app");
+  SockRecord s = Client(1, a, 100, 10);
+  SockEvent connect;
+  connect.type = flow::EventType::kConnect;
+  connect.ts_ns = Now();
+  connect.sock = s;
+  backend_->Emit(connect);
+  Scrape();
+  io_->Kill(a);
+  Settle();  // exited, nothing of it open: forgotten
+  // Its socket's close comes only now (FIN_WAIT, long after the exit).
+  Close(s);
+  EXPECT_EQ(Sent("app"), 100);
+}
+
+TEST_F(SessionTest, AReusedPidIsAnotherProcess) {
+  StartSession();
+  const ProcessKey first{7, 100}, second{7, 900};
+  io_->Process(first, "svcmap-peer connect --name app");
+  io_->Process(second, "svcmap-peer connect --name other");
+  Close(Client(1, first, 100, 10));
+  EXPECT_EQ(Sent("app"), 100);
+  io_->Kill(first);
+  Settle();
+  Close(Client(2, second, 40, 4));
+  EXPECT_EQ(Sent("app"), 100);
+  EXPECT_EQ(Sent("other"), 40);
+}
+
+TEST_F(SessionTest, ARenameKeepsTheOldSeriesAndTheNewCountsOnlyWhatIsNew) {
+  StartSession();
+  const ProcessKey a{7, 100};
+  io_->Process(a, "svcmap-peer connect --name app");
+  Close(Client(1, a, 100, 10));
+  SockRecord open = Client(2, a, 50, 5);
+  backend_->SetLive(open);
+  EXPECT_EQ(Sent("app"), 150);
+  session_->SetNamer(Namer("renamed-$1"));
+  // The worker applies it; then the open socket moves on.
+  for (int i = 0; i < 50 && Sent("renamed-app") < 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  open.bytes_sent = 80;
+  backend_->SetLive(open);
+  EXPECT_EQ(Sent("app"), 150);
+  EXPECT_EQ(Sent("renamed-app"), 30);
+  Close(open);
+  EXPECT_EQ(Sent("app"), 150);
+  EXPECT_EQ(Sent("renamed-app"), 30);
+}
+
+TEST_F(SessionTest, IdleExpiryEndsASeriesOnlyWhenEveryFlowOfItIsIdleAndThenWhole) {
+  StartSession(absl::Seconds(1));
+  const ProcessKey a{7, 100}, b{8, 100};
+  io_->Process(a, "svcmap-peer connect --name app");
+  io_->Process(b, "svcmap-peer connect --name app");
+  // Two flows of one series (from two local addresses), one goes idle.
+  SockRecord old = Client(1, a, 100, 10);
+  old.local_ip = IpAddr::V4(10, 0, 0, 9);
+  Close(old);
+  SockRecord open = Client(2, b, 50, 5);
+  backend_->SetLive(open);
+  EXPECT_EQ(Sent("app"), 150);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  EXPECT_EQ(Sent("app"), 150);  // the idle flow expired; the series keeps its bytes
+  EXPECT_EQ(Sent("app"), 150);
+  Close(open);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  Scrape();
+  EXPECT_EQ(Sent("app"), -1);  // every flow idle: the series ended, whole
+  Close(Client(3, b, 7, 0));
+  EXPECT_EQ(Sent("app"), 7);  // a new life, from what is new
+  // Expired by one frame, and a new flow with its key before the next.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  Scrape();
+  Close(Client(4, b, 5, 0));
+  EXPECT_EQ(Sent("app"), 5);
+}
+
+// NETWORK_TRAFFIC: the scraper's own connections (one per scrape, to one
+// port) once made this series fall on every scrape as the old ones expired.
+TEST_F(SessionTest, TrafficSeriesNeverFallAsOldConnectionsExpire) {
+  StartSession(absl::Seconds(1));
+  const ProcessKey a{7, 100};
+  io_->Process(a, "svcmap-peer connect --name app");
+  double last = 0;
+  for (uint64_t i = 1; i <= 6; ++i) {
+    Close(Client(i, a, 100, 0));
+    if (i % 2 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    double v = -1;
+    for (const auto& [k, x] : Scrape())
+      if (k.rfind("svcmap_traffic_bytes_total{", 0) == 0) v = x;
+    EXPECT_GE(v, last);
+    last = v;
+  }
+  EXPECT_EQ(last, 600);
+}
+
+TEST_F(SessionTest, TablesShrinkBackToWhatIsLive) {
+  StartSession(absl::Seconds(1));
+  for (uint32_t pid = 100; pid < 300; ++pid) {
+    const ProcessKey p{pid, 100};
+    io_->Process(p, "svcmap-peer connect --name job");
+    Close(Client(pid, p, 10, 1, "10.0.0.2", static_cast<uint16_t>(pid)));
+    io_->Kill(p);
+  }
+  Settle();
+  std::shared_ptr<const Frame> f = session_->FrameAfter(absl::Now());
+  std::map<std::string, double> tables;
+  for (const auto& fam : f->metrics().families)
+    if (fam.name == "svcmap_table_entries")
+      for (const auto& m : fam.metric) tables[m.label[0].value] = m.gauge.value;
+  EXPECT_EQ(tables["processes"], 0);
+  EXPECT_EQ(tables["live_sockets"], 0);
+  EXPECT_EQ(tables["flows"], 1);  // the service's, its processes folded in
+  EXPECT_EQ(Sent("job"), 2000);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  Settle();
+  f = session_->FrameAfter(absl::Now());
+  for (const auto& fam : f->metrics().families)
+    if (fam.name == "svcmap_table_entries")
+      for (const auto& m : fam.metric) tables[m.label[0].value] = m.gauge.value;
+  EXPECT_EQ(tables["flows"], 0);
+  EXPECT_EQ(tables["traffic_series"], 0);
+  EXPECT_EQ(tables["connection_series"], 0);
+}
+
+TEST_F(SessionTest, RequestsThatArriveTogetherShareAFrame) {
+  StartSession();
+  std::vector<std::thread> readers;
+  std::vector<std::shared_ptr<const Frame>> got(20);
+  const absl::Time t = absl::Now();
+  for (size_t i = 0; i < got.size(); ++i)
+    readers.emplace_back([&, i] { got[i] = session_->FrameAfter(t); });
+  for (std::thread& r : readers) r.join();
+  std::set<const Frame*> distinct;
+  for (const auto& f : got) {
+    ASSERT_NE(f, nullptr);
+    EXPECT_GE(f->taken_at(), t);
+    distinct.insert(f.get());
+  }
+  EXPECT_LE(distinct.size(), 2u);
+}
+
+}  // namespace
+}  // namespace svcmap::node
