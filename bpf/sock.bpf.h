@@ -96,7 +96,7 @@ static __always_inline void sock_read_tuple(const struct sock *sk, bool btf,
  * and tcp_done() does not, so it tells a FIN from a reset.
  */
 static __always_inline void sock_tcp_payload(const struct sock *sk, bool btf,
-					     u8 role, u8 flags, u64 *sent,
+					     u8 role, u8 fin_sent, u64 *sent,
 					     u64 *received)
 {
 	/* A BTF pointer keeps its type: the verifier only lets us at the
@@ -117,7 +117,7 @@ static __always_inline void sock_tcp_payload(const struct sock *sk, bool btf,
 
 	if (role == SVCMAP_ROLE_CLIENT && acked > 0)
 		ctl++;
-	if ((flags & SVCMAP_F_FIN_SENT) && snd_una == write_seq)
+	if (fin_sent && snd_una == write_seq)
 		ctl++;
 	*sent = acked > ctl ? acked - ctl : 0;
 

@@ -15,10 +15,13 @@
  * tracepoint entry points only unpack their context. Userspace turns off
  * the ones it does not use with bpf_program__set_autoload().
  *
- * svcmap_sock_state.flags is updated with a plain read-modify-write from
- * both process context and softirq, so a bit can be lost in a race; the
- * flags only steer the TCP-counter cross-check, and 8-bit atomic OR needs
- * BPF atomics (5.12), which the oldest kernels we support lack.
+ * svcmap_sock_state keeps one byte per flag, set with a plain store:
+ * process context and softirq update one entry at the same time, and an
+ * OR into a shared flags byte lost the bit the other side set meanwhile
+ * (an 8-bit atomic OR needs BPF atomics, 5.12, which 5.10 lacks). A flag
+ * tested and then set (accept_sent) can still be seen unset by two CPUs at
+ * once: the accept event may then go out twice, which userspace tolerates
+ * (it counts connections from the socket table, not from accept events).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -99,6 +102,19 @@ struct {
 	__type(value, u64);
 } seed_counts SEC(".maps");
 
+/*
+ * Sockets the socks map refused (it was full), so that their every send and
+ * receive does not try again, and each is counted once. LRU: it bounds
+ * itself; a socket it forgets is tried (and counted) again. Cleared at
+ * destroy, since the kernel reuses a struct sock's address.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u64);
+	__type(value, u8);
+} refused SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16 * 1024 * 1024);
@@ -117,6 +133,17 @@ static __always_inline void stat_inc(u32 idx)
 
 	if (v)
 		*v += 1;
+}
+
+#define E2BIG 7
+
+static __always_inline u8 state_flags(const struct svcmap_sock_state *st)
+{
+	return (st->owned ? SVCMAP_F_OWNED : 0) |
+	       (st->accept_sent ? SVCMAP_F_ACCEPT_SENT : 0) |
+	       (st->established ? SVCMAP_F_ESTABLISHED : 0) |
+	       (st->fin_sent ? SVCMAP_F_FIN_SENT : 0) |
+	       (st->seeded ? SVCMAP_F_SEEDED : 0);
 }
 
 static __always_inline void emit(u32 type, u64 key,
@@ -138,7 +165,7 @@ static __always_inline void emit(u32 type, u64 key,
 	e->owner = st->owner;
 	e->tuple = st->tuple;
 	e->role = st->role;
-	e->flags = st->flags | extra_flags;
+	e->flags = state_flags(st) | extra_flags;
 	e->_pad0 = 0;
 	e->_pad1 = 0;
 	e->open_ns = st->open_ns;
@@ -154,14 +181,27 @@ static __always_inline void emit(u32 type, u64 key,
 	stat_inc(SVCMAP_STAT_EVENTS);
 }
 
+/* The socks map was full for this socket: counted once, not tried again. */
+static __always_inline void refuse(u64 key)
+{
+	u8 one = 1;
+
+	if (bpf_map_update_elem(&refused, &key, &one, BPF_NOEXIST) == 0)
+		stat_inc(SVCMAP_STAT_SOCKS_FULL);
+}
+
 static __always_inline struct svcmap_sock_state *
 track(u64 key, const struct sock *sk, bool btf, u8 role, u8 flags,
       const struct svcmap_owner *owner, u64 update_flags)
 {
 	struct svcmap_sock_state st = {};
+	long err;
 
 	st.role = role;
-	st.flags = flags;
+	st.owned = !!(flags & SVCMAP_F_OWNED);
+	st.established = !!(flags & SVCMAP_F_ESTABLISHED);
+	st.fin_sent = !!(flags & SVCMAP_F_FIN_SENT);
+	st.seeded = !!(flags & SVCMAP_F_SEEDED);
 	st.netns = sock_netns(sk, btf);
 	st.open_ns = bpf_ktime_get_boot_ns();
 	sock_read_tuple(sk, btf, &st.tuple);
@@ -169,9 +209,13 @@ track(u64 key, const struct sock *sk, bool btf, u8 role, u8 flags,
 		st.owner = *owner;
 	else
 		current_owner(&st.owner, btf);
-	if (bpf_map_update_elem(&socks, &key, &st, update_flags) &&
-	    update_flags != BPF_NOEXIST)
-		stat_inc(SVCMAP_STAT_SOCKS_FULL);
+	/* -EEXIST (BPF_NOEXIST lost to a racing creator) keeps that entry;
+	 * -E2BIG is a full map, whatever the flags. */
+	err = bpf_map_update_elem(&socks, &key, &st, update_flags);
+	if (err == -E2BIG) {
+		refuse(key);
+		return NULL;
+	}
 	return bpf_map_lookup_elem(&socks, &key);
 }
 
@@ -227,16 +271,16 @@ static __always_inline int on_set_state(const struct sock *sk, bool btf,
 		return 0;
 	if (newstate == TCP_ESTABLISHED) {
 		sock_read_tuple(sk, btf, &st->tuple);
-		st->flags |= SVCMAP_F_ESTABLISHED;
+		st->established = 1;
 		if (st->role == SVCMAP_ROLE_CLIENT) {
 			emit(SVCMAP_EV_CONNECT, key, st, 0, 0, 0);
 		} else if (st->role == SVCMAP_ROLE_SERVER && !io_hooks &&
-			   !(st->flags & SVCMAP_F_ACCEPT_SENT)) {
-			st->flags |= SVCMAP_F_ACCEPT_SENT;
+			   !st->accept_sent) {
+			st->accept_sent = 1;
 			emit(SVCMAP_EV_ACCEPT, key, st, 0, 0, 0);
 		}
 	} else if (newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) {
-		st->flags |= SVCMAP_F_FIN_SENT;
+		st->fin_sent = 1;
 	} else if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
 		struct svcmap_owner *lo;
 
@@ -264,6 +308,9 @@ static __always_inline int on_io(const struct sock *sk, bool btf, int ret,
 
 	st = bpf_map_lookup_elem(&socks, &key);
 	if (!st) {
+		/* Refused once already: the map was full. */
+		if (bpf_map_lookup_elem(&refused, &key))
+			return 0;
 		/* Older than the tracer. I/O is process context, so the
 		 * current process owns it; NOEXIST keeps a racing creator's. */
 		st = track(key, sk, btf, SVCMAP_ROLE_UNKNOWN,
@@ -271,14 +318,13 @@ static __always_inline int on_io(const struct sock *sk, bool btf, int ret,
 			   BPF_NOEXIST);
 		if (!st)
 			return 0;
-	} else if (!(st->flags & SVCMAP_F_OWNED)) {
+	} else if (!st->owned) {
 		/* First I/O on an accepted socket: this is the accepting
 		 * process, the one the connection really belongs to. */
 		current_owner(&st->owner, btf);
-		st->flags |= SVCMAP_F_OWNED;
-		if (st->role == SVCMAP_ROLE_SERVER &&
-		    !(st->flags & SVCMAP_F_ACCEPT_SENT)) {
-			st->flags |= SVCMAP_F_ACCEPT_SENT;
+		st->owned = 1;
+		if (st->role == SVCMAP_ROLE_SERVER && !st->accept_sent) {
+			st->accept_sent = 1;
 			emit(SVCMAP_EV_ACCEPT, key, st, 0, 0, 0);
 		}
 	}
@@ -299,8 +345,11 @@ static __always_inline int on_destroy(const struct sock *sk, bool btf)
 	if (!sk)
 		return 0;
 	st = bpf_map_lookup_elem(&socks, &key);
-	if (!st)
+	if (!st) {
+		/* Its address may come back as another socket. */
+		bpf_map_delete_elem(&refused, &key);
 		return 0;
+	}
 	if (st->role == SVCMAP_ROLE_LISTENER) {
 		struct listen_key lk = { .netns = st->netns,
 					 .port = st->tuple.sport };
@@ -310,13 +359,12 @@ static __always_inline int on_destroy(const struct sock *sk, bool btf)
 			bpf_map_delete_elem(&listeners, &lk);
 	}
 	/* Without the role we cannot tell whether bytes_acked holds a SYN. */
-	if ((st->flags & SVCMAP_F_ESTABLISHED) &&
-	    st->role != SVCMAP_ROLE_UNKNOWN) {
-		sock_tcp_payload(sk, btf, st->role, st->flags, &tcp_sent,
+	if (st->established && st->role != SVCMAP_ROLE_UNKNOWN) {
+		sock_tcp_payload(sk, btf, st->role, st->fin_sent, &tcp_sent,
 				 &tcp_received);
 		extra = SVCMAP_F_TCP_COUNTERS;
 	}
-	if (st->role == SVCMAP_ROLE_SERVER && !(st->flags & SVCMAP_F_OWNED))
+	if (st->role == SVCMAP_ROLE_SERVER && !st->owned)
 		stat_inc(SVCMAP_STAT_UNOWNED_CLOSE);
 	emit(SVCMAP_EV_CLOSE, key, st, tcp_sent, tcp_received, extra);
 	bpf_map_delete_elem(&socks, &key);
@@ -347,12 +395,12 @@ static __always_inline int on_accept(const struct sock *sk, bool btf)
 			   SVCMAP_F_OWNED | SVCMAP_F_ESTABLISHED, NULL, BPF_NOEXIST);
 		if (!st)
 			return 0;
-	} else if (!(st->flags & SVCMAP_F_OWNED)) {
+	} else if (!st->owned) {
 		current_owner(&st->owner, btf);
-		st->flags |= SVCMAP_F_OWNED;
+		st->owned = 1;
 	}
-	if (!(st->flags & SVCMAP_F_ACCEPT_SENT)) {
-		st->flags |= SVCMAP_F_ACCEPT_SENT;
+	if (!st->accept_sent) {
+		st->accept_sent = 1;
 		emit(SVCMAP_EV_ACCEPT, key, st, 0, 0, 0);
 	}
 	return 0;
@@ -365,8 +413,11 @@ struct io_args {
 	int _pad;
 };
 
+/* LRU: a thread that exits between the kprobe and its kretprobe (killed
+ * mid-call) never takes its entry back out; the oldest go first instead of
+ * the map filling up for good. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, u64);
 	__type(value, struct io_args);
@@ -565,7 +616,11 @@ static __always_inline u32 seed_one(const struct sock *sk, bool btf,
 		 * found here lets its close use TCP's lifetime counters. */
 		if (st->role == SVCMAP_ROLE_UNKNOWN) {
 			st->role = role;
-			st->flags |= flags;
+			st->seeded = 1;
+			if (flags & SVCMAP_F_ESTABLISHED)
+				st->established = 1;
+			if (flags & SVCMAP_F_FIN_SENT)
+				st->fin_sent = 1;
 		}
 		return SVCMAP_SEED_KEPT;
 	}
@@ -668,13 +723,37 @@ int walk_files(struct bpf_iter__task_file *ctx)
 	}
 	st = bpf_map_lookup_elem(&socks, &key);
 	/* Without the role we cannot tell whether bytes_acked holds a SYN. */
-	if (!st || !(st->flags & SVCMAP_F_ESTABLISHED) ||
+	if (!st || !st->established ||
 	    st->role == SVCMAP_ROLE_UNKNOWN || st->role == SVCMAP_ROLE_LISTENER)
 		return 0;
-	sock_tcp_payload(sk, false, st->role, st->flags, &sent, &received);
+	sock_tcp_payload(sk, false, st->role, st->fin_sent, &sent, &received);
 	/* Each u64 is stored whole; a racing reader sees the old or the new. */
 	st->tcp_bytes_sent = sent;
 	st->tcp_bytes_received = received;
+	return 0;
+}
+
+/*
+ * A new process: a child that has not exec'd runs its parent's program with
+ * its parent's arguments, so userspace names it as its parent. Short-lived
+ * children (a pre-fork server's, a load generator's) are gone before their
+ * /proc can be read. Threads are not processes: skipped. tp_btf only (5.5+):
+ * the classic tracepoint carries no start time to key the child by.
+ */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(btf_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct svcmap_sock_state st = {};
+	struct svcmap_owner p = {};
+
+	if (child->pid != child->tgid)
+		return 0;
+	task_owner(child, true, &st.owner);
+	st.owner.cgroup_id = bpf_get_current_cgroup_id();
+	task_owner(parent, true, &p);
+	st.open_ns = p.start_ns;
+	st.tuple.family = AF_INET;  /* unused, but a valid value */
+	emit(SVCMAP_EV_FORK, p.tgid, &st, 0, 0, 0);
 	return 0;
 }
 

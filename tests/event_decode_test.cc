@@ -124,7 +124,7 @@ TEST(EventDecodeTest, LiveSockState) {
   st.tuple.family = AF_INET;
   st.tuple.sport = 6379;
   st.role = SVCMAP_ROLE_SERVER;
-  st.flags = SVCMAP_F_ESTABLISHED;
+  st.established = 1;
   st.bytes_sent = 5;
   st.bytes_received = 6;
   flow::SockRecord s = DecodeSockState(0x1234, st);
@@ -141,7 +141,7 @@ TEST(EventDecodeTest, LiveEntryTakesTcpCountersWhenTheHooksSawLess) {
   svcmap_sock_state st{};
   st.tuple.family = AF_INET;
   st.role = SVCMAP_ROLE_CLIENT;
-  st.flags = SVCMAP_F_ESTABLISHED | SVCMAP_F_OWNED;
+  st.established = st.owned = 1;
   st.bytes_sent = 0;  // a kernel without sock_send_length
   st.bytes_received = 0;
   st.tcp_bytes_sent = 300000;

@@ -33,7 +33,7 @@ SockEvent Ev(EventType type, uint32_t pid, const char* comm, Role role, const ch
 // What the session's worker does: every process asked for, described (by
 // `name`, or its comm).
 void NameAll(Collector& c, const std::function<std::string(const Owner&)>& name = nullptr) {
-  for (const Owner& o : c.TakeNamingRequests())
+  for (const auto& [o, parent] : c.TakeNamingRequests())
     c.Describe(o.process, ProcessInfo{o.comm, "/usr/bin/" + o.comm, name ? name(o) : o.comm, "exe"},
                1000);
 }
@@ -94,7 +94,7 @@ TEST(ServiceViewTest, NetnsFilterKeepsOnlyThatNamespace) {
 TEST(ServiceViewTest, ANamelessProcessGetsAPidName) {
   Collector c;
   c.OnEvent(Ev(EventType::kClose, 33, "", Role::kClient, "10.0.0.1", 40000, "10.0.0.2", 80, 1, 1));
-  for (const Owner& o : c.TakeNamingRequests()) c.Describe(o.process, ProcessInfo{}, 1000);
+  for (const auto& [o, parent] : c.TakeNamingRequests()) c.Describe(o.process, ProcessInfo{}, 1000);
   ServiceGraph g = GraphOf(c, {std::nullopt, "x"});
   ASSERT_EQ(g.services.size(), 1u);
   EXPECT_EQ(g.services[0].name, "pid-33");
@@ -111,7 +111,7 @@ TEST(CollectorTest, LiveListenersAndSocketsJoinTheView) {
   c.FinishLive(need_nat);
   c.EndLive(true);
   EXPECT_TRUE(need_nat.empty());
-  for (const Owner& o : c.TakeNamingRequests())
+  for (const auto& [o, parent] : c.TakeNamingRequests())
     c.Describe(o.process, ProcessInfo{o.comm, "/usr/sbin/x5", "postgres", "systemd"}, 2000);
   FlowView v = c.Flows(false);
   ASSERT_EQ(v.flows.size(), 1u);

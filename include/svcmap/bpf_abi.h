@@ -21,6 +21,9 @@ enum svcmap_event_type {
 	SVCMAP_EV_CONNECT = 2,
 	SVCMAP_EV_ACCEPT = 3,
 	SVCMAP_EV_CLOSE = 4,
+	/* A new process (not a thread). `owner` is the child; the parent's
+	 * tgid is in sock_id and its start_ns in open_ns; the rest is unused. */
+	SVCMAP_EV_FORK = 5,
 };
 
 enum svcmap_role {
@@ -30,7 +33,7 @@ enum svcmap_role {
 	SVCMAP_ROLE_LISTENER = 3,
 };
 
-/* svcmap_sock_state.flags and svcmap_event.flags */
+/* svcmap_event.flags (svcmap_sock_state keeps one byte per flag) */
 enum svcmap_sock_flag {
 	/* The owner was taken in process context (connect, listen, I/O). A
 	 * server socket without it carries its listener's owner. */
@@ -90,8 +93,16 @@ struct svcmap_sock_state {
 	__u64 open_ns;         /* bpf_ktime_get_boot_ns() */
 	__u32 netns;           /* netns inode */
 	__u8 role;             /* enum svcmap_role */
-	__u8 flags;            /* enum svcmap_sock_flag */
-	__u16 _pad0;
+	/* One byte per flag (SVCMAP_F_*), each only ever set, by a plain
+	 * store: process context and softirq update one entry at the same
+	 * time, and a read-modify-write of a shared flags byte loses the bit
+	 * the other side set in between. */
+	__u8 owned;
+	__u8 accept_sent;
+	__u8 established;
+	__u8 fin_sent;
+	__u8 seeded;
+	__u8 _pad0[6];
 	/* Payload bytes by the tcp_sock counters, as the last live refresh
 	 * (iter/task_file) found them; 0 until one has run. On kernels before 6.3
 	 * (no sock_send_length / sock_recv_length) they are the only byte
@@ -124,7 +135,7 @@ struct svcmap_event {
 /* Index into the per-CPU stats array. */
 enum svcmap_stat {
 	SVCMAP_STAT_RINGBUF_DROPS = 0,  /* ring buffer full */
-	SVCMAP_STAT_SOCKS_FULL = 1,     /* socks map full: socket not tracked */
+	SVCMAP_STAT_SOCKS_FULL = 1,     /* socks map full: sockets refused, each once */
 	SVCMAP_STAT_EVENTS = 2,         /* events submitted */
 	SVCMAP_STAT_UNOWNED_CLOSE = 3,  /* server socket closed with no I/O */
 	SVCMAP_STAT_MAX = 4,

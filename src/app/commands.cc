@@ -119,6 +119,7 @@ absl::Status RunTrace(const Options& o) {
   if (!o.json) fmt::print("{}\n", TraceHeader());
   std::string line;  // reused: the drain thread is the only writer
   absl::Status started = backend->Start([&](const flow::SockEvent& ev) {
+    if (ev.type == flow::EventType::kFork) return;  // processes, not connections
     if (o.pid && ev.sock.owner.process.pid != *o.pid) return;
     line.clear();
     if (o.json)

@@ -22,6 +22,11 @@ bool Collector::NeedsNat(const SockRecord& s, Role role) const {
 
 void Collector::OnEvent(const SockEvent& ev) {
   const SockRecord& s = ev.sock;
+  if (ev.type == EventType::kFork) {
+    ++event_counts_[static_cast<size_t>(ev.type)];
+    processes_.Fork(ev.parent, s.owner);
+    return;
+  }
   if (!Wanted(s.netns)) return;
   ++event_counts_[static_cast<size_t>(ev.type)];
   if (s.owner.process.pid != 0) processes_.Observe(s.owner, ev.ts_ns);
@@ -34,6 +39,8 @@ void Collector::OnEvent(const SockEvent& ev) {
       return;  // open until closed: counted from the kernel's live table
     case EventType::kClose:
       break;
+    case EventType::kFork:
+      return;  // above
   }
   if (s.role == Role::kListener) {
     if (!options_.keep_closed_listeners) listeners_.Remove(s.key());
@@ -241,6 +248,7 @@ CollectorSizes Collector::Sizes() const {
   s.processes = processes_.size();
   s.pending_processes = processes_.pending();
   s.process_tombstones = processes_.tombstones();
+  s.forks = processes_.forks();
   s.listeners = listeners_.size();
   s.parked_closes = parked_.size();
   return s;

@@ -17,19 +17,55 @@ void ProcessTable::Observe(const Owner& owner, uint64_t now_ns) {
       tombstones_.erase(t);
       return;
     }
+    std::optional<ProcessKey> ancestor = Ancestor(owner.process, owner.comm);
+    if (ancestor) {
+      const Entry* p = Get(*ancestor);
+      const ProcessInfo* info = p != nullptr && p->named ? &p->info : nullptr;
+      if (info == nullptr)
+        if (auto t = tombstones_.find(*ancestor); t != tombstones_.end()) info = &t->second.info;
+      if (info != nullptr) {
+        e.info = *info;
+        e.info.comm = owner.comm;
+        e.named = true;
+        return;
+      }
+    }
     ++pending_;
-    requests_.push_back(owner);
+    requests_.push_back({owner, ancestor});
     return;
   }
   // exec() keeps the PID and start time but changes the comm (and maybe
   // the name): describe it again, keeping the old name meanwhile.
   if (!owner.comm.empty() && e.info.comm != owner.comm) {
     e.info.comm = owner.comm;
-    requests_.push_back(owner);
+    requests_.push_back({owner, std::nullopt});
   }
 }
 
-std::vector<Owner> ProcessTable::TakeRequests() { return std::exchange(requests_, {}); }
+void ProcessTable::Fork(const ProcessKey& parent, const Owner& child) {
+  if (!forks_.insert_or_assign(child.process, ForkInfo{parent, child.comm}).second) return;
+  fork_order_.push_back(child.process);
+  while (fork_order_.size() > max_forks_) {
+    forks_.erase(fork_order_.front());
+    fork_order_.pop_front();
+  }
+}
+
+std::optional<ProcessKey> ProcessTable::Ancestor(const ProcessKey& p, const std::string& comm) const {
+  ProcessKey at = p;
+  // A few generations at most (a shell's subshell's child).
+  for (int hop = 0; hop < 8; ++hop) {
+    auto it = forks_.find(at);
+    if (it == forks_.end() || it->second.comm != comm) return std::nullopt;
+    at = it->second.parent;
+    if (processes_.contains(at) || tombstones_.contains(at)) return at;
+  }
+  return std::nullopt;
+}
+
+std::vector<ProcessTable::Request> ProcessTable::TakeRequests() {
+  return std::exchange(requests_, {});
+}
 
 std::optional<std::string> ProcessTable::Describe(const ProcessKey& key, ProcessInfo info) {
   auto it = processes_.find(key);

@@ -10,6 +10,7 @@ std::string_view EventTypeName(EventType t) {
     case EventType::kConnect: return "connect";
     case EventType::kAccept: return "accept";
     case EventType::kClose: return "close";
+    case EventType::kFork: return "fork";
   }
   return "unknown";
 }

@@ -14,14 +14,15 @@ static_assert(offsetof(struct svcmap_tuple, daddr) == 16);
 static_assert(offsetof(struct svcmap_tuple, sport) == 32);
 static_assert(offsetof(struct svcmap_tuple, family) == 36);
 
-static_assert(sizeof(struct svcmap_sock_state) == 128);
+static_assert(sizeof(struct svcmap_sock_state) == 136);
 static_assert(offsetof(struct svcmap_sock_state, tuple) == 40);
 static_assert(offsetof(struct svcmap_sock_state, bytes_sent) == 80);
 static_assert(offsetof(struct svcmap_sock_state, netns) == 104);
 static_assert(offsetof(struct svcmap_sock_state, role) == 108);
-static_assert(offsetof(struct svcmap_sock_state, flags) == 109);
-static_assert(offsetof(struct svcmap_sock_state, tcp_bytes_sent) == 112);
-static_assert(offsetof(struct svcmap_sock_state, tcp_bytes_received) == 120);
+static_assert(offsetof(struct svcmap_sock_state, owned) == 109);
+static_assert(offsetof(struct svcmap_sock_state, seeded) == 113);
+static_assert(offsetof(struct svcmap_sock_state, tcp_bytes_sent) == 120);
+static_assert(offsetof(struct svcmap_sock_state, tcp_bytes_received) == 128);
 
 static_assert(offsetof(struct svcmap_event, type) == 0, "event type first");
 static_assert(offsetof(struct svcmap_event, sock_id) == 16);

@@ -163,6 +163,10 @@ absl::StatusOr<std::unique_ptr<BpfBackend>> BpfBackend::Create(
   bpf_program* prog = nullptr;
   bpf_object__for_each_program(prog, skel->obj) bpf_program__set_autoload(prog, false);
   bpf_program__set_autoload(skel->progs.seed_socks, iter_tcp);
+  // Forks name short-lived children; tp_btf only (see btf_fork). Optional:
+  // without it they are named from /proc, when they live long enough.
+  const bool forks = probe.state_form == Mechanism::kTpBtf;
+  bpf_program__set_autoload(skel->progs.btf_fork, forks);
   bpf_program__set_autoload(skel->progs.walk_files, iter_task_file);
   for (const Use& u : use) bpf_program__set_autoload(u.prog, true);
   if (int err = svcmap_bpf__load(skel)) return LibbpfError(err, "load BPF object svcmap");
@@ -172,6 +176,13 @@ absl::StatusOr<std::unique_ptr<BpfBackend>> BpfBackend::Create(
     if (link == nullptr) return LibbpfError(errno, fmt::format("attach {}", u.what));
     backend->links_.emplace_back(link);
     backend->attached_.push_back(u.what);
+  }
+
+  if (forks) {
+    if (bpf_link* link = bpf_program__attach(skel->progs.btf_fork)) {
+      backend->links_.emplace_back(link);
+      backend->attached_.push_back("tp_btf/sched/sched_process_fork");
+    }
   }
 
   if (iter_task_file) {
@@ -241,7 +252,7 @@ absl::Status BpfBackend::Seed(bool iter_tcp) {
   seed_rescued_ = count(SVCMAP_SEED_RESCUED);
   seeded_listeners_ = count(SVCMAP_SEED_LISTENER);
   seed_unowned_ = count(SVCMAP_SEED_UNOWNED);
-  seed_full_ += count(SVCMAP_SEED_FULL);
+  // SVCMAP_SEED_FULL sockets were counted by the kernel side as refused.
   return status;
 }
 

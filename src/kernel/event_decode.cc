@@ -49,6 +49,7 @@ absl::StatusOr<flow::SockEvent> DecodeEvent(absl::Span<const uint8_t> bytes) {
     case SVCMAP_EV_CONNECT: ev.type = flow::EventType::kConnect; break;
     case SVCMAP_EV_ACCEPT: ev.type = flow::EventType::kAccept; break;
     case SVCMAP_EV_CLOSE: ev.type = flow::EventType::kClose; break;
+    case SVCMAP_EV_FORK: ev.type = flow::EventType::kFork; break;
     default:
       return absl::InvalidArgumentError(fmt::format("unknown event type {}", e.type));
   }
@@ -56,6 +57,11 @@ absl::StatusOr<flow::SockEvent> DecodeEvent(absl::Span<const uint8_t> bytes) {
     return absl::InvalidArgumentError(fmt::format("unknown family {}", e.tuple.family));
 
   ev.ts_ns = e.ts_ns;
+  if (ev.type == flow::EventType::kFork) {
+    ev.sock.owner = DecodeOwner(e.owner);
+    ev.parent = {static_cast<uint32_t>(e.sock_id), flow::StartNsToKey(e.open_ns)};
+    return ev;
+  }
   flow::SockRecord& s = ev.sock;
   s.sock_id = e.sock_id;
   s.open_ns = e.open_ns;
@@ -79,9 +85,9 @@ flow::SockRecord DecodeSockState(uint64_t sock_id, const svcmap_sock_state& st) 
   s.open_ns = st.open_ns;
   s.netns = st.netns;
   s.role = DecodeRole(st.role);
-  s.owned = st.flags & SVCMAP_F_OWNED;
-  s.established = st.flags & SVCMAP_F_ESTABLISHED;
-  s.seeded = st.flags & SVCMAP_F_SEEDED;
+  s.owned = st.owned != 0;
+  s.established = st.established != 0;
+  s.seeded = st.seeded != 0;
   s.owner = DecodeOwner(st.owner);
   DecodeTuple(st.tuple, s);
   // Racing atomic adds may be mid-flight; each u64 is read whole, so a

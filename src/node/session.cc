@@ -175,7 +175,7 @@ bool Session::WorkOnce(bool force_netns) {
 
   // Processes first seen (or exec'd) since the last pass: their facts from
   // /proc, named by the rules, outside the collector's lock.
-  std::vector<flow::Owner> ask;
+  std::vector<flow::ProcessTable::Request> ask;
   {
     std::lock_guard<std::mutex> lock(mu_);
     ask = collector_.TakeNamingRequests();
@@ -183,8 +183,12 @@ bool Session::WorkOnce(bool force_netns) {
   if (!ask.empty()) {
     std::vector<std::pair<flow::ProcessKey, flow::ProcessInfo>> named;
     named.reserve(ask.size());
-    for (const flow::Owner& o : ask) {
+    for (const auto& [o, forked_from] : ask) {
       identity::ProcessFacts facts = io_->ReadFacts(o.process);
+      // Gone already (a short-lived child): it ran its parent's program,
+      // with its parent's arguments, in its parent's cgroup.
+      if (facts.cmdline.empty() && facts.exe.empty() && forked_from)
+        facts = io_->ReadFacts(*forked_from);
       facts.comm = o.comm;
       identity::ServiceName n;
       {
@@ -306,7 +310,7 @@ std::shared_ptr<const Frame> Session::BuildFrame(bool per_connection, bool live_
   flow::Housekeeping gone;
   flow::CollectorSizes sizes;
   flow::CollectorCounts counts;
-  std::array<uint64_t, 4> events{};
+  std::array<uint64_t, flow::kEventTypes> events{};
   absl::flat_hash_map<uint32_t, uint64_t> opened;
   bool checks = false;
   {
@@ -356,6 +360,7 @@ std::shared_ptr<const Frame> Session::BuildFrame(bool per_connection, bool live_
   h.tables = {{"processes", sizes.processes},
               {"processes_pending", sizes.pending_processes},
               {"process_tombstones", sizes.process_tombstones},
+              {"process_forks", sizes.forks},
               {"listeners", sizes.listeners},
               {"live_sockets", sizes.flows.live_sockets},
               {"flows", sizes.flows.flows},

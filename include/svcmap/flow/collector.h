@@ -47,6 +47,7 @@ struct CollectorSizes {
   size_t processes = 0;
   size_t pending_processes = 0;
   size_t process_tombstones = 0;
+  size_t forks = 0;
   size_t listeners = 0;
   size_t parked_closes = 0;
 };
@@ -86,7 +87,7 @@ class Collector {
   // -- The drain thread --
   void OnEvent(const SockEvent& ev);
   // Events taken so far, by EventType.
-  const std::array<uint64_t, 4>& event_counts() const { return event_counts_; }
+  const std::array<uint64_t, kEventTypes>& event_counts() const { return event_counts_; }
 
   // -- A live read, in pieces --
   void BeginLive(uint64_t now_ns);
@@ -103,7 +104,7 @@ class Collector {
   void ResolveClose(const SockKey& key, const NatAnswer& nat);
 
   // -- Naming --
-  std::vector<Owner> TakeNamingRequests() { return processes_.TakeRequests(); }
+  std::vector<ProcessTable::Request> TakeNamingRequests() { return processes_.TakeRequests(); }
   void Describe(const ProcessKey& key, ProcessInfo info, uint64_t now_ns);
   void RenameAll(const ProcessTable::Renamer& rename, uint64_t now_ns);
   size_t pending_names() const { return processes_.pending(); }
@@ -144,7 +145,7 @@ class Collector {
   ListenTable listeners_;
   FlowTable flows_;
   NatPeek nat_peek_;
-  std::array<uint64_t, 4> event_counts_{};
+  std::array<uint64_t, kEventTypes> event_counts_{};
   uint64_t live_ns_ = 0;
   std::vector<SockRecord> unknown_role_;  // of the live read in progress
   struct Parked {

@@ -45,12 +45,23 @@ class ProcessTable {
     uint64_t checked_ns = 0;  // when it was last checked for an exit
   };
 
-  explicit ProcessTable(uint64_t tombstone_ttl_ns = 120'000'000'000)
-      : tombstone_ttl_ns_(tombstone_ttl_ns) {}
+  explicit ProcessTable(uint64_t tombstone_ttl_ns = 120'000'000'000, size_t max_forks = 65536)
+      : tombstone_ttl_ns_(tombstone_ttl_ns), max_forks_(max_forks) {}
 
   void Observe(const Owner& owner, uint64_t now_ns);
+  // `child` forked from `parent`. Remembered for a while (the newest
+  // max_forks): a child first seen on a socket still running its parent's
+  // program (the same comm: no exec since) is named as its parent, which a
+  // short-lived child needs, its /proc being gone by the time it is read.
+  void Fork(const ProcessKey& parent, const Owner& child);
+  struct Request {
+    Owner owner;
+    // Its nearest ancestor with the same comm, whose /proc names it if its
+    // own is gone.
+    std::optional<ProcessKey> forked_from;
+  };
   // Processes to describe, asked for since the last call.
-  std::vector<Owner> TakeRequests();
+  std::vector<Request> TakeRequests();
   // The describer's answer. Returns the old name when a named process gets
   // another (a rename: its flows so far must stay with the old one).
   // Ignored for a process no longer here.
@@ -77,12 +88,23 @@ class ProcessTable {
   size_t size() const { return processes_.size(); }
   size_t pending() const { return pending_; }
   size_t tombstones() const { return tombstones_.size(); }
+  size_t forks() const { return forks_.size(); }
 
  private:
+  // The nearest ancestor of `p` with comm `comm` that forks_ knows of.
+  std::optional<ProcessKey> Ancestor(const ProcessKey& p, const std::string& comm) const;
+
   const uint64_t tombstone_ttl_ns_;
+  const size_t max_forks_;
+  struct ForkInfo {
+    ProcessKey parent;
+    std::string comm;  // the child's, at fork: its parent's
+  };
+  absl::flat_hash_map<ProcessKey, ForkInfo> forks_;
+  std::deque<ProcessKey> fork_order_;
   // Keyed by {pid, start}: a reused PID is a new entry, not an overwrite.
   absl::flat_hash_map<ProcessKey, Entry> processes_;
-  std::vector<Owner> requests_;
+  std::vector<Request> requests_;
   size_t pending_ = 0;
   struct Tombstone {
     ProcessInfo info;

@@ -11,7 +11,8 @@
 
 namespace svcmap::flow {
 
-enum class EventType : uint8_t { kListen, kConnect, kAccept, kClose };
+enum class EventType : uint8_t { kListen, kConnect, kAccept, kClose, kFork };
+inline constexpr size_t kEventTypes = 5;
 enum class Role : uint8_t { kUnknown, kClient, kServer, kListener };
 
 std::string_view EventTypeName(EventType t);
@@ -90,7 +91,8 @@ struct TcpCounters {
 struct SockEvent {
   EventType type = EventType::kClose;
   uint64_t ts_ns = 0;  // since boot
-  SockRecord sock;
+  SockRecord sock;     // kFork: sock.owner is the child
+  ProcessKey parent;   // kFork only
   std::optional<TcpCounters> tcp;  // kClose only
 };
 
