@@ -9,74 +9,12 @@ All traffic is on 127.0.0.1; every phase is bounded in time.
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def status_kib(pid, field):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} for pid {pid}")
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
-
-
-class Agent:
-    """`svcmap agent` on a free loopback port, until stopped."""
-
-    def __init__(self, svcmap, extra=()):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [svcmap, "agent", "--listen", f"127.0.0.1:{self.port}", *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                self.get("/healthz")
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError("agent exited: " + self.proc.stderr.read())
-                time.sleep(0.1)
-        raise RuntimeError("agent did not come up in 60 s")
-
-    def get(self, path):
-        with urllib.request.urlopen(self.url + path, timeout=60) as r:
-            return r.read().decode()
-
-    def metric(self, name):
-        total = 0.0
-        for line in self.get("/metrics").splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, Agent, cpu_seconds, status_kib  # noqa: E402
 
 
 def memory(args):

@@ -328,7 +328,7 @@ TEST(FlowTableTest, ClosedIdsAreForgottenAfterTheirTtlAndIdleTrafficExpires) {
   EXPECT_EQ(t.Sizes().closed_ids, 3u);
   t.ForgetClosed(1250);
   EXPECT_EQ(t.Sizes().closed_ids, 1u);
-  EXPECT_EQ(t.ExpireIdleTraffic(1000).size(), 1u);  // the one series, idle since 300
+  EXPECT_EQ(t.ExpireIdleTraffic(1000, 1000).size(), 1u);  // the one series, idle since 300
   EXPECT_TRUE(t.View(true).traffic.empty());
   EXPECT_TRUE(t.View(true).traffic_series.empty());
 }

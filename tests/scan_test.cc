@@ -56,6 +56,7 @@ TEST(ProcParseTest, StatCommWithSpacesAndParens) {
       "2998272 410");
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->comm, "my (odd) name");
+  EXPECT_EQ(s->state, 'R');
   EXPECT_EQ(s->start_ticks, 1237316u);
   EXPECT_FALSE(ParseProcStat("1889 (x) R 1 2 3").ok());
   EXPECT_FALSE(ParseProcStat("no parens at all").ok());

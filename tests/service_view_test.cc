@@ -195,6 +195,53 @@ TEST(CollectorTest, AnExitedProcessFoldsIntoItsServiceAndIsForgotten) {
   EXPECT_EQ(g.connections[0].stats.bytes_sent, 6u);
 }
 
+// A short-lived child of a load generator, a pre-fork server's worker: gone
+// before its /proc can be read, it still runs its parent's program.
+TEST(CollectorTest, AForkedChildIsNamedAsItsParentUntilItExecs) {
+  Collector c;
+  c.OnEvent(Ev(EventType::kClose, 7, "loadgen", Role::kClient, "10.0.0.1", 40000, "10.0.0.2", 80, 5, 6));
+  NameAll(c, [](const Owner&) { return "checkout"; });
+  auto fork = [&](uint32_t parent, uint32_t child, const char* comm) {
+    SockEvent f;
+    f.type = EventType::kFork;
+    f.parent = {parent, 1};
+    f.sock.owner.process = {child, 1};
+    f.sock.owner.comm = comm;
+    c.OnEvent(f);
+  };
+  fork(7, 8, "loadgen");
+  fork(8, 9, "loadgen");  // a grandchild, its parent never on a socket
+  fork(7, 10, "loadgen");
+  c.OnEvent(Ev(EventType::kClose, 8, "loadgen", Role::kClient, "10.0.0.1", 40001, "10.0.0.2", 80, 1, 1));
+  c.OnEvent(Ev(EventType::kClose, 9, "loadgen", Role::kClient, "10.0.0.1", 40002, "10.0.0.2", 80, 1, 1));
+  // Exec'd since (another comm): described on its own.
+  c.OnEvent(Ev(EventType::kClose, 10, "curl", Role::kClient, "10.0.0.1", 40003, "10.0.0.2", 80, 1, 1));
+  EXPECT_EQ(c.processes().Find({8, 1})->name, "checkout");
+  EXPECT_EQ(c.processes().Find({9, 1})->name, "checkout");
+  EXPECT_EQ(c.processes().Find({10, 1}), nullptr);  // pending
+  std::vector<ProcessTable::Request> ask = c.TakeNamingRequests();
+  ASSERT_EQ(ask.size(), 1u);
+  EXPECT_EQ(ask[0].owner.process.pid, 10u);
+  EXPECT_FALSE(ask[0].forked_from.has_value());  // not the parent's program
+  EXPECT_EQ(c.Sizes().forks, 3u);
+}
+
+TEST(CollectorTest, AChildWhoseParentIsNotNamedYetIsReadThroughItsParent) {
+  Collector c;
+  SockEvent f;
+  f.type = EventType::kFork;
+  f.parent = {7, 1};
+  f.sock.owner.process = {8, 1};
+  f.sock.owner.comm = "worker";
+  c.OnEvent(Ev(EventType::kConnect, 7, "worker", Role::kClient, "10.0.0.1", 40000, "10.0.0.2", 80, 0, 0));
+  c.OnEvent(f);
+  c.OnEvent(Ev(EventType::kClose, 8, "worker", Role::kClient, "10.0.0.1", 40001, "10.0.0.2", 80, 1, 1));
+  std::vector<ProcessTable::Request> ask = c.TakeNamingRequests();
+  ASSERT_EQ(ask.size(), 2u);
+  ASSERT_TRUE(ask[1].forked_from.has_value());
+  EXPECT_EQ(ask[1].forked_from->pid, 7u);
+}
+
 TEST(CollectorTest, AProcessNothingRefersToGoesAfterItsTtl) {
   CollectorOptions o;
   o.unreferenced_ttl_ns = 10'000;

@@ -22,7 +22,8 @@ class RealIo final : public node::NodeIo {
   }
 
   bool Alive(const flow::ProcessKey& p) override {
-    // The same PID with another start time is another process.
+    // The same PID with another start time is another process; a zombie
+    // has exited (its sockets are closed), whenever its parent reaps it.
     std::string path = fmt::format("/proc/{}/stat", p.pid);
     int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return errno != ENOENT && errno != ESRCH;
@@ -31,7 +32,8 @@ class RealIo final : public node::NodeIo {
     close(fd);
     if (n <= 0) return false;
     absl::StatusOr<scan::ProcStat> st = scan::ParseProcStat(std::string_view(buf, n));
-    return st.ok() && st->start_ticks * flow::kNsPerClockTick == p.start_ns;
+    return st.ok() && st->start_ticks * flow::kNsPerClockTick == p.start_ns &&
+           st->state != 'Z' && st->state != 'X';
   }
 
   absl::flat_hash_map<uint32_t, std::string> NetnsAddresses() override { return app::NetnsAddresses(); }

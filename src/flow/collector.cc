@@ -24,7 +24,7 @@ void Collector::OnEvent(const SockEvent& ev) {
   const SockRecord& s = ev.sock;
   if (ev.type == EventType::kFork) {
     ++event_counts_[static_cast<size_t>(ev.type)];
-    processes_.Fork(ev.parent, s.owner);
+    processes_.Fork(ev.parent, s.owner, ev.ts_ns);
     return;
   }
   if (!Wanted(s.netns)) return;
@@ -217,7 +217,10 @@ Housekeeping Collector::Housekeep(uint64_t now_ns, uint64_t idle_ns, bool retire
         });
     out.expired_flows = groups.size();
     for (const FlowKey& g : groups) out.expired_groups.push_back(GroupId(g));
-    for (const TrafficKey& t : flows_.ExpireIdleTraffic(cutoff))
+    const uint64_t rows_cutoff =
+        now_ns > options_.traffic_row_ttl_ns ? std::max(cutoff, now_ns - options_.traffic_row_ttl_ns)
+                                             : cutoff;
+    for (const TrafficKey& t : flows_.ExpireIdleTraffic(cutoff, rows_cutoff))
       out.expired_traffic.push_back(TrafficId(t));
   }
   if (retire) {
@@ -236,8 +239,8 @@ Housekeeping Collector::Housekeep(uint64_t now_ns, uint64_t idle_ns, bool retire
       processes_.Erase(key, now_ns);
       ++counts_.evicted;
     }
-    processes_.PruneTombstones(now_ns);
   }
+  processes_.Prune(now_ns);
   flows_.ForgetClosed(now_ns);
   return out;
 }

@@ -262,7 +262,8 @@ size_t FlowTable::EndLive(bool complete) {
     // is dropped by its remembered id.
     const SockKey key = it->first;
     Close(ls, ls.seen_ns);
-    BeginClose(key, read_ns_);
+    const uint64_t until = read_ns_ + options_.lost_id_ttl_ns;
+    if (closed_ids_.insert_or_assign(key, until).second) lost_order_.emplace_back(until, key);
     DropLive(it++);
     ++lost;
   }
@@ -373,7 +374,7 @@ std::vector<FlowKey> FlowTable::ExpireIdleGroups(uint64_t cutoff_ns, const NameO
   return gone;
 }
 
-std::vector<TrafficKey> FlowTable::ExpireIdleTraffic(uint64_t cutoff_ns) {
+std::vector<TrafficKey> FlowTable::ExpireIdleTraffic(uint64_t cutoff_ns, uint64_t rows_cutoff_ns) {
   std::vector<TrafficKey> gone;
   for (auto it = series_.begin(); it != series_.end();) {
     if (it->second.live_socks == 0 && it->second.closed.last_seen_ns < cutoff_ns) {
@@ -383,15 +384,17 @@ std::vector<TrafficKey> FlowTable::ExpireIdleTraffic(uint64_t cutoff_ns) {
       ++it;
     }
   }
-  absl::erase_if(rows_, [&](const auto& kv) { return kv.second.last_seen_ns < cutoff_ns; });
+  absl::erase_if(rows_, [&](const auto& kv) { return kv.second.last_seen_ns < rows_cutoff_ns; });
   return gone;
 }
 
 void FlowTable::ForgetClosed(uint64_t now_ns) {
-  while (!closed_order_.empty() && closed_order_.front().first <= now_ns) {
-    auto it = closed_ids_.find(closed_order_.front().second);
-    if (it != closed_ids_.end() && it->second == closed_order_.front().first) closed_ids_.erase(it);
-    closed_order_.pop_front();
+  for (auto* order : {&closed_order_, &lost_order_}) {
+    while (!order->empty() && order->front().first <= now_ns) {
+      auto it = closed_ids_.find(order->front().second);
+      if (it != closed_ids_.end() && it->second == order->front().first) closed_ids_.erase(it);
+      order->pop_front();
+    }
   }
 }
 

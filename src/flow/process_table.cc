@@ -11,7 +11,8 @@ void ProcessTable::Observe(const Owner& owner, uint64_t now_ns) {
     if (auto t = tombstones_.find(owner.process); t != tombstones_.end()) {
       // Named before it went: most likely a late close of one of its
       // sockets, after it exited.
-      e.info = std::move(t->second.info);
+      e.info.name = std::move(t->second.name);
+      e.info.name_source = std::move(t->second.name_source);
       e.named = true;
       e.exited = t->second.exited;
       tombstones_.erase(t);
@@ -19,13 +20,15 @@ void ProcessTable::Observe(const Owner& owner, uint64_t now_ns) {
     }
     std::optional<ProcessKey> ancestor = Ancestor(owner.process, owner.comm);
     if (ancestor) {
-      const Entry* p = Get(*ancestor);
-      const ProcessInfo* info = p != nullptr && p->named ? &p->info : nullptr;
-      if (info == nullptr)
-        if (auto t = tombstones_.find(*ancestor); t != tombstones_.end()) info = &t->second.info;
-      if (info != nullptr) {
-        e.info = *info;
+      if (const Entry* p = Get(*ancestor); p != nullptr && p->named) {
+        e.info = p->info;
         e.info.comm = owner.comm;
+        e.named = true;
+        return;
+      }
+      if (auto t = tombstones_.find(*ancestor); t != tombstones_.end()) {
+        e.info.name = t->second.name;
+        e.info.name_source = t->second.name_source;
         e.named = true;
         return;
       }
@@ -42,11 +45,11 @@ void ProcessTable::Observe(const Owner& owner, uint64_t now_ns) {
   }
 }
 
-void ProcessTable::Fork(const ProcessKey& parent, const Owner& child) {
+void ProcessTable::Fork(const ProcessKey& parent, const Owner& child, uint64_t now_ns) {
   if (!forks_.insert_or_assign(child.process, ForkInfo{parent, child.comm}).second) return;
-  fork_order_.push_back(child.process);
+  fork_order_.emplace_back(now_ns, child.process);
   while (fork_order_.size() > max_forks_) {
-    forks_.erase(fork_order_.front());
+    forks_.erase(fork_order_.front().second);
     fork_order_.pop_front();
   }
 }
@@ -139,16 +142,21 @@ void ProcessTable::Erase(const ProcessKey& key, uint64_t now_ns) {
   auto it = processes_.find(key);
   if (it == processes_.end()) return;
   if (it->second.named) {
-    tombstones_.insert_or_assign(
-        key, Tombstone{std::move(it->second.info), it->second.exited, now_ns + tombstone_ttl_ns_});
-    tombstone_order_.emplace_back(now_ns + tombstone_ttl_ns_, key);
+    ProcessInfo& info = it->second.info;
+    tombstones_.insert_or_assign(key, Tombstone{std::move(info.name), std::move(info.name_source),
+                                                it->second.exited, now_ns + ttl_ns_});
+    tombstone_order_.emplace_back(now_ns + ttl_ns_, key);
   } else {
     --pending_;
   }
   processes_.erase(it);
 }
 
-void ProcessTable::PruneTombstones(uint64_t now_ns) {
+void ProcessTable::Prune(uint64_t now_ns) {
+  while (!fork_order_.empty() && fork_order_.front().first + ttl_ns_ <= now_ns) {
+    forks_.erase(fork_order_.front().second);
+    fork_order_.pop_front();
+  }
   while (!tombstone_order_.empty() && tombstone_order_.front().first <= now_ns) {
     auto it = tombstones_.find(tombstone_order_.front().second);
     if (it != tombstones_.end() && it->second.until_ns == tombstone_order_.front().first)

@@ -110,6 +110,7 @@ absl::StatusOr<ProcStat> ParseProcStat(std::string_view stat) {
   for (int i = 3; i <= 22; ++i) {
     field = f.Next();
     if (!field) return absl::InvalidArgumentError(fmt::format("stat: only {} fields", i - 1));
+    if (i == 3 && !field->empty()) out.state = (*field)[0];
   }
   if (!ParseUnsigned(*field, out.start_ticks))
     return absl::InvalidArgumentError("stat: starttime is not a number");

@@ -367,6 +367,8 @@ int Load(const Args& a) {
           _exit(w == sizeof(res) ? 0 : 1);
         }
         if (pid > 0) children += 1;
+        while (waitpid(-1, nullptr, WNOHANG) > 0) {
+        }
       }
     });
   }

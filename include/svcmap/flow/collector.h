@@ -37,6 +37,9 @@ struct CollectorOptions {
   // after this long, exited or not.
   uint64_t unreferenced_ttl_ns = 60'000'000'000;
   size_t max_parked_closes = 65536;
+  // A closed connection's own NETWORK_TRAFFIC row (the snapshot's, with its
+  // source port) is listed this long at most, when flows expire at all.
+  uint64_t traffic_row_ttl_ns = 60'000'000'000;
   // A closed listener still claims its port (a one-shot snapshot reports
   // everything that listened in its window; a daemon only what listens).
   bool keep_closed_listeners = false;

@@ -113,8 +113,13 @@ struct FlowTableOptions {
   // with the totals last read.
   uint64_t lost_close_grace_ns = 30'000'000'000;
   // How long a closed socket's id is remembered, so that a live read that
-  // raced with its close does not count it again.
-  uint64_t closed_id_ttl_ns = 10'000'000'000;
+  // raced with its close does not count it again: the race lasts from a
+  // chunk of the kernel's table being read to its being applied, and the
+  // kernel deletes a socket's entry right after queueing its close.
+  uint64_t closed_id_ttl_ns = 2'000'000'000;
+  // The same for a socket closed as lost, whose real close may yet come
+  // out of a stalled ring buffer, and must not count it again.
+  uint64_t lost_id_ttl_ns = 300'000'000'000;
 };
 
 struct FlowTableSizes {
@@ -178,8 +183,9 @@ class FlowTable {
   // not named yet, so its group stays). Returns the groups removed.
   using NameOf = std::function<std::optional<std::string>(const ProcessKey&)>;
   std::vector<FlowKey> ExpireIdleGroups(uint64_t cutoff_ns, const NameOf& name_of);
-  // The same for NETWORK_TRAFFIC: series and rows idle since `cutoff_ns`.
-  std::vector<TrafficKey> ExpireIdleTraffic(uint64_t cutoff_ns);
+  // The same for NETWORK_TRAFFIC series idle since `cutoff_ns` (returned),
+  // and per-connection rows of connections closed before `rows_cutoff_ns`.
+  std::vector<TrafficKey> ExpireIdleTraffic(uint64_t cutoff_ns, uint64_t rows_cutoff_ns);
   // Forgets closed-socket ids older than their TTL.
   void ForgetClosed(uint64_t now_ns);
   // Processes that have flows here.
@@ -241,9 +247,10 @@ class FlowTable {
   uint64_t rows_overflow_ = 0;
   absl::flat_hash_map<SockKey, LiveSock> live_;
   absl::flat_hash_map<ProcessKey, uint32_t> live_by_process_;
-  // Closed ids, and their expiry in the order they were taken.
+  // Closed ids -> their expiry, and the expiries in order, one queue per
+  // TTL (each is then sorted by time).
   absl::flat_hash_map<SockKey, uint64_t> closed_ids_;
-  std::deque<std::pair<uint64_t, SockKey>> closed_order_;
+  std::deque<std::pair<uint64_t, SockKey>> closed_order_, lost_order_;
   absl::flat_hash_map<uint32_t, uint64_t> opened_;
   uint32_t gen_ = 0;
   uint64_t read_ns_ = 0;

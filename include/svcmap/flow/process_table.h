@@ -45,15 +45,20 @@ class ProcessTable {
     uint64_t checked_ns = 0;  // when it was last checked for an exit
   };
 
-  explicit ProcessTable(uint64_t tombstone_ttl_ns = 120'000'000'000, size_t max_forks = 65536)
-      : tombstone_ttl_ns_(tombstone_ttl_ns), max_forks_(max_forks) {}
+  // Tombstones and fork records are kept for `ttl_ns` (and the newest
+  // `max_forks` forks at most): long enough for a late close (an orphaned
+  // socket lingers tcp_fin_timeout, 60 s by default) or a child's first
+  // socket, short enough that a node forking hundreds of processes a
+  // second holds a minute's worth.
+  explicit ProcessTable(uint64_t ttl_ns = 60'000'000'000, size_t max_forks = 65536)
+      : ttl_ns_(ttl_ns), max_forks_(max_forks) {}
 
   void Observe(const Owner& owner, uint64_t now_ns);
   // `child` forked from `parent`. Remembered for a while (the newest
   // max_forks): a child first seen on a socket still running its parent's
   // program (the same comm: no exec since) is named as its parent, which a
   // short-lived child needs, its /proc being gone by the time it is read.
-  void Fork(const ProcessKey& parent, const Owner& child);
+  void Fork(const ProcessKey& parent, const Owner& child, uint64_t now_ns);
   struct Request {
     Owner owner;
     // Its nearest ancestor with the same comm, whose /proc names it if its
@@ -79,7 +84,8 @@ class ProcessTable {
   Entry* GetMutable(const ProcessKey& key);
   void MarkExited(const ProcessKey& key);
   void Erase(const ProcessKey& key, uint64_t now_ns);
-  void PruneTombstones(uint64_t now_ns);
+  // Drops tombstones and fork records older than the TTL.
+  void Prune(uint64_t now_ns);
   template <typename F>
   void ForEach(F&& f) const {
     for (const auto& [k, e] : processes_) f(k, e);
@@ -94,20 +100,22 @@ class ProcessTable {
   // The nearest ancestor of `p` with comm `comm` that forks_ knows of.
   std::optional<ProcessKey> Ancestor(const ProcessKey& p, const std::string& comm) const;
 
-  const uint64_t tombstone_ttl_ns_;
+  const uint64_t ttl_ns_;
   const size_t max_forks_;
   struct ForkInfo {
     ProcessKey parent;
     std::string comm;  // the child's, at fork: its parent's
   };
   absl::flat_hash_map<ProcessKey, ForkInfo> forks_;
-  std::deque<ProcessKey> fork_order_;
+  std::deque<std::pair<uint64_t, ProcessKey>> fork_order_;  // by time
   // Keyed by {pid, start}: a reused PID is a new entry, not an overwrite.
   absl::flat_hash_map<ProcessKey, Entry> processes_;
   std::vector<Request> requests_;
   size_t pending_ = 0;
+  // What a late socket of a process gone needs: its name (and the comm its
+  // children are matched by); not the facts naming read.
   struct Tombstone {
-    ProcessInfo info;
+    std::string name, name_source;
     bool exited = false;
     uint64_t until_ns = 0;
   };

@@ -33,6 +33,7 @@ absl::StatusOr<TcpOpens> ParseSnmpTcp(std::string_view snmp);
 // and parentheses, so it is everything between the first '(' and the last ')'.
 struct ProcStat {
   std::string comm;
+  char state = '?';          // field 3: R, S, D, Z (exited, not reaped), ...
   uint64_t start_ticks = 0;  // field 22, clock ticks since boot
 };
 absl::StatusOr<ProcStat> ParseProcStat(std::string_view stat);
