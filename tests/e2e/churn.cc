@@ -349,9 +349,23 @@ int Load(const Args& a) {
   // connection each, their totals back through a pipe.
   int pipefd[2];
   if (pipe2(pipefd, O_CLOEXEC) != 0) Die("pipe");
-  std::thread forker;
+  std::thread forker, collector;
   std::atomic<uint64_t> children{0};
   if (a.procs > 0) {
+    // Children's totals read as they come: a pipe holds 64 KiB, and a
+    // child blocked on a full one never exits.
+    collector = std::thread([&] {
+      for (;;) {
+        uint64_t res[3];
+        ssize_t n = read(pipefd[0], res, sizeof(res));
+        if (n != sizeof(res)) break;  // EOF: every writer is gone
+        t.sent += res[0];
+        t.received += res[1];
+        t.connections += 1;
+        t.processes += 1;
+        if (res[2] != 0) t.failed += 1;
+      }
+    });
     forker = std::thread([&] {
       const auto period = std::chrono::duration<double>(1.0 / a.procs);
       auto next = start;
@@ -378,21 +392,13 @@ int Load(const Args& a) {
   for (std::thread& w : workers) w.join();
   if (longs.joinable()) longs.join();
   if (forker.joinable()) forker.join();
-  close(pipefd[1]);
-  // Every child's totals (each writes one record, atomically: < PIPE_BUF).
-  for (;;) {
-    uint64_t res[3];
-    ssize_t n = read(pipefd[0], res, sizeof(res));
-    if (n != sizeof(res)) break;
-    t.sent += res[0];
-    t.received += res[1];
-    t.connections += 1;
-    t.processes += 1;
-    if (res[2] != 0) t.failed += 1;
-  }
-  close(pipefd[0]);
+  // Every child's totals (each writes one record, atomically: < PIPE_BUF),
+  // once the last child has exited and our write end is closed.
   while (waitpid(-1, nullptr, 0) > 0) {
   }
+  close(pipefd[1]);
+  if (collector.joinable()) collector.join();
+  close(pipefd[0]);
   std::printf(
       "{\"sent\": %llu, \"received\": %llu, \"connections\": %llu, \"processes\": %llu, "
       "\"forked\": %llu, \"failed\": %llu, \"seconds\": %.3f}\n",

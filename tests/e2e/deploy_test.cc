@@ -79,6 +79,7 @@ TEST(DeployTest, TheManifestsParseAndHoldWhatTheDocsPromise) {
   EXPECT_EQ(pod["metadata"]["annotations"]["prometheus.io/port"], "9464");
   const Json& c = pod["spec"]["containers"][0];
   EXPECT_EQ(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+  EXPECT_EQ(c["readinessProbe"]["httpGet"]["path"], "/readyz");
   EXPECT_TRUE(c["resources"].contains("requests") && c["resources"].contains("limits"));
   std::set<std::string> mounts;
   for (const Json& m : c["volumeMounts"]) mounts.insert(m["mountPath"]);
