@@ -247,8 +247,11 @@ TEST(FlowTableTest, ARenameKeepsWhatWasCountedUnderTheOldName) {
     }
   }
   Close(t, open, 4000);
-  for (const auto& [key, f] : t.View(false).flows)
-    if (!key.retired()) EXPECT_EQ(f.bytes_sent, 15u);
+  for (const auto& [key, f] : t.View(false).flows) {
+    if (!key.retired()) {
+      EXPECT_EQ(f.bytes_sent, 15u);
+    }
+  }
 }
 
 TEST(FlowTableTest, AnAcceptedSocketMovesToTheProcessThatTakesItOver) {

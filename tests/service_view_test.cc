@@ -34,11 +34,18 @@ SockEvent Ev(EventType type, uint32_t pid, const char* comm, Role role, const ch
 // `name`, or its comm).
 void NameAll(Collector& c, const std::function<std::string(const Owner&)>& name = nullptr) {
   for (const auto& [o, parent] : c.TakeNamingRequests())
-    c.Describe(o.process, ProcessInfo{o.comm, "/usr/bin/" + o.comm, name ? name(o) : o.comm, "exe"},
+    c.Describe(o.process, ProcessInfo{o.comm, "/usr/bin/" + o.comm, name ? name(o) : o.comm, "exe", "", ""},
                1000);
 }
 
-ServiceGraph GraphOf(Collector& c, ServiceViewOptions options = {std::nullopt, "10.0.0.3"}) {
+ServiceViewOptions At(std::optional<uint32_t> netns, std::string ip) {
+  ServiceViewOptions o;
+  o.netns = netns;
+  o.instance_ip = std::move(ip);
+  return o;
+}
+
+ServiceGraph GraphOf(Collector& c, ServiceViewOptions options = At(std::nullopt, "10.0.0.3")) {
   return c.Graph(options, true);
 }
 
@@ -81,11 +88,11 @@ TEST(ServiceViewTest, NetnsFilterKeepsOnlyThatNamespace) {
   c.OnEvent(Ev(EventType::kListen, 10, "redis", Role::kListener, "0.0.0.0", 6379, "0.0.0.0", 0, 0, 0, 7));
   c.OnEvent(Ev(EventType::kClose, 20, "app", Role::kClient, "10.0.0.1", 40000, "10.0.0.2", 6379, 5, 6, 8));
   NameAll(c);
-  ServiceGraph in7 = GraphOf(c, {7u, "10.0.0.2"});
+  ServiceGraph in7 = GraphOf(c, At(7u, "10.0.0.2"));
   ASSERT_EQ(in7.services.size(), 1u);
   EXPECT_EQ(in7.services[0].name, "redis");
   EXPECT_TRUE(in7.connections.empty());
-  ServiceGraph in8 = GraphOf(c, {8u, "10.0.0.1"});
+  ServiceGraph in8 = GraphOf(c, At(8u, "10.0.0.1"));
   ASSERT_EQ(in8.services.size(), 1u);
   EXPECT_EQ(in8.services[0].name, "app");
   EXPECT_EQ(in8.connections.size(), 1u);
@@ -95,7 +102,7 @@ TEST(ServiceViewTest, ANamelessProcessGetsAPidName) {
   Collector c;
   c.OnEvent(Ev(EventType::kClose, 33, "", Role::kClient, "10.0.0.1", 40000, "10.0.0.2", 80, 1, 1));
   for (const auto& [o, parent] : c.TakeNamingRequests()) c.Describe(o.process, ProcessInfo{}, 1000);
-  ServiceGraph g = GraphOf(c, {std::nullopt, "x"});
+  ServiceGraph g = GraphOf(c, At(std::nullopt, "x"));
   ASSERT_EQ(g.services.size(), 1u);
   EXPECT_EQ(g.services[0].name, "pid-33");
 }
@@ -112,13 +119,13 @@ TEST(CollectorTest, LiveListenersAndSocketsJoinTheView) {
   c.EndLive(true);
   EXPECT_TRUE(need_nat.empty());
   for (const auto& [o, parent] : c.TakeNamingRequests())
-    c.Describe(o.process, ProcessInfo{o.comm, "/usr/sbin/x5", "postgres", "systemd"}, 2000);
+    c.Describe(o.process, ProcessInfo{o.comm, "/usr/sbin/x5", "postgres", "systemd", "", ""}, 2000);
   FlowView v = c.Flows(false);
   ASSERT_EQ(v.flows.size(), 1u);
   EXPECT_EQ(v.flows.begin()->first.role, Role::kServer);  // via the listen port
   EXPECT_EQ(c.processes().Find({5, 1})->exe, "/usr/sbin/x5");
   // The describer's name, not the comm, names the service.
-  ServiceGraph g = GraphOf(c, {std::nullopt, "x"});
+  ServiceGraph g = GraphOf(c, At(std::nullopt, "x"));
   ASSERT_EQ(g.services.size(), 1u);
   EXPECT_EQ(g.services[0].name, "postgres");
   EXPECT_EQ(g.services[0].name_source, "systemd");
@@ -257,7 +264,7 @@ TEST(CollectorTest, AProcessNothingRefersToGoesAfterItsTtl) {
 TEST(CollectorTest, ACloseWhoseDestinationIsNotKnownWaitsForItsNatLookup) {
   Collector c;
   c.set_nat([](const SockRecord& s) {
-    return s.remote_port == 80 ? NatAnswer{NatState::kPlain} : NatAnswer{};
+    return s.remote_port == 80 ? NatAnswer::Plain() : NatAnswer::Unknown();
   });
   c.OnEvent(Ev(EventType::kClose, 7, "app", Role::kClient, "10.0.0.1", 40000, "10.96.0.10", 443, 5, 6));
   c.OnEvent(Ev(EventType::kClose, 7, "app", Role::kClient, "10.0.0.1", 40001, "10.0.0.2", 80, 1, 1));
@@ -266,7 +273,7 @@ TEST(CollectorTest, ACloseWhoseDestinationIsNotKnownWaitsForItsNatLookup) {
   std::vector<SockRecord> ask = c.TakeNatRequests();
   ASSERT_EQ(ask.size(), 1u);
   EXPECT_TRUE(c.TakeNatRequests().empty());  // asked once
-  c.ResolveClose(ask[0].key(), {NatState::kTranslated, IpAddr::V4(10, 0, 0, 5), 8443});
+  c.ResolveClose(ask[0].key(), NatAnswer::Translated(IpAddr::V4(10, 0, 0, 5), 8443));
   ServiceGraph g = GraphOf(c);
   ASSERT_EQ(g.connections.size(), 2u);
   bool found = false;

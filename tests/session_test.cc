@@ -87,8 +87,8 @@ class FakeIo final : public NodeIo {
     return !dead_.contains(p);
   }
   absl::flat_hash_map<uint32_t, std::string> NetnsAddresses() override { return {}; }
-  flow::NatAnswer PeekNat(const SockRecord&) override { return {flow::NatState::kPlain}; }
-  flow::NatAnswer ResolveNat(const SockRecord&) override { return {flow::NatState::kPlain}; }
+  flow::NatAnswer PeekNat(const SockRecord&) override { return flow::NatAnswer::Plain(); }
+  flow::NatAnswer ResolveNat(const SockRecord&) override { return flow::NatAnswer::Plain(); }
   void Prune() override {}
   std::vector<std::pair<std::string, uint64_t>> TableSizes() override { return {}; }
 
@@ -179,9 +179,11 @@ class SessionTest : public ::testing::Test {
         out[key] = m.families[i].metric[j].counter.value;
       }
     }
-    for (const auto& [k, v] : out)
-      if (auto it = last_.find(k); it != last_.end())
+    for (const auto& [k, v] : out) {
+      if (auto it = last_.find(k); it != last_.end()) {
         EXPECT_GE(v, it->second) << k << " went down";
+      }
+    }
     last_ = out;
     return out;
   }
@@ -268,8 +270,9 @@ TEST_F(SessionTest, ASiblingThatExitsLeavesItsBytesInTheSeriesTheOtherKeepsAlive
   EXPECT_EQ(Sent("app"), 150);
   std::shared_ptr<const Frame> f = session_->FrameAfter(absl::Now(), true);
   bool retired_row = false;
-  for (const flow::ConnectionRow& c : f->graph().connections)
+  for (const flow::ConnectionRow& c : f->graph().connections) {
     if (c.src_pid == 0 && c.stats.bytes_sent == 100) retired_row = true;
+  }
   EXPECT_TRUE(retired_row) << f->SnapshotText(2);
   open.bytes_sent = 70;
   backend_->SetLive(open);

@@ -39,15 +39,15 @@ class RealIo final : public node::NodeIo {
   absl::flat_hash_map<uint32_t, std::string> NetnsAddresses() override { return app::NetnsAddresses(); }
 
   flow::NatAnswer PeekNat(const flow::SockRecord& s) override {
-    if (!conntrack_ || resolver_.KnownPlain(s)) return {flow::NatState::kPlain};
-    return {};
+    if (!conntrack_ || resolver_.KnownPlain(s)) return flow::NatAnswer::Plain();
+    return flow::NatAnswer::Unknown();
   }
 
   flow::NatAnswer ResolveNat(const flow::SockRecord& s) override {
-    if (!conntrack_) return {flow::NatState::kPlain};
+    if (!conntrack_) return flow::NatAnswer::Plain();
     std::optional<nat::Endpoint> e = resolver_.Resolve(s);
-    if (!e) return {flow::NatState::kPlain};
-    return {flow::NatState::kTranslated, e->ip, e->port};
+    if (!e) return flow::NatAnswer::Plain();
+    return flow::NatAnswer::Translated(e->ip, e->port);
   }
 
   void Prune() override {

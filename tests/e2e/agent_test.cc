@@ -449,8 +449,9 @@ TEST_F(AgentTest, AStoreThatFailsInEveryWayLosesNothingWithinTheBacklog) {
       rss_max = std::max(rss_max, RssKiB(agent->pid()));
     }
     std::map<std::string, double> during = Scrape(listen);
-    if (mode == FakeStore::Mode::k500 || mode == FakeStore::Mode::k429)
+    if (mode == FakeStore::Mode::k500 || mode == FakeStore::Mode::k429) {
       EXPECT_GT(Find(during, {"svcmap_remote_write_failed_requests_total"}), 0);
+    }
     EXPECT_EQ(Find(during, {"svcmap_remote_write_samples_total{result=\"dropped\"}"}), 0);
     store.set_mode(FakeStore::Mode::kOk);
     ASSERT_EQ(load.Wait(seconds(60)).exit_code, 0);

@@ -24,6 +24,10 @@ struct NatAnswer {
   NatState state = NatState::kUnknown;
   IpAddr ip;
   uint16_t port = 0;
+
+  static NatAnswer Unknown() { return {NatState::kUnknown, IpAddr(), 0}; }
+  static NatAnswer Plain() { return {NatState::kPlain, IpAddr(), 0}; }
+  static NatAnswer Translated(IpAddr ip, uint16_t port) { return {NatState::kTranslated, ip, port}; }
 };
 
 struct CollectorOptions {
