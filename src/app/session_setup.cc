@@ -152,6 +152,8 @@ absl::StatusOr<std::unique_ptr<node::Session>> StartSession(const Options& o, co
     so.idle_timeout = absl::ZeroDuration();
     so.collector.flows.count_opens = true;
     so.collector.keep_closed_listeners = true;
+    // Nothing to evict or expire: the one frame is the last (Finish).
+    so.housekeeping = absl::InfiniteDuration();
   } else {
     so.idle_timeout = o.flow_idle_timeout;
   }

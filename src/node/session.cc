@@ -410,8 +410,11 @@ void Session::FrameLoop() {
     bool per_connection;
     {
       std::unique_lock<std::mutex> lock(frame_mu_);
-      frame_cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.housekeeping),
-                         [this] { return want_frame_ || stopping_; });
+      auto asked = [this] { return want_frame_ || stopping_; };
+      if (options_.housekeeping == absl::InfiniteDuration())
+        frame_cv_.wait(lock, asked);
+      else
+        frame_cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.housekeeping), asked);
       if (stopping_) return;
       per_connection = want_per_connection_;
       want_frame_ = false;

@@ -62,7 +62,8 @@ struct SessionOptions {
   // Exited processes are folded into their services and forgotten (false
   // keeps them all: a one-shot snapshot).
   bool retire = true;
-  // A frame at least this often, asked for or not: housekeeping.
+  // A frame at least this often, asked for or not: housekeeping
+  // (InfiniteDuration: only when asked for).
   absl::Duration housekeeping = absl::Seconds(10);
   absl::Duration netns_refresh = absl::Seconds(30);
   // How long a frame waits for the describer to name what is queued.
