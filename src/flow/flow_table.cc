@@ -100,17 +100,34 @@ bool FlowTable::BeginClose(const SockKey& key, uint64_t close_ns) {
   return true;
 }
 
-void FlowTable::Close(LiveSock& ls, uint64_t close_ns) {
+FlowTable::Base FlowTable::BaseOf(const SockKey& key, const LiveSock& ls) const {
+  if (!ls.rebased) return {};
+  auto it = bases_.find(key);
+  return it == bases_.end() ? Base{} : it->second;
+}
+
+void FlowTable::Rebase(const SockKey& key, LiveSock& ls) {
+  bases_[key] = {ls.sent, ls.received};
+  ls.rebased = true;
+}
+
+uint64_t FlowTable::GenNs(uint32_t gen) const {
+  if (gen_ns_.empty() || gen < gen_ns_.front().first || gen > gen_ns_.back().first) return 0;
+  return gen_ns_[gen - gen_ns_.front().first].second;
+}
+
+void FlowTable::Close(const SockKey& sock, LiveSock& ls, uint64_t close_ns) {
   const FlowKey& key = ls.flow->first;
   FlowStats& f = ls.flow->second.closed;
-  f.bytes_sent += ls.sent - std::min(ls.base_sent, ls.sent);
-  f.bytes_received += ls.received - std::min(ls.base_received, ls.received);
+  const Base base = BaseOf(sock, ls);
+  f.bytes_sent += ls.sent - std::min(base.sent, ls.sent);
+  f.bytes_received += ls.received - std::min(base.received, ls.received);
   if (ls.established) {
     if (!ls.connection_counted) ++f.connections;
   } else if (key.role == Role::kClient) {
     ++f.failed;
   }
-  f.Seen(ls.open_ns, close_ns);
+  f.Seen(sock.open_ns, close_ns);
   if (ls.series == nullptr || !ls.established) return;
   const bool outbound = key.role != Role::kServer;
   const uint64_t to_dst = outbound ? ls.sent : ls.received;
@@ -125,7 +142,7 @@ void FlowTable::Close(LiveSock& ls, uint64_t close_ns) {
   AddRow(row, to_dst, to_src, close_ns, key.process);
 }
 
-void FlowTable::DropLive(absl::flat_hash_map<SockKey, LiveSock>::iterator it) {
+void FlowTable::DropLive(LiveMap::iterator it) {
   LiveSock& ls = it->second;
   --ls.flow->second.live_socks;
   if (ls.series != nullptr) --ls.series->second.live_socks;
@@ -133,22 +150,23 @@ void FlowTable::DropLive(absl::flat_hash_map<SockKey, LiveSock>::iterator it) {
     auto p = live_by_process_.find(ls.flow->first.process);
     if (p != live_by_process_.end() && --p->second == 0) live_by_process_.erase(p);
   }
+  if (ls.rebased) bases_.erase(it->first);
   live_.erase(it);
 }
 
-void FlowTable::Refile(LiveSock& ls, const SockRecord& s) {
+void FlowTable::Refile(const SockKey& sock, LiveSock& ls, const SockRecord& s) {
   ls.owned = true;
   if (s.owner.process == ls.flow->first.process) return;
   FlowStats& old = ls.flow->second.closed;
-  old.bytes_sent += ls.sent - std::min(ls.base_sent, ls.sent);
-  old.bytes_received += ls.received - std::min(ls.base_received, ls.received);
+  const Base base = BaseOf(sock, ls);
+  old.bytes_sent += ls.sent - std::min(base.sent, ls.sent);
+  old.bytes_received += ls.received - std::min(base.received, ls.received);
   if (ls.established && !ls.connection_counted) {
     ++old.connections;
     ls.connection_counted = true;
   }
-  old.Seen(ls.open_ns, std::max(read_ns_, ls.open_ns));
-  ls.base_sent = ls.sent;
-  ls.base_received = ls.received;
+  old.Seen(sock.open_ns, std::max(read_ns_, sock.open_ns));
+  Rebase(sock, ls);
   --ls.flow->second.live_socks;
   auto p = live_by_process_.find(ls.flow->first.process);
   if (p != live_by_process_.end() && --p->second == 0) live_by_process_.erase(p);
@@ -162,7 +180,7 @@ void FlowTable::Refile(LiveSock& ls, const SockRecord& s) {
 void FlowTable::ApplyClose(const SockRecord& s, Role role, uint64_t close_ns) {
   if (auto it = live_.find(s.key()); it != live_.end()) {
     LiveSock& ls = it->second;
-    if (s.owned && !ls.owned) Refile(ls, s);
+    if (s.owned && !ls.owned) Refile(it->first, ls, s);
     // The close carries the final totals, never less than a read's.
     ls.sent = std::max(ls.sent, s.bytes_sent);
     ls.received = std::max(ls.received, s.bytes_received);
@@ -178,7 +196,7 @@ void FlowTable::ApplyClose(const SockRecord& s, Role role, uint64_t close_ns) {
         ++ls.series->second.live_socks;
       }
     }
-    Close(ls, close_ns);
+    Close(it->first, ls, close_ns);
     DropLive(it);
     return;
   }
@@ -193,7 +211,6 @@ void FlowTable::ApplyClose(const SockRecord& s, Role role, uint64_t close_ns) {
   once.flow = BucketFor(KeyOf(s, role));
   once.sent = s.bytes_sent;
   once.received = s.bytes_received;
-  once.open_ns = s.open_ns;
   once.established = s.established;
   if (s.established) {
     TrafficKey tk = TrafficKeyOf(s, role);
@@ -201,12 +218,15 @@ void FlowTable::ApplyClose(const SockRecord& s, Role role, uint64_t close_ns) {
     tk.src_port = 0;
     once.series = SeriesFor(tk);
   }
-  Close(once, close_ns);
+  Close(s.key(), once, close_ns);
 }
 
 void FlowTable::BeginLive(uint64_t now_ns) {
   ++gen_;
   read_ns_ = now_ns;
+  gen_ns_.emplace_back(gen_, now_ns);
+  // Enough generations to cover the lost-close grace at a frame a second.
+  while (gen_ns_.size() > 4096) gen_ns_.pop_front();
 }
 
 void FlowTable::AddLive(const SockRecord& s, Role role) {
@@ -221,13 +241,12 @@ void FlowTable::AddLive(const SockRecord& s, Role role) {
     ls.flow = BucketFor(KeyOf(s, role));
     ++ls.flow->second.live_socks;
     ++live_by_process_[s.owner.process];
-    ls.open_ns = s.open_ns ? s.open_ns : read_ns_;
     ls.seeded = s.seeded;
     ls.owned = s.owned;
     it = live_.emplace(key, ls).first;
   }
   LiveSock& ls = it->second;
-  if (s.owned && !ls.owned) Refile(ls, s);
+  if (s.owned && !ls.owned) Refile(it->first, ls, s);
   ls.sent = std::max(ls.sent, s.bytes_sent);
   ls.received = std::max(ls.received, s.bytes_received);
   if (s.established) ls.established = true;
@@ -242,7 +261,6 @@ void FlowTable::AddLive(const SockRecord& s, Role role) {
       ++ls.series->second.live_socks;
     }
   }
-  ls.seen_ns = read_ns_;
   ls.seen_gen = gen_;
   ls.missed = 0;
 }
@@ -252,8 +270,13 @@ size_t FlowTable::EndLive(bool complete) {
   size_t lost = 0;
   for (auto it = live_.begin(); it != live_.end();) {
     LiveSock& ls = it->second;
-    if (ls.seen_gen == gen_ || ++ls.missed < 2 ||
-        read_ns_ - ls.seen_ns < options_.lost_close_grace_ns) {
+    if (ls.seen_gen == gen_) {
+      ++it;
+      continue;
+    }
+    if (ls.missed < 255) ++ls.missed;
+    const uint64_t seen_ns = GenNs(ls.seen_gen);
+    if (ls.missed < 2 || (seen_ns != 0 && read_ns_ - seen_ns < options_.lost_close_grace_ns)) {
       ++it;
       continue;
     }
@@ -261,7 +284,7 @@ size_t FlowTable::EndLive(bool complete) {
     // the ring buffer): closed as last read. A close that does come later
     // is dropped by its remembered id.
     const SockKey key = it->first;
-    Close(ls, ls.seen_ns);
+    Close(key, ls, seen_ns != 0 ? seen_ns : read_ns_);
     const uint64_t until = read_ns_ + options_.lost_id_ttl_ns;
     if (closed_ids_.insert_or_assign(key, until).second) lost_order_.emplace_back(until, key);
     DropLive(it++);
@@ -280,14 +303,16 @@ FlowView FlowTable::View(bool per_connection) const {
   if (per_connection) v.traffic = rows_;
   v.traffic_overflow = rows_overflow_;
   for (const auto& [key, ls] : live_) {
+    const uint64_t seen_ns = std::max(GenNs(ls.seen_gen), key.open_ns);
+    const Base base = BaseOf(key, ls);
     FlowStats& f = v.flows[ls.flow->first];
-    f.bytes_sent += ls.sent - std::min(ls.base_sent, ls.sent);
-    f.bytes_received += ls.received - std::min(ls.base_received, ls.received);
+    f.bytes_sent += ls.sent - std::min(base.sent, ls.sent);
+    f.bytes_received += ls.received - std::min(base.received, ls.received);
     if (ls.established) {
       ++f.active;
       if (!ls.connection_counted) ++f.connections;
     }
-    f.Seen(ls.open_ns, std::max(ls.seen_ns, ls.open_ns));
+    f.Seen(key.open_ns, seen_ns);
     if (ls.series == nullptr || !ls.established) continue;
     const bool outbound = ls.flow->first.role != Role::kServer;
     const uint64_t to_dst = outbound ? ls.sent : ls.received;
@@ -295,7 +320,7 @@ FlowView FlowTable::View(bool per_connection) const {
     TrafficStats& t = v.traffic_series[ls.series->first];
     t.bytes_to_dst += to_dst;
     t.bytes_to_src += to_src;
-    t.last_seen_ns = std::max(t.last_seen_ns, ls.seen_ns);
+    t.last_seen_ns = std::max(t.last_seen_ns, seen_ns);
     t.process = ls.flow->first.process;
     ++t.live;
     if (!per_connection) continue;
@@ -308,7 +333,7 @@ FlowView FlowTable::View(bool per_connection) const {
     }
     r->second.bytes_to_dst += to_dst;
     r->second.bytes_to_src += to_src;
-    r->second.last_seen_ns = std::max(r->second.last_seen_ns, ls.seen_ns);
+    r->second.last_seen_ns = std::max(r->second.last_seen_ns, seen_ns);
     r->second.process = ls.flow->first.process;
     ++r->second.live;
   }
@@ -325,15 +350,15 @@ void FlowTable::RetireProcess(const ProcessKey& p, const std::string& name, uint
     for (auto& [key, ls] : live_) {
       if (ls.flow->first.process != p) continue;
       FlowStats& g = BucketFor(ls.flow->first.Group(name))->second.closed;
-      g.bytes_sent += ls.sent - std::min(ls.base_sent, ls.sent);
-      g.bytes_received += ls.received - std::min(ls.base_received, ls.received);
+      const Base base = BaseOf(key, ls);
+      g.bytes_sent += ls.sent - std::min(base.sent, ls.sent);
+      g.bytes_received += ls.received - std::min(base.received, ls.received);
       if (ls.established && !ls.connection_counted) {
         ++g.connections;
         ls.connection_counted = true;
       }
-      g.Seen(ls.open_ns, now_ns);
-      ls.base_sent = ls.sent;
-      ls.base_received = ls.received;
+      g.Seen(key.open_ns, now_ns);
+      Rebase(key, ls);
     }
   }
   std::vector<BucketMap::value_type*> mine;

@@ -210,42 +210,56 @@ class FlowTable {
   };
   using BucketMap = absl::node_hash_map<FlowKey, Bucket>;
   using TrafficMap = absl::node_hash_map<TrafficKey, TrafficBucket>;
+  // One per open socket, so 40 bytes: a node holds hundreds of thousands.
+  // Its open time is its key's; when it was read, its generation's.
   struct LiveSock {
     BucketMap::value_type* flow = nullptr;
     TrafficMap::value_type* series = nullptr;  // null until established
     uint64_t sent = 0, received = 0;           // never less than an earlier read
-    // Already counted in a retired flow (RetireProcess while open).
-    uint64_t base_sent = 0, base_received = 0;
-    uint64_t open_ns = 0;
-    uint64_t seen_ns = 0;
     uint32_t seen_gen = 0;
-    uint32_t missed = 0;  // complete reads in a row without it
     uint16_t src_port = 0;
-    bool established = false;
-    bool connection_counted = false;  // in a retired flow already
-    bool seeded = false;
+    uint8_t missed = 0;  // complete reads in a row without it
+    bool established : 1 = false;
+    bool connection_counted : 1 = false;  // in a retired flow already
+    bool seeded : 1 = false;
     // Filed under its process for good: a server socket whose accepting
     // process has not touched it yet carries its listener's owner.
-    bool owned = false;
+    bool owned : 1 = false;
+    // Part of its bytes was already counted in another flow (a rename, a
+    // process taking it over): how much is in bases_.
+    bool rebased : 1 = false;
+  };
+  static_assert(sizeof(LiveSock) == 40);
+  using LiveMap = absl::node_hash_map<SockKey, LiveSock>;
+  struct Base {
+    uint64_t sent = 0, received = 0;
   };
 
   BucketMap::value_type* BucketFor(const FlowKey& key);
   TrafficMap::value_type* SeriesFor(const TrafficKey& key);
-  void Close(LiveSock& ls, uint64_t close_ns);
+  void Close(const SockKey& key, LiveSock& ls, uint64_t close_ns);
+  Base BaseOf(const SockKey& key, const LiveSock& ls) const;
+  // Counts what `ls` moved so far as done (in another flow): it goes on
+  // from there.
+  void Rebase(const SockKey& key, LiveSock& ls);
+  // When the live read of generation `gen` ran (0 if too long ago).
+  uint64_t GenNs(uint32_t gen) const;
   void CountOpen(const SockRecord& s, Role role);
   void AddRow(const TrafficKey& key, uint64_t to_dst, uint64_t to_src, uint64_t seen_ns,
               const ProcessKey& p);
-  void DropLive(absl::flat_hash_map<SockKey, LiveSock>::iterator it);
+  void DropLive(LiveMap::iterator it);
   // Moves an open socket to the process that took it over (see
   // LiveSock::owned); what it counted so far stays where it was.
-  void Refile(LiveSock& ls, const SockRecord& s);
+  void Refile(const SockKey& key, LiveSock& ls, const SockRecord& s);
 
   FlowTableOptions options_;
   BucketMap buckets_;
   TrafficMap series_;
   absl::flat_hash_map<TrafficKey, TrafficStats> rows_;  // closed connections
   uint64_t rows_overflow_ = 0;
-  absl::flat_hash_map<SockKey, LiveSock> live_;
+  LiveMap live_;
+  absl::flat_hash_map<SockKey, Base> bases_;  // of the rebased ones
+  std::deque<std::pair<uint32_t, uint64_t>> gen_ns_;  // recent reads: generation -> time
   absl::flat_hash_map<ProcessKey, uint32_t> live_by_process_;
   // Closed ids -> their expiry, and the expiries in order, one queue per
   // TTL (each is then sorted by time).
