@@ -12,6 +12,7 @@
 #include "svcmap/app/host_info.h"
 #include "svcmap/app/session_setup.h"
 #include "svcmap/app/trace_format.h"
+#include "svcmap/base/clock.h"
 #include "svcmap/base/log.h"
 #include "svcmap/export/snapshot_json.h"
 #include "svcmap/kernel/feature_probe.h"

@@ -113,12 +113,4 @@ absl::flat_hash_map<uint32_t, std::string> NetnsAddresses() {
   return out;
 }
 
-int64_t RealtimeMinusBoottimeNs() {
-  timespec rt{}, bt{};
-  clock_gettime(CLOCK_REALTIME, &rt);
-  clock_gettime(CLOCK_BOOTTIME, &bt);
-  return (static_cast<int64_t>(rt.tv_sec) - bt.tv_sec) * 1'000'000'000LL +
-         (rt.tv_nsec - bt.tv_nsec);
-}
-
 }  // namespace svcmap::app

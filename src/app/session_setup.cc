@@ -33,12 +33,6 @@ absl::StatusOr<Opened> OpenProcfs(const Options& o, std::string_view why) {
 
 }  // namespace
 
-uint64_t BoottimeNs() {
-  timespec ts{};
-  clock_gettime(CLOCK_BOOTTIME, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + ts.tv_nsec;
-}
-
 bool WaitForSignal(absl::Duration d) {
   sigset_t set;
   sigemptyset(&set);

@@ -177,25 +177,30 @@ void FlowTable::Refile(const SockKey& sock, LiveSock& ls, const SockRecord& s) {
   ++live_by_process_[key.process];
 }
 
+void FlowTable::Update(LiveSock& ls, const SockRecord& s) {
+  ls.sent = std::max(ls.sent, s.bytes_sent);
+  ls.received = std::max(ls.received, s.bytes_received);
+  if (s.established) ls.established = true;
+  if (!ls.established) return;
+  // Its 4-tuple is whole from ESTABLISHED on (the source port of a connect
+  // is chosen after SYN_SENT): its NETWORK_TRAFFIC series, then.
+  const Role r = ls.flow->first.role;
+  uint16_t port = r == Role::kServer ? s.remote_port : s.local_port;
+  if (port != 0) ls.src_port = port;
+  if (ls.series == nullptr) {
+    TrafficKey tk = TrafficKeyOf(s, r);
+    tk.src_port = 0;
+    ls.series = SeriesFor(tk);
+    ++ls.series->second.live_socks;
+  }
+}
+
 void FlowTable::ApplyClose(const SockRecord& s, Role role, uint64_t close_ns) {
   if (auto it = live_.find(s.key()); it != live_.end()) {
     LiveSock& ls = it->second;
     if (s.owned && !ls.owned) Refile(it->first, ls, s);
     // The close carries the final totals, never less than a read's.
-    ls.sent = std::max(ls.sent, s.bytes_sent);
-    ls.received = std::max(ls.received, s.bytes_received);
-    const Role r = ls.flow->first.role;
-    if (s.established) {
-      ls.established = true;
-      uint16_t port = r == Role::kServer ? s.remote_port : s.local_port;
-      if (port != 0) ls.src_port = port;
-      if (ls.series == nullptr) {
-        TrafficKey tk = TrafficKeyOf(s, r);
-        tk.src_port = 0;
-        ls.series = SeriesFor(tk);
-        ++ls.series->second.live_socks;
-      }
-    }
+    Update(ls, s);
     Close(it->first, ls, close_ns);
     DropLive(it);
     return;
@@ -247,20 +252,7 @@ void FlowTable::AddLive(const SockRecord& s, Role role) {
   }
   LiveSock& ls = it->second;
   if (s.owned && !ls.owned) Refile(it->first, ls, s);
-  ls.sent = std::max(ls.sent, s.bytes_sent);
-  ls.received = std::max(ls.received, s.bytes_received);
-  if (s.established) ls.established = true;
-  if (ls.established) {
-    const Role r = ls.flow->first.role;
-    uint16_t port = r == Role::kServer ? s.remote_port : s.local_port;
-    if (port != 0) ls.src_port = port;
-    if (ls.series == nullptr) {
-      TrafficKey tk = TrafficKeyOf(s, r);
-      tk.src_port = 0;
-      ls.series = SeriesFor(tk);
-      ++ls.series->second.live_socks;
-    }
-  }
+  Update(ls, s);
   ls.seen_gen = gen_;
   ls.missed = 0;
 }

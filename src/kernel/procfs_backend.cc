@@ -3,21 +3,12 @@
 #include <time.h>
 
 #include "fmt/format.h"
+#include "svcmap/base/clock.h"
 #include "svcmap/scan/netns.h"
 #include "svcmap/scan/owners.h"
 #include "svcmap/scan/sock_diag.h"
 
 namespace svcmap::kernel {
-namespace {
-
-uint64_t BoottimeNs() {
-  timespec ts{};
-  clock_gettime(CLOCK_BOOTTIME, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + ts.tv_nsec;
-}
-
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<ProcfsBackend>> ProcfsBackend::Create(
     const ProcfsOptions& options) {
   if (options.interval < absl::Milliseconds(10))

@@ -6,26 +6,11 @@
 #include <algorithm>
 
 #include "fmt/format.h"
+#include "svcmap/base/clock.h"
 #include "svcmap/base/log.h"
 #include "svcmap/export/observations.h"
 
 namespace svcmap::node {
-namespace {
-
-uint64_t BoottimeNs() {
-  timespec ts{};
-  clock_gettime(CLOCK_BOOTTIME, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + ts.tv_nsec;
-}
-
-int64_t RealtimeMinusBoottime() {
-  timespec rt{}, bt{};
-  clock_gettime(CLOCK_REALTIME, &rt);
-  clock_gettime(CLOCK_BOOTTIME, &bt);
-  return (static_cast<int64_t>(rt.tv_sec) - bt.tv_sec) * 1'000'000'000LL + (rt.tv_nsec - bt.tv_nsec);
-}
-
-}  // namespace
 
 Frame::Frame(absl::Time taken_at, uint64_t boot_ns, int64_t realtime_minus_boottime_ns,
              bool per_connection, exporter::InstanceInfo instance, flow::ServiceGraph graph,
@@ -100,7 +85,7 @@ void Session::OnEvent(const flow::SockEvent& ev) {
   collector_.OnEvent(ev);
 }
 
-void Session::Stop() {
+void Session::StopThreads() {
   {
     std::lock_guard<std::mutex> lock(frame_mu_);
     stopping_ = true;
@@ -113,6 +98,10 @@ void Session::Stop() {
   }
   work_cv_.notify_all();
   if (worker_.joinable()) worker_.join();
+}
+
+void Session::Stop() {
+  StopThreads();
   if (backend_) backend_->Stop();
 }
 
@@ -378,7 +367,7 @@ std::shared_ptr<const Frame> Session::BuildFrame(bool per_connection, bool live_
     hook = health_hook_;
   }
   if (hook) hook(h);
-  const int64_t rt = RealtimeMinusBoottime();
+  const int64_t rt = RealtimeMinusBoottimeNs();
   exporter::Metrics metrics =
       exporter::BuildMetrics(graph, ledgers_, options_.instance.instance_ip, h, options_.metrics, rt);
 
@@ -455,18 +444,7 @@ std::shared_ptr<const Frame> Session::Latest() const {
 }
 
 std::shared_ptr<const Frame> Session::Finish() {
-  {
-    std::lock_guard<std::mutex> lock(frame_mu_);
-    stopping_ = true;
-  }
-  frame_cv_.notify_all();
-  if (framer_.joinable()) framer_.join();
-  {
-    std::lock_guard<std::mutex> lock(work_mu_);
-    work_stop_ = true;
-  }
-  work_cv_.notify_all();
-  if (worker_.joinable()) worker_.join();
+  StopThreads();
   // Open sockets first, then the rest of the ring: a socket that closed in
   // between counts once, by its close.
   LiveRead(BoottimeNs());

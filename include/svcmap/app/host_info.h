@@ -29,10 +29,6 @@ absl::StatusOr<std::string> FirstAddress(const std::string& netns_path);
 // where a pod's or container's services are reached.
 absl::flat_hash_map<uint32_t, std::string> NetnsAddresses();
 
-// CLOCK_REALTIME minus CLOCK_BOOTTIME, for turning kernel timestamps into
-// wall time.
-int64_t RealtimeMinusBoottimeNs();
-
 }  // namespace svcmap::app
 
 #endif  // SVCMAP_APP_HOST_INFO_H_

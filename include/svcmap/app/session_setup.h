@@ -49,7 +49,6 @@ absl::StatusOr<std::unique_ptr<node::Session>> StartSession(const Options& o, co
                                                             identity::ServiceNamer namer,
                                                             RunKind kind);
 
-uint64_t BoottimeNs();
 // Waits for SIGINT/SIGTERM (blocked by main) or for `d`. True if signalled.
 bool WaitForSignal(absl::Duration d);
 

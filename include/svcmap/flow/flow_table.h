@@ -238,6 +238,9 @@ class FlowTable {
   BucketMap::value_type* BucketFor(const FlowKey& key);
   TrafficMap::value_type* SeriesFor(const TrafficKey& key);
   void Close(const SockKey& key, LiveSock& ls, uint64_t close_ns);
+  // What a read or a close says of an open socket: totals never less than
+  // before, established once it is.
+  void Update(LiveSock& ls, const SockRecord& s);
   Base BaseOf(const SockKey& key, const LiveSock& ls) const;
   // Counts what `ls` moved so far as done (in another flow): it goes on
   // from there.

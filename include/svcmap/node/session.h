@@ -186,6 +186,8 @@ class Session {
   // Lets the worker name what is queued, for at most `wait`.
   void WaitForNames(absl::Duration wait);
   void WakeWorker();
+  // The frame and worker threads, joined; the backend keeps running.
+  void StopThreads();
   bool LiveRead(uint64_t now_ns);
 
   SessionOptions options_;
