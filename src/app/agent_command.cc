@@ -18,6 +18,7 @@
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "svcmap/app/commands.h"
+#include "svcmap/app/health.h"
 #include "svcmap/app/host_info.h"
 #include "svcmap/app/map_page.h"
 #include "svcmap/app/session_setup.h"
@@ -93,30 +94,6 @@ void ServeFrameText(httplib::Response& res, std::shared_ptr<const node::Frame> f
         const size_t n = std::min(length, text.size() - offset);
         return sink.write(text.data() + offset, n);
       });
-}
-
-// What /healthz reports as wrong, one line each; empty when healthy.
-std::vector<std::string> Unhealthy(const node::SessionHealth& h, const exporter::RemoteWriter* writer,
-                                   const Options& o) {
-  std::vector<std::string> bad;
-  // The drain polls every 100 ms, a scan runs every --scan-interval.
-  const absl::Duration stall = std::max(absl::Seconds(10), 10 * o.scan_interval);
-  if (!h.drain_running)
-    bad.push_back("event drain thread stopped");
-  else if (h.since_drain > stall)
-    bad.push_back(fmt::format("events not drained for {}", absl::FormatDuration(absl::Trunc(h.since_drain, absl::Seconds(1)))));
-  if (h.ready && h.since_frame > absl::Seconds(60))
-    bad.push_back(fmt::format("no frame taken for {}", absl::FormatDuration(absl::Trunc(h.since_frame, absl::Seconds(1)))));
-  if (writer != nullptr) {
-    exporter::RemoteWriteStats w = writer->Stats();
-    if (w.failing_since != absl::InfinitePast() && w.dropped_while_failing > 0)
-      bad.push_back(fmt::format(
-          "remote write failing for {} ({}), {} samples dropped: more than --remote-write-buffer "
-          "holds",
-          absl::FormatDuration(absl::Trunc(absl::Now() - w.failing_since, absl::Seconds(1))),
-          w.last_error, w.dropped_while_failing));
-  }
-  return bad;
 }
 
 }  // namespace
@@ -224,7 +201,10 @@ absl::Status RunAgent(const Options& o) {
   http.Get("/healthz", [&](const httplib::Request&, httplib::Response& res) {
     node::Session* s = live.load(std::memory_order_acquire);
     if (s == nullptr) return res.set_content("ok: starting\n", "text/plain");
-    std::vector<std::string> bad = Unhealthy(s->Health(), writer.get(), o);
+    std::optional<exporter::RemoteWriteStats> rw;
+    if (writer) rw = writer->Stats();
+    std::vector<std::string> bad =
+        Unhealthy(s->Health(), rw, std::max(absl::Seconds(10), 10 * o.scan_interval), absl::Now());
     if (bad.empty()) return res.set_content("ok\n", "text/plain");
     res.status = 503;
     res.set_content(fmt::format("{}\n", fmt::join(bad, "\n")), "text/plain");

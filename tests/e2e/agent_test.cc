@@ -39,6 +39,9 @@ using SteadyClock = std::chrono::steady_clock;
 const std::string kSvcmap = SVCMAP_BIN;
 const std::string kChurn = SVCMAP_CHURN_BIN;
 const char kNameRule[] = "cmdline:--name (\\S+)=$1";
+// Under AddressSanitizer the agent's RSS is mostly shadow memory and the
+// freed-memory quarantine: its bounds are checked in the plain build only.
+constexpr bool kCheckRss = !SVCMAP_SANITIZED;
 
 // Every counter sample of an exposition: "name{labels}" -> value.
 std::map<std::string, double> Counters(const std::string& text) {
@@ -469,7 +472,9 @@ TEST_F(AgentTest, AStoreThatFailsInEveryWayLosesNothingWithinTheBacklog) {
       EXPECT_LE(ts - prev, 450) << "a push lost before " << ts;
       prev = ts;
     }
-    EXPECT_LT(rss_max - rss_before, 20 * 1024) << "RSS grew by " << rss_max - rss_before << " KiB";
+    if (kCheckRss) {
+      EXPECT_LT(rss_max - rss_before, 20 * 1024) << "RSS grew by " << rss_max - rss_before << " KiB";
+    }
     agent->Signal(SIGTERM);
     RunResult r = agent->Wait(seconds(30));
     EXPECT_EQ(r.exit_code, 0);
@@ -551,7 +556,9 @@ TEST_F(AgentTest, FiftyConcurrentReadersDuringChurn) {
   for (std::thread& t : readers) t.join();
   EXPECT_GT(ok.load(), 200);
   EXPECT_EQ(bad.load(), 0);
-  EXPECT_LT(rss_max, 200 * 1024) << "peak RSS " << rss_max << " KiB";
+  if (kCheckRss) {
+    EXPECT_LT(rss_max, 200 * 1024) << "peak RSS " << rss_max << " KiB";
+  }
   std::map<std::string, double> m = Scrape(listen);
   EXPECT_EQ(Find(m, {"svcmap_drops_total{stage=\"kernel_ringbuf\"}"}), 0);
   EXPECT_EQ(RunCmd({"curl", "-s", "http://" + listen + "/healthz"}).out, "ok\n");
