@@ -301,6 +301,30 @@ TEST_F(SessionTest, AnExitedProcessIsForgottenAndItsLateCloseKeepsItsName) {
   EXPECT_EQ(Sent("app"), 100);
 }
 
+// Found by the hour-long soak: a live read can find a short-lived child's
+// socket before the ring buffer has delivered the child's fork record; its
+// /proc is gone by then. It waits for the record instead of being named
+// (for good) by its comm.
+TEST_F(SessionTest, AChildReadLiveBeforeItsForkRecordIsNamedAsItsParent) {
+  StartSession();
+  const ProcessKey parent{7, 100}, child{8, 100};
+  io_->Process(parent, "svcmap-peer connect --name app");
+  Close(Client(1, parent, 100, 10));
+  EXPECT_EQ(Sent("app"), 100);
+  backend_->SetLive(Client(2, child, 50, 5));  // no /proc for the child
+  EXPECT_EQ(Sent("app"), 100);  // not named yet: left out
+  SockEvent fork;
+  fork.type = flow::EventType::kFork;
+  fork.ts_ns = Now();
+  fork.parent = parent;
+  fork.sock.owner.process = child;
+  fork.sock.owner.comm = "svcmap-peer";
+  backend_->Emit(fork);
+  EXPECT_EQ(Sent("app"), 150);
+  for (const auto& [k, v] : Scrape())
+    EXPECT_EQ(k.find("src_service_name=svcmap-peer,"), std::string::npos) << k;
+}
+
 TEST_F(SessionTest, AReusedPidIsAnotherProcess) {
   StartSession();
   const ProcessKey first{7, 100}, second{7, 900};

@@ -67,7 +67,36 @@ std::optional<ProcessKey> ProcessTable::Ancestor(const ProcessKey& p, const std:
 }
 
 std::vector<ProcessTable::Request> ProcessTable::TakeRequests() {
-  return std::exchange(requests_, {});
+  std::vector<Request> out;
+  out.reserve(requests_.size());
+  for (Request& r : std::exchange(requests_, {})) {
+    auto it = processes_.find(r.owner.process);
+    if (it == processes_.end()) continue;  // gone meanwhile
+    Entry& e = it->second;
+    if (!e.named && !r.forked_from) {
+      r.forked_from = Ancestor(r.owner.process, r.owner.comm);
+      if (r.forked_from) {
+        // Its fork record came after it was first seen.
+        const Entry* p = Get(*r.forked_from);
+        if (p != nullptr && p->named) {
+          e.info = p->info;
+          e.info.comm = r.owner.comm;
+          e.named = true;
+          --pending_;
+          continue;
+        }
+      }
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+bool ProcessTable::Retry(const Owner& owner, uint64_t now_ns, uint64_t window_ns) {
+  Entry* e = GetMutable(owner.process);
+  if (e == nullptr || e->named || now_ns >= e->first_seen_ns + window_ns) return false;
+  requests_.push_back({owner, std::nullopt});
+  return true;
 }
 
 std::optional<std::string> ProcessTable::Describe(const ProcessKey& key, ProcessInfo info) {

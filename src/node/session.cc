@@ -171,13 +171,20 @@ bool Session::WorkOnce(bool force_netns) {
   }
   if (!ask.empty()) {
     std::vector<std::pair<flow::ProcessKey, flow::ProcessInfo>> named;
+    std::vector<flow::Owner> unknown;
     named.reserve(ask.size());
     for (const auto& [o, forked_from] : ask) {
       identity::ProcessFacts facts = io_->ReadFacts(o.process);
+      const bool gone = facts.cmdline.empty() && facts.exe.empty();
       // Gone already (a short-lived child): it ran its parent's program,
       // with its parent's arguments, in its parent's cgroup.
-      if (facts.cmdline.empty() && facts.exe.empty() && forked_from)
-        facts = io_->ReadFacts(*forked_from);
+      if (gone && forked_from) facts = io_->ReadFacts(*forked_from);
+      // Gone, and whose child is not known yet: its fork record may still
+      // be in the ring buffer; asked again at the next pass.
+      if (gone && !forked_from) {
+        unknown.push_back(o);
+        continue;
+      }
       facts.comm = o.comm;
       identity::ServiceName n;
       {
@@ -189,8 +196,29 @@ bool Session::WorkOnce(bool force_netns) {
                                                       std::move(facts.cmdline),
                                                       std::move(facts.cgroup)});
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [key, info] : named) collector_.Describe(key, std::move(info), now);
+    std::vector<flow::Owner> by_comm;  // asked enough: named by their comm
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& [key, info] : named) collector_.Describe(key, std::move(info), now);
+      for (const flow::Owner& o : unknown)
+        if (!collector_.RetryNaming(o, BoottimeNs())) by_comm.push_back(o);
+    }
+    named.clear();
+    for (const flow::Owner& o : by_comm) {
+      identity::ProcessFacts facts;
+      facts.comm = o.comm;
+      identity::ServiceName n;
+      {
+        std::lock_guard<std::mutex> nl(namer_mu_);
+        n = namer_.Name(facts);
+      }
+      named.emplace_back(o.process, flow::ProcessInfo{o.comm, "", std::move(n.name),
+                                                      std::move(n.source), "", ""});
+    }
+    if (!named.empty()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& [key, info] : named) collector_.Describe(key, std::move(info), now);
+    }
     did = true;
   }
 
@@ -243,9 +271,11 @@ void Session::WaitForNames(absl::Duration wait) {
       std::lock_guard<std::mutex> lock(mu_);
       if (collector_.pending_names() == 0) return;
     }
-    // Naming on this thread, if the worker is not at it already.
+    // Naming on this thread, if the worker is not at it already; a few ms
+    // apart, for what waits on the ring buffer (ProcessTable::Retry).
     WorkOnce(false);
     if (absl::Now() >= deadline) return;
+    absl::SleepFor(absl::Milliseconds(5));
   }
 }
 

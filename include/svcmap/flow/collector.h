@@ -35,6 +35,10 @@ struct CollectorOptions {
   std::optional<uint32_t> netns;  // only this namespace; the rest is dropped
   // A process not described by then is named by its comm.
   uint64_t naming_deadline_ns = 2'000'000'000;
+  // How long a process whose /proc is gone, and whose parent is unknown, is
+  // asked for again before it is named by its comm: past the ring buffer's
+  // 100 ms drain, which may still hold its fork record.
+  uint64_t naming_retry_ns = 300'000'000;
   // How often a process without sockets is checked for having exited.
   uint64_t exit_check_interval_ns = 1'000'000'000;
   // A process referenced by nothing (no flow, socket or listener) goes
@@ -112,6 +116,10 @@ class Collector {
 
   // -- Naming --
   std::vector<ProcessTable::Request> TakeNamingRequests() { return processes_.TakeRequests(); }
+  // See ProcessTable::Retry: false once its window has passed.
+  bool RetryNaming(const Owner& owner, uint64_t now_ns) {
+    return processes_.Retry(owner, now_ns, options_.naming_retry_ns);
+  }
   void Describe(const ProcessKey& key, ProcessInfo info, uint64_t now_ns);
   void RenameAll(const ProcessTable::Renamer& rename, uint64_t now_ns);
   size_t pending_names() const { return processes_.pending(); }

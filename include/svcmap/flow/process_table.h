@@ -65,8 +65,14 @@ class ProcessTable {
     // own is gone.
     std::optional<ProcessKey> forked_from;
   };
-  // Processes to describe, asked for since the last call.
+  // Processes to describe, asked for since the last call. One whose fork
+  // record came meanwhile is named as its parent instead.
   std::vector<Request> TakeRequests();
+  // Its /proc was gone and nothing says whose child it is: asked for again
+  // at the next TakeRequests, until `window_ns` after it was first seen
+  // (false after that). A live read can find a child's socket before the
+  // ring buffer has delivered the child's fork record.
+  bool Retry(const Owner& owner, uint64_t now_ns, uint64_t window_ns);
   // The describer's answer. Returns the old name when a named process gets
   // another (a rename: its flows so far must stay with the old one).
   // Ignored for a process no longer here.
