@@ -62,14 +62,26 @@ class E2eTest : public ::testing::Test {
   // Starts `svcmap snapshot` for a namespace and waits until it is attached.
   static std::unique_ptr<Child> StartSnapshot(const std::string& netns_path,
                                               const std::string& duration,
-                                              const std::string& form = "auto") {
+                                              const std::string& form = "auto",
+                                              bool wait = true) {
     std::vector<std::string> argv{kSvcmap, "--backend", form == "auto" ? Backend() : "tracepoint",
                                   "--tracepoint-form", form, "snapshot", "--json", "--duration",
                                   duration, "--netns", netns_path, "--name-rule", kNameRule};
     if (Scanner()) argv.insert(argv.end(), {"--scan-interval", "200ms"});
     auto c = std::make_unique<Child>(argv);
-    EXPECT_TRUE(c->WaitForLine(true, "svcmap: tracing", seconds(20))) << "snapshot never attached";
+    if (wait) EXPECT_TRUE(c->WaitForLine(true, "svcmap: tracing", seconds(20))) << "snapshot never attached";
     return c;
+  }
+
+  // One snapshot for each machine, started together (loading the programs
+  // is most of a start, ~3 s in an emulated guest) and both attached.
+  static std::pair<std::unique_ptr<Child>, std::unique_ptr<Child>> StartSnapshots(
+      const std::string& form = "auto") {
+    std::unique_ptr<Child> a = StartSnapshot(hosts_->a_path, "300s", form, false);
+    std::unique_ptr<Child> b = StartSnapshot(hosts_->b_path, "300s", form, false);
+    for (Child* c : {a.get(), b.get()})
+      EXPECT_TRUE(c->WaitForLine(true, "svcmap: tracing", seconds(20))) << "snapshot never attached";
+    return {std::move(a), std::move(b)};
   }
 
   static Json Finish(Child& c) {
@@ -105,8 +117,7 @@ class E2eTest : public ::testing::Test {
     // The window ends by SIGINT once the exchange is done (or, with hold,
     // while it is still open), so the test does not depend on how fast this
     // machine is; an emulated guest in scripts/kernel-matrix is ~10x slower.
-    std::unique_ptr<Child> sa = StartSnapshot(hosts_->a_path, "300s", x.form);
-    std::unique_ptr<Child> sb = StartSnapshot(hosts_->b_path, "300s", x.form);
+    auto [sa, sb] = StartSnapshots(x.form);
     auto finish = [&] {
       sa->Signal(SIGINT);
       sb->Signal(SIGINT);
@@ -311,8 +322,7 @@ TEST_F(E2eTest, ConnectionOpenedBeforeSvcmapStartsKeepsItsOwnersAndTotals) {
                   "e2e-client"}));
   ASSERT_TRUE(client.WaitForLine(false, "phase1", seconds(30)));
 
-  std::unique_ptr<Child> sa = StartSnapshot(hosts_->a_path, "300s");
-  std::unique_ptr<Child> sb = StartSnapshot(hosts_->b_path, "300s");
+  auto [sa, sb] = StartSnapshots();
   { std::ofstream touch(go); }
   RunResult c = client.Wait(seconds(60));
   ASSERT_EQ(c.exit_code, 0) << c.err;
@@ -354,8 +364,7 @@ TEST_F(E2eTest, TwentyThousandSocketsOpenBeforeStartAreAllFoundAndOwned) {
   ASSERT_TRUE(server.WaitForLine(false, "held", seconds(120)));
   ASSERT_TRUE(client.WaitForLine(false, "held", seconds(120)));
 
-  std::unique_ptr<Child> sa = StartSnapshot(hosts_->a_path, "300s");
-  std::unique_ptr<Child> sb = StartSnapshot(hosts_->b_path, "300s");
+  auto [sa, sb] = StartSnapshots();
   sa->Signal(SIGINT);
   sb->Signal(SIGINT);
   Json snap_a = Finish(*sa);
