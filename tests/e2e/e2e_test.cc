@@ -59,26 +59,22 @@ class E2eTest : public ::testing::Test {
     ASSERT_TRUE(hosts_->ok()) << hosts_->error();
   }
 
-  // Starts `svcmap snapshot` for a namespace and waits until it is attached.
+  // Starts `svcmap snapshot` for a namespace (ended by SIGINT).
   static std::unique_ptr<Child> StartSnapshot(const std::string& netns_path,
-                                              const std::string& duration,
-                                              const std::string& form = "auto",
-                                              bool wait = true) {
+                                              const std::string& form) {
     std::vector<std::string> argv{kSvcmap, "--backend", form == "auto" ? Backend() : "tracepoint",
                                   "--tracepoint-form", form, "snapshot", "--json", "--duration",
-                                  duration, "--netns", netns_path, "--name-rule", kNameRule};
+                                  "300s", "--netns", netns_path, "--name-rule", kNameRule};
     if (Scanner()) argv.insert(argv.end(), {"--scan-interval", "200ms"});
-    auto c = std::make_unique<Child>(argv);
-    if (wait) EXPECT_TRUE(c->WaitForLine(true, "svcmap: tracing", seconds(20))) << "snapshot never attached";
-    return c;
+    return std::make_unique<Child>(argv);
   }
 
   // One snapshot for each machine, started together (loading the programs
   // is most of a start, ~3 s in an emulated guest) and both attached.
   static std::pair<std::unique_ptr<Child>, std::unique_ptr<Child>> StartSnapshots(
       const std::string& form = "auto") {
-    std::unique_ptr<Child> a = StartSnapshot(hosts_->a_path, "300s", form, false);
-    std::unique_ptr<Child> b = StartSnapshot(hosts_->b_path, "300s", form, false);
+    std::unique_ptr<Child> a = StartSnapshot(hosts_->a_path, form);
+    std::unique_ptr<Child> b = StartSnapshot(hosts_->b_path, form);
     for (Child* c : {a.get(), b.get()})
       EXPECT_TRUE(c->WaitForLine(true, "svcmap: tracing", seconds(20))) << "snapshot never attached";
     return {std::move(a), std::move(b)};
