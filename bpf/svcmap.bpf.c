@@ -120,6 +120,20 @@ struct {
 	__uint(max_entries, 16 * 1024 * 1024);
 } events SEC(".maps");
 
+/*
+ * Processes whose first socket event woke the reader, by tgid (the value is
+ * the start time: a reused pid is new again). Userspace names a process
+ * from its /proc, which a short-lived one (a health check's curl) takes
+ * with it when it exits, often long before a batch would have woken the
+ * reader. LRU: a process it forgets costs one more wakeup.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, u32);
+	__type(value, u64);
+} woken SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, SVCMAP_STAT_MAX);
@@ -144,6 +158,19 @@ static __always_inline u8 state_flags(const struct svcmap_sock_state *st)
 	       (st->established ? SVCMAP_F_ESTABLISHED : 0) |
 	       (st->fin_sent ? SVCMAP_F_FIN_SENT : 0) |
 	       (st->seeded ? SVCMAP_F_SEEDED : 0);
+}
+
+static __always_inline bool first_of_process(const struct svcmap_owner *o)
+{
+	u64 *start;
+
+	if (!o->tgid)
+		return false;
+	start = bpf_map_lookup_elem(&woken, &o->tgid);
+	if (start && *start == o->start_ns)
+		return false;
+	bpf_map_update_elem(&woken, &o->tgid, &o->start_ns, BPF_ANY);
+	return true;
 }
 
 static __always_inline void emit(u32 type, u64 key,
@@ -173,9 +200,12 @@ static __always_inline void emit(u32 type, u64 key,
 	e->bytes_received = st->bytes_received;
 	e->tcp_bytes_sent = tcp_sent;
 	e->tcp_bytes_received = tcp_received;
-	/* Wake the reader only once a batch has built up; it also drains on
-	 * a 100 ms timer, so a quiet system still sees its events promptly. */
-	wake = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
+	/* Wake the reader only once a batch has built up, or for a process
+	 * it has not heard of yet; it also drains on a 100 ms timer, so a
+	 * quiet system still sees its events promptly. */
+	wake = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ||
+			       (type != SVCMAP_EV_CLOSE && type != SVCMAP_EV_FORK &&
+				first_of_process(&st->owner)) ?
 		       BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 	bpf_ringbuf_submit(e, wake);
 	stat_inc(SVCMAP_STAT_EVENTS);

@@ -75,6 +75,7 @@ class FakeIo final : public NodeIo {
  public:
   identity::ProcessFacts ReadFacts(const ProcessKey& p) override {
     std::lock_guard<std::mutex> lock(mu_);
+    ++reads_[p];
     identity::ProcessFacts f;
     if (auto it = cmdline_.find(p); it != cmdline_.end()) {
       f.cmdline = it->second;
@@ -100,11 +101,22 @@ class FakeIo final : public NodeIo {
     std::lock_guard<std::mutex> lock(mu_);
     dead_.insert(p);
   }
+  // Its /proc gone too: an exited process.
+  void Reap(const ProcessKey& p) {
+    std::lock_guard<std::mutex> lock(mu_);
+    dead_.insert(p);
+    cmdline_.erase(p);
+  }
+  int Reads(const ProcessKey& p) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return reads_[p];
+  }
 
  private:
   std::mutex mu_;
   std::map<ProcessKey, std::string> cmdline_;
   std::set<ProcessKey> dead_;
+  std::map<ProcessKey, int> reads_;
 };
 
 identity::ServiceNamer Namer(const std::string& name_template = "$1") {
@@ -114,7 +126,8 @@ identity::ServiceNamer Namer(const std::string& name_template = "$1") {
 
 class SessionTest : public ::testing::Test {
  protected:
-  void StartSession(absl::Duration idle = absl::Minutes(5)) {
+  void StartSession(absl::Duration idle = absl::Minutes(5),
+                    absl::Duration work_poll = absl::Milliseconds(20)) {
     auto backend = std::make_unique<FakeBackend>();
     auto io = std::make_unique<FakeIo>();
     backend_ = backend.get();
@@ -126,6 +139,7 @@ class SessionTest : public ::testing::Test {
     o.idle_timeout = idle;
     o.housekeeping = absl::Hours(1);  // frames only when asked for
     o.collector.exit_check_interval_ns = 0;
+    o.work_poll = work_poll;
     absl::StatusOr<std::unique_ptr<Session>> s =
         Session::Start(std::move(backend), Namer(), std::move(io), o);
     ASSERT_TRUE(s.ok()) << s.status();
@@ -323,6 +337,39 @@ TEST_F(SessionTest, AChildReadLiveBeforeItsForkRecordIsNamedAsItsParent) {
   EXPECT_EQ(Sent("app"), 150);
   for (const auto& [k, v] : Scrape())
     EXPECT_EQ(k.find("src_service_name=svcmap-peer,"), std::string::npos) << k;
+}
+
+// A health check's curl lives for milliseconds and takes its /proc with it:
+// the worker reads a new process as soon as its first event is in, not at
+// its next poll (an hour here).
+TEST_F(SessionTest, ANewProcessIsReadAtOnceNotAtTheNextPoll) {
+  StartSession(absl::Minutes(5), absl::Hours(1));
+  const ProcessKey p{7, 100};
+  io_->Process(p, "svcmap-peer connect --name app");
+  Close(Client(1, p, 100, 10));
+  for (int i = 0; i < 1000 && io_->Reads(p) == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_GT(io_->Reads(p), 0) << "not read within 10 s";
+  io_->Reap(p);
+  EXPECT_EQ(Sent("app"), 100);
+}
+
+// The end of a one-shot run: a process that exited before it could be read,
+// and whose fork was not seen, is named by its comm, not left out.
+TEST_F(SessionTest, AGoneProcessOfUnknownParentIsNamedByItsCommAtTheEnd) {
+  StartSession();
+  const ProcessKey p{7, 100};
+  Close(Client(1, p, 100, 10));
+  std::shared_ptr<const Frame> f = session_->Finish();
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(f->graph().services.size(), 1u);
+  EXPECT_EQ(f->graph().services[0].name, "svcmap-peer");
+  double sent = -1;
+  const exporter::Metrics& m = f->metrics();
+  for (size_t i = 0; i < m.families.size(); ++i)
+    if (m.families[i].name == "svcmap_connection_sent_bytes_total")
+      for (const auto& x : m.families[i].metric) sent = x.counter.value;
+  EXPECT_EQ(sent, 100);
 }
 
 TEST_F(SessionTest, AReusedPidIsAnotherProcess) {

@@ -81,8 +81,16 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Start(std::unique_ptr<kernel::
 Session::~Session() { Stop(); }
 
 void Session::OnEvent(const flow::SockEvent& ev) {
-  std::lock_guard<std::mutex> lock(mu_);
-  collector_.OnEvent(ev);
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    collector_.OnEvent(ev);
+    // A new process is read from /proc at once, while it still has one
+    // (the kernel side wakes the drain for its first event): one wake-up
+    // per batch of new processes, not per event.
+    if (!naming_woken_ && collector_.naming_requested()) wake = naming_woken_ = true;
+  }
+  if (wake) WakeWorker();
 }
 
 void Session::StopThreads() {
@@ -131,9 +139,11 @@ void Session::WorkLoop() {
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(work_mu_);
-      // The drain thread queues names and NAT lookups without waking us
-      // (a futex wake per event would cost it more than the work): polled.
-      work_cv_.wait_for(lock, std::chrono::milliseconds(20), [this] { return work_wake_ || work_stop_; });
+      // The drain thread wakes us for new processes only (see OnEvent); NAT
+      // lookups and exits are polled (a futex wake per event would cost it
+      // more than the work).
+      work_cv_.wait_for(lock, absl::ToChronoMilliseconds(options_.work_poll),
+                        [this] { return work_wake_ || work_stop_; });
       if (work_stop_) return;
       work_wake_ = false;
     }
@@ -168,6 +178,7 @@ bool Session::WorkOnce(bool force_netns) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     ask = collector_.TakeNamingRequests();
+    naming_woken_ = false;
   }
   if (!ask.empty()) {
     std::vector<std::pair<flow::ProcessKey, flow::ProcessInfo>> named;
@@ -202,6 +213,8 @@ bool Session::WorkOnce(bool force_netns) {
       for (auto& [key, info] : named) collector_.Describe(key, std::move(info), now);
       for (const flow::Owner& o : unknown)
         if (!collector_.RetryNaming(o, BoottimeNs())) by_comm.push_back(o);
+      // Asked again at the next poll, not at the next event.
+      naming_woken_ = collector_.naming_requested();
     }
     named.clear();
     for (const flow::Owner& o : by_comm) {
@@ -479,11 +492,18 @@ std::shared_ptr<const Frame> Session::Finish() {
   // between counts once, by its close.
   LiveRead(BoottimeNs());
   backend_->Stop();
-  // Everything queued answered: names, NATs, bounded in passes.
-  for (int pass = 0; pass < 50; ++pass) {
+  // Everything queued answered: names, NATs. A gone process whose parent
+  // is unknown is named by its comm once its retry window has passed.
+  const absl::Time deadline =
+      absl::Now() + options_.naming_wait + absl::Nanoseconds(options_.collector.naming_retry_ns);
+  for (;;) {
     WorkOnce(false);
-    std::lock_guard<std::mutex> lock(mu_);
-    if (collector_.pending_names() == 0 && collector_.Sizes().parked_closes == 0) break;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (collector_.pending_names() == 0 && collector_.Sizes().parked_closes == 0) break;
+    }
+    if (absl::Now() >= deadline) break;
+    absl::SleepFor(absl::Milliseconds(5));
   }
   std::shared_ptr<const Frame> f = BuildFrame(true, false);
   std::lock_guard<std::mutex> lock(frame_mu_);

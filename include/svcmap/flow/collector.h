@@ -123,6 +123,7 @@ class Collector {
   void Describe(const ProcessKey& key, ProcessInfo info, uint64_t now_ns);
   void RenameAll(const ProcessTable::Renamer& rename, uint64_t now_ns);
   size_t pending_names() const { return processes_.pending(); }
+  bool naming_requested() const { return processes_.has_requests(); }
 
   // -- Exits --
   // Processes to check for having exited (no socket, no listener, not

@@ -99,6 +99,7 @@ class ProcessTable {
 
   size_t size() const { return processes_.size(); }
   size_t pending() const { return pending_; }
+  bool has_requests() const { return !requests_.empty(); }
   size_t tombstones() const { return tombstones_.size(); }
   size_t forks() const { return forks_.size(); }
 

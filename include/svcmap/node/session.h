@@ -68,6 +68,9 @@ struct SessionOptions {
   absl::Duration netns_refresh = absl::Seconds(30);
   // How long a frame waits for the describer to name what is queued.
   absl::Duration naming_wait = absl::Milliseconds(250);
+  // How often the worker looks for NAT lookups and exits to check (new
+  // processes wake it at once).
+  absl::Duration work_poll = absl::Milliseconds(20);
   // Live sockets handed to the collector per lock.
   size_t live_chunk = 1024;
   exporter::MetricsOptions metrics;
@@ -221,6 +224,8 @@ class Session {
   std::mutex work_mu_;  // the worker's wake-up
   std::condition_variable work_cv_;
   bool work_wake_ = false;  // guarded by work_mu_
+  // The drain thread woke the worker for new processes; guarded by mu_.
+  bool naming_woken_ = false;
   bool work_stop_ = false;  // guarded by work_mu_
   absl::Time netns_at_ = absl::InfinitePast();  // guarded by step_mu_
   const absl::Time started_ = absl::Now();
