@@ -168,7 +168,10 @@ TEST_F(TopTest, CtrlCAndACrashSignalGiveTheTerminalBack) {
 }
 
 TEST_F(TopTest, BatchPrintsPlainFrames) {
-  RunResult r = RunCmd({kSvcmap, "top", "--batch", "--frames", "3", "--interval", "1s"},
+  // The same rule as above: without it a peer still alive when it is read is named by its
+  // exe (svcmap-peer), and only one already gone by its comm.
+  RunResult r = RunCmd({kSvcmap, "top", "--batch", "--frames", "3", "--interval", "1s",
+                        "--name-rule", "cmdline:--name (\\S+)=$1"},
                        seconds(60));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   size_t headers = 0;
