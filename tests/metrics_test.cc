@@ -87,7 +87,7 @@ TEST(MetricsTest, ServiceSeriesNameTheMachineAndDnatDestinationsTheBackend) {
 }
 
 TEST(MetricsTest, SeriesOverTheCapAreCountedNotExported) {
-  Metrics m = Build(Graph(), {}, {.max_series = 1});
+  Metrics m = Build(Graph(), {}, {.max_series = 1, .machine = ""});
   EXPECT_EQ(m.series_dropped, 1u);  // the traffic series
   std::string text = MetricsText(m);
   EXPECT_EQ(text.find("svcmap_traffic_bytes_total{"), std::string::npos);
@@ -102,9 +102,12 @@ TEST(MetricsTest, CountersCarryWhenTheirSeriesBeganAndGaugesDoNot) {
     ASSERT_EQ(m.created_ms[f].size(), m.families[f].metric.size()) << m.families[f].name;
     for (int64_t c : m.created_ms[f]) {
       if (m.families[f].name == "svcmap_connection_sent_bytes_total" ||
-          m.families[f].name == "svcmap_traffic_bytes_total")
+          m.families[f].name == "svcmap_traffic_bytes_total") {
         EXPECT_EQ(c, 6000);  // 1 s since boot, boot 5 s after the epoch
-      if (m.families[f].type == prometheus::MetricType::Gauge) EXPECT_EQ(c, 0);
+      }
+      if (m.families[f].type == prometheus::MetricType::Gauge) {
+        EXPECT_EQ(c, 0);
+      }
     }
   }
 }

@@ -59,7 +59,9 @@ TEST(OptionsTest, BadInputIsAnErrorNotACrash) {
            {"trace", "--max-sockets", "1"}}) {
     auto r = P(bad);
     EXPECT_FALSE(r.ok()) << ::testing::PrintToString(bad);
-    if (!r.ok()) EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    }
   }
 }
 

@@ -291,8 +291,11 @@ TEST(SocketTrackerTest, SeedsThenReportsOpensAndClosesLikeTheHooks) {
   EXPECT_EQ(ev[0].sock.open_ns, 100u);
   EXPECT_TRUE(ev[0].sock.seeded);
   // Once accepted, the accepting process owns it.
-  for (const flow::SockRecord& r : t.Live())
-    if (r.sock_id == 3) EXPECT_EQ(r.owner.comm, "worker");
+  for (const flow::SockRecord& r : t.Live()) {
+    if (r.sock_id == 3) {
+      EXPECT_EQ(r.owner.comm, "worker");
+    }
+  }
 }
 
 TEST(SocketTrackerTest, ClientRoleOrphansAndVanishedNamespaces) {
@@ -313,7 +316,9 @@ TEST(SocketTrackerTest, ClientRoleOrphansAndVanishedNamespaces) {
   EXPECT_TRUE(ev.empty());
   for (const flow::SockRecord& r : t.Live()) {
     EXPECT_EQ(r.owner.comm, "curl");
-    if (r.sock_id == 7) EXPECT_EQ(r.bytes_sent, 1000u);
+    if (r.sock_id == 7) {
+      EXPECT_EQ(r.bytes_sent, 1000u);
+    }
   }
   EXPECT_EQ(t.size(), 2u);
   // A socket no process holds and no listener explains is not reported.

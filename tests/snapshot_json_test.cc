@@ -43,7 +43,7 @@ TEST(SnapshotJsonTest, UsesTheDataModelFieldNames) {
   g.traffic.push_back({flow::IpAddr::V4(10, 0, 0, 1), 40000, flow::IpAddr::V4(10, 0, 0, 2),
                        3306, 100, 20, flow::Role::kClient, 7, 0});
 
-  InstanceInfo inst{"host-a", "10.0.0.2", "/run/netns/b", 4026532000u, "tracepoint", 5.0};
+  InstanceInfo inst{"host-a", "10.0.0.2", "/run/netns/b", 4026532000u, "tracepoint", 5.0, ""};
   Completeness seen{true, 900, 100, 990};
   nlohmann::ordered_json doc =
       SnapshotJson(inst, g, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, seen, Clock{});
@@ -93,7 +93,7 @@ TEST(SnapshotJsonTest, TheStreamedTextIsTheSameDocument) {
   for (uint16_t port : {40000, 40001, 40002})
     g.traffic.push_back({flow::IpAddr::V4(10, 0, 0, 1), port, *flow::IpAddr::Parse("fd00::2"),
                          3306, 100, 20, flow::Role::kServer, 7, 0});
-  InstanceInfo inst{"host\"a", "10.0.0.2", "all", 0, "procfs", 1.5};
+  InstanceInfo inst{"host\"a", "10.0.0.2", "all", 0, "procfs", 1.5, ""};
   Completeness seen{true, 1, 2, 3};
   nlohmann::ordered_json dom = SnapshotJson(inst, g, {}, seen, Clock{});
   for (int indent : {-1, 2}) {

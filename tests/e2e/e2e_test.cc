@@ -208,7 +208,9 @@ class E2eTest : public ::testing::Test {
     EXPECT_EQ((*srv)["instance_id"], "e2e-server@" + b_instance);
     // A server still running when svcmap looked at /proc is named by the
     // --name-rule on its command line (a short-lived one, by its comm).
-    if (spec.hold) EXPECT_EQ((*srv)["name_source"], "rule");
+    if (spec.hold) {
+      EXPECT_EQ((*srv)["name_source"], "rule");
+    }
     ASSERT_EQ((*srv)["accepted"].size(), 1u) << x.snap_b.dump(2);
     const Json& acc = (*srv)["accepted"][0];
     EXPECT_EQ(acc["pid"], server_pid);
@@ -548,7 +550,9 @@ TEST_F(E2eTest, ProbeChoosesTheBestMechanismThatAttachedAndSaysWhyNotTheOthers) 
       EXPECT_EQ(h["chosen"], first_ok) << h.dump();
     }
   }
-  if (!any_fentry_or_kprobe) EXPECT_EQ(p["backend"], "tracepoint");
+  if (!any_fentry_or_kprobe) {
+    EXPECT_EQ(p["backend"], "tracepoint");
+  }
 }
 
 TEST_F(E2eTest, ForcingAnUnavailableBackendIsOneClearError) {

@@ -454,7 +454,7 @@ TEST_F(TopologyTest, TheLiveMapRendersInHeadlessChromium) {
   dump.insert(dump.end(), {"--dump-dom", agent_urls_[kA] + "/map"});
   RunResult dom = RunCmd(dump, seconds(120));
   ASSERT_EQ(dom.exit_code, 0) << dom.err;
-  for (const std::string& name : {"nginx", "app", "redis", "postgresql"})
+  for (std::string name : {"nginx", "app", "redis", "postgresql"})
     EXPECT_NE(dom.out.find(">" + name), std::string::npos) << name << " not drawn:\n" << dom.out;
   EXPECT_NE(dom.out.find("<svg"), std::string::npos);
   size_t rows = 0;
