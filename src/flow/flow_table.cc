@@ -111,6 +111,24 @@ void FlowTable::Rebase(const SockKey& key, LiveSock& ls) {
   ls.rebased = true;
 }
 
+FlowTable::Base FlowTable::Unfolded(const SockKey& key, const LiveSock& ls) const {
+  const Base base = BaseOf(key, ls);
+  return {ls.sent - std::min(base.sent, ls.sent),
+          ls.received - std::min(base.received, ls.received)};
+}
+
+void FlowTable::HandOver(const SockKey& key, LiveSock& ls, FlowStats& to, uint64_t until_ns) {
+  const Base moved = Unfolded(key, ls);
+  to.bytes_sent += moved.sent;
+  to.bytes_received += moved.received;
+  if (ls.established && !ls.connection_counted) {
+    ++to.connections;
+    ls.connection_counted = true;
+  }
+  to.Seen(key.open_ns, until_ns);
+  Rebase(key, ls);
+}
+
 uint64_t FlowTable::GenNs(uint32_t gen) const {
   if (gen_ns_.empty() || gen < gen_ns_.front().first || gen > gen_ns_.back().first) return 0;
   return gen_ns_[gen - gen_ns_.front().first].second;
@@ -119,9 +137,9 @@ uint64_t FlowTable::GenNs(uint32_t gen) const {
 void FlowTable::Close(const SockKey& sock, LiveSock& ls, uint64_t close_ns) {
   const FlowKey& key = ls.flow->first;
   FlowStats& f = ls.flow->second.closed;
-  const Base base = BaseOf(sock, ls);
-  f.bytes_sent += ls.sent - std::min(base.sent, ls.sent);
-  f.bytes_received += ls.received - std::min(base.received, ls.received);
+  const Base moved = Unfolded(sock, ls);
+  f.bytes_sent += moved.sent;
+  f.bytes_received += moved.received;
   if (ls.established) {
     if (!ls.connection_counted) ++f.connections;
   } else if (key.role == Role::kClient) {
@@ -157,16 +175,7 @@ void FlowTable::DropLive(LiveMap::iterator it) {
 void FlowTable::Refile(const SockKey& sock, LiveSock& ls, const SockRecord& s) {
   ls.owned = true;
   if (s.owner.process == ls.flow->first.process) return;
-  FlowStats& old = ls.flow->second.closed;
-  const Base base = BaseOf(sock, ls);
-  old.bytes_sent += ls.sent - std::min(base.sent, ls.sent);
-  old.bytes_received += ls.received - std::min(base.received, ls.received);
-  if (ls.established && !ls.connection_counted) {
-    ++old.connections;
-    ls.connection_counted = true;
-  }
-  old.Seen(sock.open_ns, std::max(read_ns_, sock.open_ns));
-  Rebase(sock, ls);
+  HandOver(sock, ls, ls.flow->second.closed, std::max(read_ns_, sock.open_ns));
   --ls.flow->second.live_socks;
   auto p = live_by_process_.find(ls.flow->first.process);
   if (p != live_by_process_.end() && --p->second == 0) live_by_process_.erase(p);
@@ -296,10 +305,10 @@ FlowView FlowTable::View(bool per_connection) const {
   v.traffic_overflow = rows_overflow_;
   for (const auto& [key, ls] : live_) {
     const uint64_t seen_ns = std::max(GenNs(ls.seen_gen), key.open_ns);
-    const Base base = BaseOf(key, ls);
+    const Base moved = Unfolded(key, ls);
     FlowStats& f = v.flows[ls.flow->first];
-    f.bytes_sent += ls.sent - std::min(base.sent, ls.sent);
-    f.bytes_received += ls.received - std::min(base.received, ls.received);
+    f.bytes_sent += moved.sent;
+    f.bytes_received += moved.received;
     if (ls.established) {
       ++f.active;
       if (!ls.connection_counted) ++f.connections;
@@ -341,16 +350,7 @@ void FlowTable::RetireProcess(const ProcessKey& p, const std::string& name, uint
     // they move next: what they moved so far goes with the old name.
     for (auto& [key, ls] : live_) {
       if (ls.flow->first.process != p) continue;
-      FlowStats& g = BucketFor(ls.flow->first.Group(name))->second.closed;
-      const Base base = BaseOf(key, ls);
-      g.bytes_sent += ls.sent - std::min(base.sent, ls.sent);
-      g.bytes_received += ls.received - std::min(base.received, ls.received);
-      if (ls.established && !ls.connection_counted) {
-        ++g.connections;
-        ls.connection_counted = true;
-      }
-      g.Seen(key.open_ns, now_ns);
-      Rebase(key, ls);
+      HandOver(key, ls, BucketFor(ls.flow->first.Group(name))->second.closed, now_ns);
     }
   }
   std::vector<BucketMap::value_type*> mine;

@@ -245,6 +245,11 @@ class FlowTable {
   // Counts what `ls` moved so far as done (in another flow): it goes on
   // from there.
   void Rebase(const SockKey& key, LiveSock& ls);
+  // What `ls` moved since its base: not yet counted in any flow.
+  Base Unfolded(const SockKey& key, const LiveSock& ls) const;
+  // Counts what `ls` moved so far, and its connection, into `to` (the flow
+  // it leaves) and rebases it.
+  void HandOver(const SockKey& key, LiveSock& ls, FlowStats& to, uint64_t until_ns);
   // When the live read of generation `gen` ran (0 if too long ago).
   uint64_t GenNs(uint32_t gen) const;
   void CountOpen(const SockRecord& s, Role role);
