@@ -27,6 +27,7 @@
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "svcmap/export/remote_write.h"
+#include "two_hosts_suite.h"
 
 namespace svcmap::e2e {
 namespace {
@@ -207,17 +208,11 @@ class FakeStore {
   std::set<int64_t> pushes_;
 };
 
-class AgentTest : public ::testing::Test {
+class AgentTest : public TwoHostsSuite {
  protected:
-  static void SetUpTestSuite() {
-    if (!PrivilegeProblem().empty()) return;
-    hosts_ = std::make_unique<TwoHosts>();
-  }
-  static void TearDownTestSuite() { hosts_.reset(); }
-
   void SetUp() override {
-    if (std::string why = PrivilegeProblem(); !why.empty()) GTEST_SKIP() << why;
-    ASSERT_TRUE(hosts_->ok()) << hosts_->error();
+    TwoHostsSuite::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     for (const char* tool : {"curl", "bpftool"})
       ASSERT_FALSE(Which(tool).empty()) << tool << " is not installed (scripts/install-deps)";
   }
@@ -275,11 +270,8 @@ class AgentTest : public ::testing::Test {
     return v;
   }
 
-  static std::unique_ptr<TwoHosts> hosts_;
   std::vector<std::unique_ptr<Child>> servers_;
 };
-
-std::unique_ptr<TwoHosts> AgentTest::hosts_;
 
 // Scraped every 200 ms for 18 s while a service churns short connections,
 // keeps long ones talking and forks new processes (two processes of one

@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "harness.h"
 #include "nlohmann/json.hpp"
+#include "two_hosts_suite.h"
 
 namespace svcmap::e2e {
 namespace {
@@ -46,19 +47,8 @@ const char kNameRule[] = "cmdline:--name (\\S+)=$1";
 // The procfs backend sees a connection only if it is open during a scan.
 bool Scanner() { return Backend() == "procfs"; }
 
-class E2eTest : public ::testing::Test {
+class E2eTest : public TwoHostsSuite {
  protected:
-  static void SetUpTestSuite() {
-    if (!PrivilegeProblem().empty()) return;
-    hosts_ = std::make_unique<TwoHosts>();
-  }
-  static void TearDownTestSuite() { hosts_.reset(); }
-
-  void SetUp() override {
-    if (std::string why = PrivilegeProblem(); !why.empty()) GTEST_SKIP() << why;
-    ASSERT_TRUE(hosts_->ok()) << hosts_->error();
-  }
-
   // Starts `svcmap snapshot` for a namespace (ended by SIGINT).
   static std::unique_ptr<Child> StartSnapshot(const std::string& netns_path,
                                               const std::string& form) {
@@ -258,11 +248,7 @@ class E2eTest : public ::testing::Test {
       EXPECT_EQ((*snap)["stats"]["decode_errors"], 0);
     }
   }
-
-  static std::unique_ptr<TwoHosts> hosts_;
 };
-
-std::unique_ptr<TwoHosts> E2eTest::hosts_;
 
 TEST_F(E2eTest, ExactBytesAttributedOnBothMachinesIpv4) {
   // The server peeks before it reads: looked-at bytes must not count twice.

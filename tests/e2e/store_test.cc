@@ -21,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "harness.h"
 #include "nlohmann/json.hpp"
+#include "two_hosts_suite.h"
 
 namespace svcmap::e2e {
 namespace {
@@ -50,17 +51,11 @@ Json Query(const Store& store, const std::string& promql) {
   return doc["data"]["result"];
 }
 
-class StoreTest : public ::testing::Test {
+class StoreTest : public TwoHostsSuite {
  protected:
-  static void SetUpTestSuite() {
-    if (!PrivilegeProblem().empty()) return;
-    hosts_ = std::make_unique<TwoHosts>();
-  }
-  static void TearDownTestSuite() { hosts_.reset(); }
-
   void SetUp() override {
-    if (std::string why = PrivilegeProblem(); !why.empty()) GTEST_SKIP() << why;
-    ASSERT_TRUE(hosts_->ok()) << hosts_->error();
+    TwoHostsSuite::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     for (const char* tool : {"victoria-metrics", "prometheus", "promtool", "curl"})
       ASSERT_FALSE(Which(tool).empty()) << tool << " is not installed (scripts/install-deps)";
   }
@@ -154,12 +149,9 @@ class StoreTest : public ::testing::Test {
     }
   }
 
-  static std::unique_ptr<TwoHosts> hosts_;
   std::vector<std::string> listens_;
   std::vector<std::unique_ptr<Child>> servers_;
 };
-
-std::unique_ptr<TwoHosts> StoreTest::hosts_;
 
 TEST_F(StoreTest, VictoriaMetricsJoinGivesCallerCalleePairsWithExactBytes) {
   JoinTest(Store::Kind::kVictoriaMetrics);
