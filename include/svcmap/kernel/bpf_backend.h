@@ -99,6 +99,7 @@ class BpfBackend final : public Backend {
   std::atomic<bool> stop_{false};
   std::atomic<bool> draining_{false};
   std::atomic<int64_t> drained_unix_ns_{0};
+  uint32_t records_ = 0;  // drain thread only
   IngestCounters ingest_;
   // Written by Seed() before Start(), read-only afterwards.
   uint64_t seeded_sockets_ = 0, seeded_listeners_ = 0, seed_unowned_ = 0, seed_full_ = 0;
