@@ -125,6 +125,31 @@ static __always_inline void sock_tcp_payload(const struct sock *sk, bool btf,
 	*received = rcvd > ctl ? rcvd - ctl : 0;
 }
 
+/* TCP's own per-connection health, as tcp_get_info() reports it: what
+ * `ss -ti` shows as retrans (total), rtt and minrtt. */
+struct tcp_health {
+	u32 total_retrans;
+	u32 srtt_us;
+	u32 rtt_min_us;
+};
+
+static __always_inline void sock_tcp_health(const struct sock *sk, bool btf,
+					    struct tcp_health *h)
+{
+	const struct tcp_sock *tp = btf ? bpf_skc_to_tcp_sock((void *)sk)
+					: (const struct tcp_sock *)sk;
+	u32 min;
+
+	if (!tp)
+		return;
+	h->total_retrans = KREAD(btf, tp, total_retrans);
+	/* srtt_us holds 8 times the smoothed RTT (tcp_rtt_estimator). */
+	h->srtt_us = KREAD(btf, tp, srtt_us) >> 3;
+	/* minmax_get(&tp->rtt_min); ~0U until the first sample. */
+	min = KREAD(btf, tp, rtt_min.s[0].v);
+	h->rtt_min_us = min == ~0U ? 0 : min;
+}
+
 /* Process identity of `task`'s thread group; the cgroup id is the caller's
  * to fill. */
 static __always_inline void task_owner(struct task_struct *task, bool task_btf,

@@ -43,6 +43,10 @@ const volatile bool io_hooks = true;
 /* Whether connect is hooked at tcp_connect (fentry/kprobe); if so the state
  * tracepoint leaves CLOSE->SYN_SENT to it. */
 const volatile bool connect_hooked = false;
+/* Whether to read TCP's health of each connection (sk_err at CLOSE,
+ * total_retrans / srtt / rtt_min at destroy, the connect latency); off only
+ * for the overhead benchmark's side-by-side run. */
+const volatile bool tcp_health = true;
 /* Argument counts that changed across kernels, read from BTF by userspace:
  * inet_csk_accept lost (flags, err, kern) for proto_accept_arg in 6.10
  * (commit 92ef0fd55ac8); tcp_recvmsg lost `nonblock` in 5.19 (commit
@@ -175,7 +179,8 @@ static __always_inline bool first_of_process(const struct svcmap_owner *o)
 
 static __always_inline void emit(u32 type, u64 key,
 				 const struct svcmap_sock_state *st,
-				 u64 tcp_sent, u64 tcp_received, u8 extra_flags)
+				 u64 tcp_sent, u64 tcp_received, u8 extra_flags,
+				 const struct tcp_health *h)
 {
 	struct svcmap_event *e;
 	u64 wake;
@@ -200,6 +205,14 @@ static __always_inline void emit(u32 type, u64 key,
 	e->bytes_received = st->bytes_received;
 	e->tcp_bytes_sent = tcp_sent;
 	e->tcp_bytes_received = tcp_received;
+	e->total_retrans = h ? h->total_retrans : 0;
+	e->srtt_us = h ? h->srtt_us : 0;
+	e->rtt_min_us = h ? h->rtt_min_us : 0;
+	e->connect_us = st->connect_us;
+	e->outcome = st->outcome;
+	e->reset_received = st->reset_received;
+	e->reset_sent = st->reset_sent;
+	__builtin_memset(e->_pad2, 0, sizeof(e->_pad2));
 	/* Wake the reader only once a batch has built up, or for a process
 	 * it has not heard of yet; it also drains on a 100 ms timer, so a
 	 * quiet system still sees its events promptly. */
@@ -249,6 +262,72 @@ track(u64 key, const struct sock *sk, bool btf, u8 role, u8 flags,
 	return bpf_map_lookup_elem(&socks, &key);
 }
 
+#define EPIPE 32
+#define ECONNABORTED 103
+#define ECONNRESET 104
+#define ETIMEDOUT 110
+#define ECONNREFUSED 111
+
+/*
+ * X -> CLOSE: how the connection ended, from sk_err, which every path to
+ * CLOSE sets before tcp_done() and which the process clears again when it
+ * reads the error (sock_error()), so it is read now and not at destroy.
+ * - From SYN_SENT: tcp_reset() sets ECONNREFUSED, tcp_write_err() ETIMEDOUT
+ *   (or a soft error an ICMP left, such as EHOSTUNREACH), tcp_v4_err() the
+ *   ICMP's errno; 0 is a process that closed before an answer came.
+ * - A received reset: ECONNRESET, or EPIPE in CLOSE_WAIT (tcp_reset()).
+ * - A reset sent: tcp_disconnect() (SO_LINGER 0, or unread data at close)
+ *   moves ESTABLISHED, CLOSE_WAIT or FIN_WAIT1 to CLOSE before it sends the
+ *   RST and sets ECONNRESET, so sk_err is still 0 here; tcp_abort() (ss -K)
+ *   sets ECONNABORTED first. FIN_WAIT2 is left out: tcp_time_wait() closes
+ *   it the same way after an orderly FIN exchange.
+ * An orderly close (LAST_ACK, CLOSING, FIN_WAIT2, TIME_WAIT -> CLOSE, no
+ * error) costs one field read and no lookup.
+ */
+static __always_inline void on_close_state(const struct sock *sk, bool btf,
+					   u64 key, int oldstate)
+{
+	struct svcmap_sock_state *st;
+	int err = KREAD(btf, sk, sk_err);
+	bool abortable = oldstate == TCP_ESTABLISHED ||
+			 oldstate == TCP_CLOSE_WAIT || oldstate == TCP_FIN_WAIT1;
+
+	if (oldstate != TCP_SYN_SENT && !abortable && err != ECONNRESET &&
+	    err != EPIPE)
+		return;
+	st = bpf_map_lookup_elem(&socks, &key);
+	if (!st)
+		return;
+	if (tcp_health) {
+		struct tcp_health h = {};
+
+		if (oldstate == TCP_SYN_SENT)
+			st->outcome =
+				err == ECONNREFUSED ? SVCMAP_OUTCOME_REFUSED :
+				err == ETIMEDOUT    ? SVCMAP_OUTCOME_TIMED_OUT :
+						      SVCMAP_OUTCOME_ERROR;
+		else if (err == ECONNRESET || err == EPIPE)
+			st->reset_received = 1;
+		else if (abortable && (err == 0 || err == ECONNABORTED))
+			st->reset_sent = 1;
+		/* A failed connect() and an abort both go on to
+		 * tcp_disconnect(), which zeroes what destroy would read. */
+		sock_tcp_health(sk, btf, &h);
+		st->close_retrans = h.total_retrans;
+		st->close_srtt_us = h.srtt_us;
+		st->close_rtt_min_us = h.rtt_min_us;
+	}
+	if (st->established && st->role != SVCMAP_ROLE_UNKNOWN) {
+		u64 sent, received;
+
+		sock_tcp_payload(sk, btf, st->role, st->fin_sent, &sent,
+				 &received);
+		st->tcp_bytes_sent = sent;
+		st->tcp_bytes_received = received;
+	}
+	st->closed = 1;
+}
+
 static __always_inline int on_set_state(const struct sock *sk, bool btf,
 					int oldstate, int newstate)
 {
@@ -274,7 +353,7 @@ static __always_inline int on_set_state(const struct sock *sk, bool btf,
 		lk.netns = st->netns;
 		lk.port = st->tuple.sport;
 		bpf_map_update_elem(&listeners, &lk, &st->owner, BPF_ANY);
-		emit(SVCMAP_EV_LISTEN, key, st, 0, 0, 0);
+		emit(SVCMAP_EV_LISTEN, key, st, 0, 0, 0, NULL);
 		return 0;
 	}
 	if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV) {
@@ -290,8 +369,12 @@ static __always_inline int on_set_state(const struct sock *sk, bool btf,
 		return 0;
 	}
 
-	/* Half of all transitions (FIN_WAIT2, CLOSE_WAIT, TIME_WAIT, CLOSE,
-	 * ...) change nothing we keep: skip the state lookup for them. */
+	if (newstate == TCP_CLOSE && oldstate != TCP_LISTEN) {
+		on_close_state(sk, btf, key, oldstate);
+		return 0;
+	}
+	/* Half of all transitions (FIN_WAIT2, CLOSE_WAIT, TIME_WAIT, ...)
+	 * change nothing we keep: skip the state lookup for them. */
 	if (newstate != TCP_ESTABLISHED && newstate != TCP_FIN_WAIT1 &&
 	    newstate != TCP_LAST_ACK &&
 	    !(oldstate == TCP_LISTEN && newstate == TCP_CLOSE))
@@ -303,11 +386,18 @@ static __always_inline int on_set_state(const struct sock *sk, bool btf,
 		sock_read_tuple(sk, btf, &st->tuple);
 		st->established = 1;
 		if (st->role == SVCMAP_ROLE_CLIENT) {
-			emit(SVCMAP_EV_CONNECT, key, st, 0, 0, 0);
+			/* open_ns is when connect() sent the SYN; a seeded
+			 * socket's is when the seed found it. */
+			if (tcp_health && !st->seeded && !st->connect_us) {
+				u64 us = (bpf_ktime_get_boot_ns() - st->open_ns) / 1000;
+
+				st->connect_us = us ? (us > ~0U ? ~0U : us) : 1;
+			}
+			emit(SVCMAP_EV_CONNECT, key, st, 0, 0, 0, NULL);
 		} else if (st->role == SVCMAP_ROLE_SERVER && !io_hooks &&
 			   !st->accept_sent) {
 			st->accept_sent = 1;
-			emit(SVCMAP_EV_ACCEPT, key, st, 0, 0, 0);
+			emit(SVCMAP_EV_ACCEPT, key, st, 0, 0, 0, NULL);
 		}
 	} else if (newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) {
 		st->fin_sent = 1;
@@ -355,7 +445,7 @@ static __always_inline int on_io(const struct sock *sk, bool btf, int ret,
 		st->owned = 1;
 		if (st->role == SVCMAP_ROLE_SERVER && !st->accept_sent) {
 			st->accept_sent = 1;
-			emit(SVCMAP_EV_ACCEPT, key, st, 0, 0, 0);
+			emit(SVCMAP_EV_ACCEPT, key, st, 0, 0, 0, NULL);
 		}
 	}
 	if (send)
@@ -370,6 +460,7 @@ static __always_inline int on_destroy(const struct sock *sk, bool btf)
 	struct svcmap_sock_state *st;
 	u64 key = (u64)sk;
 	u64 tcp_sent = 0, tcp_received = 0;
+	struct tcp_health health = {};
 	u8 extra = 0;
 
 	if (!sk)
@@ -390,13 +481,27 @@ static __always_inline int on_destroy(const struct sock *sk, bool btf)
 	}
 	/* Without the role we cannot tell whether bytes_acked holds a SYN. */
 	if (st->established && st->role != SVCMAP_ROLE_UNKNOWN) {
-		sock_tcp_payload(sk, btf, st->role, st->fin_sent, &tcp_sent,
-				 &tcp_received);
+		if (st->closed) {
+			tcp_sent = st->tcp_bytes_sent;
+			tcp_received = st->tcp_bytes_received;
+		} else {
+			sock_tcp_payload(sk, btf, st->role, st->fin_sent,
+					 &tcp_sent, &tcp_received);
+		}
 		extra = SVCMAP_F_TCP_COUNTERS;
+	}
+	if (tcp_health && st->role != SVCMAP_ROLE_LISTENER) {
+		if (st->closed) {
+			health.total_retrans = st->close_retrans;
+			health.srtt_us = st->close_srtt_us;
+			health.rtt_min_us = st->close_rtt_min_us;
+		} else {
+			sock_tcp_health(sk, btf, &health);
+		}
 	}
 	if (st->role == SVCMAP_ROLE_SERVER && !st->owned)
 		stat_inc(SVCMAP_STAT_UNOWNED_CLOSE);
-	emit(SVCMAP_EV_CLOSE, key, st, tcp_sent, tcp_received, extra);
+	emit(SVCMAP_EV_CLOSE, key, st, tcp_sent, tcp_received, extra, &health);
 	bpf_map_delete_elem(&socks, &key);
 	return 0;
 }
@@ -431,7 +536,7 @@ static __always_inline int on_accept(const struct sock *sk, bool btf)
 	}
 	if (!st->accept_sent) {
 		st->accept_sent = 1;
-		emit(SVCMAP_EV_ACCEPT, key, st, 0, 0, 0);
+		emit(SVCMAP_EV_ACCEPT, key, st, 0, 0, 0, NULL);
 	}
 	return 0;
 }
@@ -627,7 +732,7 @@ static __always_inline u32 seed_one(const struct sock *sk, bool btf,
 			return SVCMAP_SEED_FULL;
 		/* As if listen() had just run: the port is known even if the
 		 * listener closes before anything reads the live table. */
-		emit(SVCMAP_EV_LISTEN, key, st, 0, 0, 0);
+		emit(SVCMAP_EV_LISTEN, key, st, 0, 0, 0, NULL);
 		return SVCMAP_SEED_LISTENER;
 	}
 
@@ -753,7 +858,9 @@ int walk_files(struct bpf_iter__task_file *ctx)
 	}
 	st = bpf_map_lookup_elem(&socks, &key);
 	/* Without the role we cannot tell whether bytes_acked holds a SYN. */
-	if (!st || !st->established ||
+	/* A closed socket's counters were kept as it closed: what the tcp_sock
+	 * holds now may be tcp_disconnect()'s zeroes. */
+	if (!st || !st->established || st->closed ||
 	    st->role == SVCMAP_ROLE_UNKNOWN || st->role == SVCMAP_ROLE_LISTENER)
 		return 0;
 	sock_tcp_payload(sk, false, st->role, st->fin_sent, &sent, &received);
@@ -783,7 +890,7 @@ int BPF_PROG(btf_fork, struct task_struct *parent, struct task_struct *child)
 	task_owner(parent, true, &p);
 	st.open_ns = p.start_ns;
 	st.tuple.family = AF_INET;  /* unused, but a valid value */
-	emit(SVCMAP_EV_FORK, p.tgid, &st, 0, 0, 0);
+	emit(SVCMAP_EV_FORK, p.tgid, &st, 0, 0, 0, NULL);
 	return 0;
 }
 

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -67,6 +68,41 @@ TEST(EventDecodeTest, DecodesACloseEventFieldByField) {
   EXPECT_EQ(s.bytes_received, 300u);
   ASSERT_TRUE(ev->tcp.has_value());
   EXPECT_EQ(ev->tcp->sent, 1000u);
+}
+
+TEST(EventDecodeTest, ACloseCarriesTcpsHealthOfTheConnection) {
+  svcmap_event e = CloseEvent();
+  e.total_retrans = 17;
+  e.srtt_us = 2500;
+  e.rtt_min_us = 40;
+  e.connect_us = 310;
+  e.reset_received = 1;
+  absl::StatusOr<flow::SockEvent> ev = DecodeEvent(Bytes(e));
+  ASSERT_TRUE(ev.ok()) << ev.status();
+  const flow::ConnHealth& h = ev->sock.health;
+  EXPECT_EQ(h.retransmits, 17u);
+  EXPECT_EQ(h.srtt_us, 2500u);
+  EXPECT_EQ(h.rtt_min_us, 40u);
+  EXPECT_EQ(h.connect_us, 310u);
+  EXPECT_TRUE(h.reset_received);
+  EXPECT_FALSE(h.reset_sent);
+  EXPECT_EQ(h.outcome, flow::Outcome::kNone);
+
+  for (auto [raw, want] : {std::pair<uint8_t, flow::Outcome>{SVCMAP_OUTCOME_REFUSED, flow::Outcome::kRefused},
+                           {SVCMAP_OUTCOME_TIMED_OUT, flow::Outcome::kTimedOut},
+                           {SVCMAP_OUTCOME_ERROR, flow::Outcome::kError},
+                           {200, flow::Outcome::kError}}) {
+    e.outcome = raw;
+    ev = DecodeEvent(Bytes(e));
+    ASSERT_TRUE(ev.ok());
+    EXPECT_EQ(ev->sock.health.outcome, want) << int(raw);
+  }
+  // Only a close says how a connection went.
+  e.type = SVCMAP_EV_CONNECT;
+  ev = DecodeEvent(Bytes(e));
+  ASSERT_TRUE(ev.ok());
+  EXPECT_EQ(ev->sock.health.retransmits, 0u);
+  EXPECT_EQ(ev->sock.health.outcome, flow::Outcome::kNone);
 }
 
 TEST(EventDecodeTest, CommWithoutTerminatorIsCutAtSixteen) {

@@ -336,5 +336,117 @@ TEST(FlowTableTest, ClosedIdsAreForgottenAfterTheirTtlAndIdleTrafficExpires) {
   EXPECT_TRUE(t.View(true).traffic_series.empty());
 }
 
+
+// -- Health: what each close said, summed per flow --
+
+SockRecord Failed(uint64_t id, Outcome outcome, uint32_t syn_retries) {
+  SockRecord s = Client(id, 7, 0, 0, 0);
+  s.established = false;
+  s.health.outcome = outcome;
+  s.health.retransmits = syn_retries;
+  return s;
+}
+
+TEST(FlowHealthTest, FailedConnectsCountByOutcomeAndAddUpToFailed) {
+  FlowTable t;
+  Close(t, Failed(1, Outcome::kRefused, 0), 2000);
+  Close(t, Failed(2, Outcome::kRefused, 0), 2001);
+  Close(t, Failed(3, Outcome::kTimedOut, 6), 2002);
+  Close(t, Failed(4, Outcome::kError, 0), 2003);
+  // A close that said nothing of how it went is an error too.
+  Close(t, Failed(5, Outcome::kNone, 0), 2004);
+  FlowStats f = Only(t.View(false));
+  EXPECT_EQ(f.failed, 5u);
+  EXPECT_EQ(f.health.refused, 2u);
+  EXPECT_EQ(f.health.timed_out, 1u);
+  EXPECT_EQ(f.health.error, 2u);
+  EXPECT_EQ(f.health.refused + f.health.timed_out + f.health.error, f.failed);
+  EXPECT_EQ(f.health.retransmits, 6u);  // the SYNs
+  EXPECT_EQ(f.health.rtt.count, 0u);
+  EXPECT_EQ(f.health.connect.count, 0u);
+  EXPECT_EQ(f.connections, 0u);
+}
+
+TEST(FlowHealthTest, EstablishedConnectionsAddResetsRetransmitsAndLatencies) {
+  FlowTable t;
+  SockRecord a = Client(1, 7, 40001, 100, 10);
+  a.health = {Outcome::kNone, true, false, 3, 120, 80, 150};
+  SockRecord b = Client(2, 7, 40002, 100, 10);
+  b.health = {Outcome::kNone, false, true, 0, 3000, 60, 2000};
+  // Read live first: the close still brings its health.
+  Read(t, 1500, {a});
+  Close(t, a, 2000);
+  Close(t, b, 2100);
+  FlowStats f = Only(t.View(false));
+  EXPECT_EQ(f.connections, 2u);
+  EXPECT_EQ(f.failed, 0u);
+  EXPECT_EQ(f.health.refused + f.health.timed_out + f.health.error, 0u);
+  EXPECT_EQ(f.health.resets_received, 1u);
+  EXPECT_EQ(f.health.resets_sent, 1u);
+  EXPECT_EQ(f.health.retransmits, 3u);
+  EXPECT_EQ(f.health.rtt.count, 2u);
+  EXPECT_EQ(f.health.rtt.sum_us, 3120u);
+  EXPECT_EQ(f.health.rtt.mean_us(), 1560u);
+  EXPECT_EQ(f.health.rtt_min_us, 60u);
+  EXPECT_EQ(f.health.connect.mean_us(), 1075u);
+  // 120 us is in the (100, 250] bucket, 3 ms in (2.5, 5] ms.
+  EXPECT_EQ(f.health.rtt.buckets[1], 1u);
+  EXPECT_EQ(f.health.rtt.buckets[5], 1u);
+}
+
+TEST(FlowHealthTest, AServerHasNoConnectLatencyAndALostCloseNoHealth) {
+  FlowTable t;
+  SockRecord s = Server(1, 9, 40001, 10, 100);
+  s.health = {Outcome::kNone, false, true, 2, 500, 400, 999};
+  Close(t, s, 2000);
+  FlowStats f = Only(t.View(false));
+  EXPECT_EQ(f.health.resets_sent, 1u);
+  EXPECT_EQ(f.health.retransmits, 2u);
+  EXPECT_EQ(f.health.rtt.count, 1u);
+  EXPECT_EQ(f.health.connect.count, 0u);
+
+  FlowTableOptions o;
+  o.lost_close_grace_ns = 0;
+  FlowTable lost(o);
+  SockRecord c = Client(2, 7, 40001, 100, 10);
+  Read(lost, 1000, {c});
+  Read(lost, 2000, {});
+  Read(lost, 3000, {});
+  ASSERT_EQ(lost.lost_closes(), 1u);
+  FlowStats l = Only(lost.View(false));
+  EXPECT_EQ(l.connections, 1u);
+  EXPECT_EQ(l.health.rtt.count, 0u);
+  EXPECT_EQ(l.health.retransmits, 0u);
+}
+
+TEST(FlowHealthTest, RetiringAProcessKeepsItsHealthInTheGroup) {
+  FlowTable t;
+  SockRecord a = Client(1, 7, 40001, 100, 10);
+  a.health = {Outcome::kNone, true, false, 4, 200, 100, 300};
+  Close(t, a, 2000);
+  Close(t, Failed(2, Outcome::kRefused, 0), 2001);
+  t.RetireProcess({7, 50}, "app", 3000);
+  FlowStats f = Only(t.View(false));
+  EXPECT_EQ(f.health.resets_received, 1u);
+  EXPECT_EQ(f.health.retransmits, 4u);
+  EXPECT_EQ(f.health.refused, 1u);
+  EXPECT_EQ(f.health.rtt.count, 1u);
+  EXPECT_EQ(f.health.rtt_min_us, 100u);
+}
+
+TEST(LatencyHistogramTest, BoundsAreInclusiveAndTheLastBucketTakesTheRest) {
+  LatencyHistogram h;
+  h.Add(100);
+  h.Add(101);
+  h.Add(5'000'000);
+  h.Add(5'000'001);
+  EXPECT_EQ(h.buckets[0], 1u);
+  EXPECT_EQ(h.buckets[1], 1u);
+  EXPECT_EQ(h.buckets[kLatencyBoundsUs.size() - 1], 1u);
+  EXPECT_EQ(h.buckets[kLatencyBoundsUs.size()], 1u);
+  EXPECT_EQ(h.count, 4u);
+  EXPECT_EQ(h.sum_us, 10'000'202u);
+}
+
 }  // namespace
 }  // namespace svcmap::flow

@@ -47,6 +47,15 @@ enum svcmap_sock_flag {
 	SVCMAP_F_SEEDED = 1 << 5,
 };
 
+/* How a connect attempt ended, read from sk_err as SYN_SENT goes to CLOSE
+ * (svcmap_sock_state.outcome). */
+enum svcmap_outcome {
+	SVCMAP_OUTCOME_NONE = 0,       /* established, or still trying */
+	SVCMAP_OUTCOME_REFUSED = 1,    /* RST in answer to the SYN (ECONNREFUSED) */
+	SVCMAP_OUTCOME_TIMED_OUT = 2,  /* SYN retries exhausted (ETIMEDOUT) */
+	SVCMAP_OUTCOME_ERROR = 3,      /* any other errno, or given up by its process */
+};
+
 /* What the start-up seed did with each socket, counted per verdict in the
  * seed_counts map. */
 enum svcmap_seed_result {
@@ -102,13 +111,32 @@ struct svcmap_sock_state {
 	__u8 established;
 	__u8 fin_sent;
 	__u8 seeded;
-	__u8 _pad0[6];
+	/* Set as the socket goes to CLOSE, by the state tracepoint (which
+	 * runs in softirq for a received reset): enum svcmap_outcome for a
+	 * connect that never established, else whether a reset ended it. */
+	__u8 outcome;
+	__u8 reset_received;
+	__u8 reset_sent;
+	/* Set with the close_* fields below and tcp_bytes_* as the socket
+	 * went to CLOSE (only where a connect failed or a reset ended it):
+	 * tcp_disconnect() zeroes bytes_acked, bytes_received, srtt_us and
+	 * total_retrans right after that transition, before destroy reads
+	 * them (commit c13c48c00a6b for total_retrans, 5.6). */
+	__u8 closed;
+	__u8 _pad0[2];
 	/* Payload bytes by the tcp_sock counters, as the last live refresh
 	 * (iter/task_file) found them; 0 until one has run. On kernels before 6.3
 	 * (no sock_send_length / sock_recv_length) they are the only byte
 	 * counts of an open connection. */
 	__u64 tcp_bytes_sent;
 	__u64 tcp_bytes_received;
+	/* SYN sent to ESTABLISHED, us, for a client socket opened while we
+	 * watched (0: none). */
+	__u32 connect_us;
+	/* TCP's health as the socket went to CLOSE, when `closed` is set. */
+	__u32 close_retrans;
+	__u32 close_srtt_us;
+	__u32 close_rtt_min_us;
 };
 
 struct svcmap_event {
@@ -130,6 +158,16 @@ struct svcmap_event {
 	 * bytes_received, less SYN and FIN), for the cross-check. */
 	__u64 tcp_bytes_sent;
 	__u64 tcp_bytes_received;
+	/* CLOSE: TCP's own view of the connection's health, read from the
+	 * tcp_sock at destroy (0 when there was none). */
+	__u32 total_retrans;   /* segments retransmitted, SYNs included */
+	__u32 srtt_us;         /* smoothed RTT; 0: no sample */
+	__u32 rtt_min_us;      /* minimum RTT seen; 0: no sample */
+	__u32 connect_us;      /* as in svcmap_sock_state */
+	__u8 outcome;          /* enum svcmap_outcome */
+	__u8 reset_received;
+	__u8 reset_sent;
+	__u8 _pad2[5];
 };
 
 /* Index into the per-CPU stats array. */

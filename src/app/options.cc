@@ -166,6 +166,10 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
     sub->add_option("--ringbuf-mib", o.ringbuf_mib,
                     "Ring buffer size, MiB (power of two; default 16, the agent's 4)")
         ->check(CLI::Range(1u, 1024u));
+    sub->add_option("--tcp-health", o.tcp_health,
+                    "Read each connection's outcome, resets, retransmits, RTT and connect "
+                    "latency from TCP (default true; false only to measure its cost)")
+        ->default_str("true");
     sub->add_option("--scan-interval", scan_interval,
                     "procfs backend: time between scans (default 1s)");
     sub->add_option("--scan-source", o.scan_source,

@@ -11,12 +11,62 @@ FlowKey FlowKey::Group(std::string name) const {
   return g;
 }
 
+void LatencyHistogram::Add(uint64_t us) {
+  size_t i = 0;
+  while (i < kLatencyBoundsUs.size() && us > kLatencyBoundsUs[i]) ++i;
+  ++buckets[i];
+  ++count;
+  sum_us += us;
+}
+
+void LatencyHistogram::Merge(const LatencyHistogram& o) {
+  for (size_t i = 0; i < buckets.size(); ++i) buckets[i] += o.buckets[i];
+  count += o.count;
+  sum_us += o.sum_us;
+}
+
+void FlowHealth::AddClose(const ConnHealth* h, bool established, bool client) {
+  if (!established && client) {
+    // A connect that never established and whose close said nothing is
+    // an error: `failed` is the sum of the three.
+    const Outcome o = h ? h->outcome : Outcome::kError;
+    if (o == Outcome::kRefused)
+      ++refused;
+    else if (o == Outcome::kTimedOut)
+      ++timed_out;
+    else
+      ++error;
+  }
+  if (h == nullptr) return;
+  retransmits += h->retransmits;
+  if (!established) return;
+  resets_received += h->reset_received;
+  resets_sent += h->reset_sent;
+  if (h->srtt_us != 0) rtt.Add(h->srtt_us);
+  if (h->rtt_min_us != 0)
+    rtt_min_us = rtt_min_us ? std::min(rtt_min_us, h->rtt_min_us) : h->rtt_min_us;
+  if (client && h->connect_us != 0) connect.Add(h->connect_us);
+}
+
+void FlowHealth::Merge(const FlowHealth& o) {
+  refused += o.refused;
+  timed_out += o.timed_out;
+  error += o.error;
+  resets_received += o.resets_received;
+  resets_sent += o.resets_sent;
+  retransmits += o.retransmits;
+  rtt.Merge(o.rtt);
+  connect.Merge(o.connect);
+  if (o.rtt_min_us != 0) rtt_min_us = rtt_min_us ? std::min(rtt_min_us, o.rtt_min_us) : o.rtt_min_us;
+}
+
 void FlowStats::Merge(const FlowStats& o) {
   bytes_sent += o.bytes_sent;
   bytes_received += o.bytes_received;
   connections += o.connections;
   failed += o.failed;
   active += o.active;
+  health.Merge(o.health);
   if (o.first_seen_ns != 0 || o.last_seen_ns != 0) Seen(o.first_seen_ns, o.last_seen_ns);
 }
 
@@ -134,7 +184,8 @@ uint64_t FlowTable::GenNs(uint32_t gen) const {
   return gen_ns_[gen - gen_ns_.front().first].second;
 }
 
-void FlowTable::Close(const SockKey& sock, LiveSock& ls, uint64_t close_ns) {
+void FlowTable::Close(const SockKey& sock, LiveSock& ls, uint64_t close_ns,
+                      const ConnHealth* health) {
   const FlowKey& key = ls.flow->first;
   FlowStats& f = ls.flow->second.closed;
   const Base moved = Unfolded(sock, ls);
@@ -145,6 +196,7 @@ void FlowTable::Close(const SockKey& sock, LiveSock& ls, uint64_t close_ns) {
   } else if (key.role == Role::kClient) {
     ++f.failed;
   }
+  f.health.AddClose(health, ls.established, key.role == Role::kClient);
   f.Seen(sock.open_ns, close_ns);
   if (ls.series == nullptr || !ls.established) return;
   const bool outbound = key.role != Role::kServer;
@@ -210,7 +262,7 @@ void FlowTable::ApplyClose(const SockRecord& s, Role role, uint64_t close_ns) {
     if (s.owned && !ls.owned) Refile(it->first, ls, s);
     // The close carries the final totals, never less than a read's.
     Update(ls, s);
-    Close(it->first, ls, close_ns);
+    Close(it->first, ls, close_ns, &s.health);
     DropLive(it);
     return;
   }
@@ -232,7 +284,7 @@ void FlowTable::ApplyClose(const SockRecord& s, Role role, uint64_t close_ns) {
     tk.src_port = 0;
     once.series = SeriesFor(tk);
   }
-  Close(s.key(), once, close_ns);
+  Close(s.key(), once, close_ns, &s.health);
 }
 
 void FlowTable::BeginLive(uint64_t now_ns) {
@@ -285,7 +337,7 @@ size_t FlowTable::EndLive(bool complete) {
     // the ring buffer): closed as last read. A close that does come later
     // is dropped by its remembered id.
     const SockKey key = it->first;
-    Close(key, ls, seen_ns != 0 ? seen_ns : read_ns_);
+    Close(key, ls, seen_ns != 0 ? seen_ns : read_ns_, nullptr);
     const uint64_t until = read_ns_ + options_.lost_id_ttl_ns;
     if (closed_ids_.insert_or_assign(key, until).second) lost_order_.emplace_back(until, key);
     DropLive(it++);

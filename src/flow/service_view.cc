@@ -106,7 +106,8 @@ ServiceGraph BuildServiceView(const FlowView& flows,
     if (key.role == Role::kServer) {
       const ProcessInfo* info = processes.Find(key.process);
       row.accepted.push_back(AcceptedRow{key.process.pid, info ? info->comm : "", key.local_ip,
-                                         key.local_port, key.remote_ip, stats});
+                                         key.local_port, key.remote_ip, stats,
+                                         GroupId(key.retired() ? key : key.Group(*name))});
       continue;
     }
     ConnectionRow c;

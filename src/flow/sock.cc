@@ -25,6 +25,16 @@ std::string_view RoleName(Role r) {
   return "unknown";
 }
 
+std::string_view OutcomeName(Outcome o) {
+  switch (o) {
+    case Outcome::kNone: return "established";
+    case Outcome::kRefused: return "refused";
+    case Outcome::kTimedOut: return "timed_out";
+    case Outcome::kError: return "error";
+  }
+  return "error";
+}
+
 bool ReconcileBytes(const TcpCounters& tcp, SockRecord& sock) {
   bool corrected = tcp.sent > sock.bytes_sent || tcp.received > sock.bytes_received;
   sock.bytes_sent = std::max(sock.bytes_sent, tcp.sent);

@@ -111,6 +111,7 @@ absl::StatusOr<std::unique_ptr<BpfBackend>> BpfBackend::Create(
 
   const std::vector<HookPrograms> hooks = Hooks(skel);
   skel->rodata->wakeup_bytes = options.wakeup_bytes;
+  skel->rodata->tcp_health = options.tcp_health;
   skel->rodata->io_hooks = probe.Chosen("send") && probe.Chosen("recv");
   std::optional<Mechanism> connect = probe.Chosen("connect");
   skel->rodata->connect_hooked =

@@ -33,6 +33,15 @@ flow::Role DecodeRole(uint8_t r) {
   }
 }
 
+flow::Outcome DecodeOutcome(uint8_t o) {
+  switch (o) {
+    case SVCMAP_OUTCOME_NONE: return flow::Outcome::kNone;
+    case SVCMAP_OUTCOME_REFUSED: return flow::Outcome::kRefused;
+    case SVCMAP_OUTCOME_TIMED_OUT: return flow::Outcome::kTimedOut;
+    default: return flow::Outcome::kError;
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<flow::SockEvent> DecodeEvent(absl::Span<const uint8_t> bytes) {
@@ -76,6 +85,16 @@ absl::StatusOr<flow::SockEvent> DecodeEvent(absl::Span<const uint8_t> bytes) {
   s.bytes_received = e.bytes_received;
   if (ev.type == flow::EventType::kClose && (e.flags & SVCMAP_F_TCP_COUNTERS))
     ev.tcp = flow::TcpCounters{e.tcp_bytes_sent, e.tcp_bytes_received};
+  if (ev.type == flow::EventType::kClose) {
+    flow::ConnHealth& h = s.health;
+    h.outcome = DecodeOutcome(e.outcome);
+    h.reset_received = e.reset_received != 0;
+    h.reset_sent = e.reset_sent != 0;
+    h.retransmits = e.total_retrans;
+    h.srtt_us = e.srtt_us;
+    h.rtt_min_us = e.rtt_min_us;
+    h.connect_us = e.connect_us;
+  }
   return ev;
 }
 

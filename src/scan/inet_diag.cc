@@ -61,6 +61,14 @@ void ParseSock(const uint8_t* p, size_t len, std::vector<DiagSock>& out, DiagRep
         s.bytes_acked = Load<uint64_t>(info + offsetof(tcp_info, tcpi_bytes_acked));
       if (info_len >= offsetof(tcp_info, tcpi_bytes_received) + sizeof(uint64_t))
         s.bytes_received = Load<uint64_t>(info + offsetof(tcp_info, tcpi_bytes_received));
+      if (info_len >= offsetof(tcp_info, tcpi_total_retrans) + sizeof(uint32_t))
+        s.total_retrans = Load<uint32_t>(info + offsetof(tcp_info, tcpi_total_retrans));
+      if (info_len >= offsetof(tcp_info, tcpi_rtt) + sizeof(uint32_t))
+        s.rtt_us = Load<uint32_t>(info + offsetof(tcp_info, tcpi_rtt));
+      if (info_len >= offsetof(tcp_info, tcpi_min_rtt) + sizeof(uint32_t)) {
+        const uint32_t min = Load<uint32_t>(info + offsetof(tcp_info, tcpi_min_rtt));
+        s.min_rtt_us = min == ~0U ? 0 : min;  // ~0U: no sample yet
+      }
     }
     off += Align4(a.rta_len);
   }

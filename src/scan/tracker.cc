@@ -147,6 +147,12 @@ std::vector<flow::SockEvent> SocketTracker::Apply(
         // (a timewait socket by then) has no tcp_info left at all.
         e.bytes_sent = std::max(e.bytes_sent, sent);
         e.bytes_received = std::max(e.bytes_received, received);
+        // An orphan without tcp_info left keeps what the last one said.
+        if (s.bytes_acked.has_value()) {
+          e.total_retrans = std::max(e.total_retrans, s.total_retrans);
+          if (s.rtt_us != 0) e.rtt_us = s.rtt_us;
+          if (s.min_rtt_us != 0) e.min_rtt_us = s.min_rtt_us;
+        }
       }
 
       if (!added) continue;
@@ -187,6 +193,11 @@ std::vector<flow::SockEvent> SocketTracker::Apply(
       // The scanner's byte counts are TCP's own, as of the last scan.
       if (cur->second.tcp_info)
         ev.tcp = flow::TcpCounters{ev.sock.bytes_sent, ev.sock.bytes_received};
+      // What tcp_info gives; how it ended (an outcome, a reset) the scanner
+      // cannot see.
+      ev.sock.health.retransmits = cur->second.total_retrans;
+      ev.sock.health.srtt_us = cur->second.rtt_us;
+      ev.sock.health.rtt_min_us = cur->second.min_rtt_us;
       events.push_back(std::move(ev));
     }
     socks_.erase(cur);

@@ -28,6 +28,7 @@ struct Options {
   std::string instance_ip;               // snapshot: override the address
   uint32_t max_sockets = 65536;
   uint32_t ringbuf_mib = 16;  // the agent's default is 4 (see ParseOptions)
+  bool tcp_health = true;     // BackendOptions::tcp_health
   absl::Duration scan_interval = absl::Seconds(1);  // procfs backend
   std::string scan_source = "auto";                 // auto | sock_diag | proc
   std::vector<identity::NamingRule> name_rules;    // --name-rule, in order

@@ -1,6 +1,7 @@
 #ifndef SVCMAP_FLOW_FLOW_TABLE_H_
 #define SVCMAP_FLOW_FLOW_TABLE_H_
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -50,6 +51,44 @@ struct FlowKey {
   }
 };
 
+// Upper bounds of the RTT and connect-latency histograms, in us: loopback
+// and one rack (tens of us) to a SYN retried after 1 s and 3 s.
+inline constexpr std::array<uint32_t, 13> kLatencyBoundsUs = {
+    100, 250, 500, 1'000, 2'500, 5'000, 10'000, 25'000, 50'000, 100'000, 250'000, 1'000'000,
+    5'000'000};
+
+struct LatencyHistogram {
+  // Per bucket (not cumulative); the last is above every bound.
+  std::array<uint64_t, kLatencyBoundsUs.size() + 1> buckets{};
+  uint64_t count = 0;
+  uint64_t sum_us = 0;
+
+  void Add(uint64_t us);
+  void Merge(const LatencyHistogram& o);
+  // 0 when empty.
+  uint64_t mean_us() const { return count ? sum_us / count : 0; }
+};
+
+// What TCP said of a flow's closed connections (ConnHealth, summed).
+struct FlowHealth {
+  // Connect attempts that never established, by outcome; together they
+  // are FlowStats::failed.
+  uint64_t refused = 0;
+  uint64_t timed_out = 0;
+  uint64_t error = 0;
+  uint64_t resets_received = 0;
+  uint64_t resets_sent = 0;
+  uint64_t retransmits = 0;
+  LatencyHistogram rtt;      // each connection's smoothed RTT at close
+  LatencyHistogram connect;  // SYN sent to ESTABLISHED
+  uint32_t rtt_min_us = 0;   // the lowest min RTT of any; 0: none
+
+  // One closed socket; `h` null when its close carried none (lost, or a
+  // backend that cannot tell).
+  void AddClose(const ConnHealth* h, bool established, bool client);
+  void Merge(const FlowHealth& o);
+};
+
 struct FlowStats {
   uint64_t bytes_sent = 0;
   uint64_t bytes_received = 0;
@@ -58,6 +97,7 @@ struct FlowStats {
   uint64_t active = 0;       // of the established, those still open
   uint64_t first_seen_ns = 0;
   uint64_t last_seen_ns = 0;
+  FlowHealth health;  // of the closed connections
 
   void Merge(const FlowStats& o);
   void Seen(uint64_t first_ns, uint64_t last_ns);
@@ -237,7 +277,8 @@ class FlowTable {
 
   BucketMap::value_type* BucketFor(const FlowKey& key);
   TrafficMap::value_type* SeriesFor(const TrafficKey& key);
-  void Close(const SockKey& key, LiveSock& ls, uint64_t close_ns);
+  // `health`: what the close said of it (null: closed as lost).
+  void Close(const SockKey& key, LiveSock& ls, uint64_t close_ns, const ConnHealth* health);
   // What a read or a close says of an open socket: totals never less than
   // before, established once it is.
   void Update(LiveSock& ls, const SockRecord& s);

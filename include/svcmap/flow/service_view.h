@@ -31,6 +31,7 @@ struct AcceptedRow {
   uint16_t local_port = 0;
   IpAddr peer_ip;
   FlowStats stats;
+  std::string group;  // GroupId() of its flow's group, as ConnectionRow::group
 };
 
 struct ServiceRow {

@@ -57,6 +57,21 @@ struct Owner {
   std::string comm;
 };
 
+// How a connect attempt ended (svcmap_outcome).
+enum class Outcome : uint8_t { kNone, kRefused, kTimedOut, kError };
+std::string_view OutcomeName(Outcome o);
+
+// TCP's own health of one connection, as its close reported it.
+struct ConnHealth {
+  Outcome outcome = Outcome::kNone;  // a connect that never established
+  bool reset_received = false;
+  bool reset_sent = false;
+  uint32_t retransmits = 0;  // segments, SYNs included (tcp_sock.total_retrans)
+  uint32_t srtt_us = 0;      // smoothed RTT; 0: no sample
+  uint32_t rtt_min_us = 0;   // 0: no sample
+  uint32_t connect_us = 0;   // SYN sent to ESTABLISHED; 0: none
+};
+
 // One TCP socket as the kernel saw it: from a lifecycle event, or read live.
 // "local" is this host's end.
 struct SockRecord {
@@ -78,6 +93,7 @@ struct SockRecord {
   // reply tuple); port 0 when not translated or not known.
   IpAddr nat_ip;
   uint16_t nat_port = 0;
+  ConnHealth health;  // close events only
 
   SockKey key() const { return {sock_id, open_ns}; }
 };

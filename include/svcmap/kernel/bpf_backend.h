@@ -27,6 +27,9 @@ struct BackendOptions {
   uint32_t max_sockets = 65536;             // socks map entries
   uint32_t ringbuf_bytes = 16u << 20;       // power of two
   uint32_t wakeup_bytes = 256u << 10;       // batch before waking the reader
+  // Read TCP's own health of each connection (outcome, resets,
+  // retransmits, RTT, connect latency); off only to measure what it costs.
+  bool tcp_health = true;
 };
 
 

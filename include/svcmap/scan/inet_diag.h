@@ -28,6 +28,11 @@ struct DiagSock {
   // (bytes_acked and bytes_received arrived in 4.1/4.2).
   std::optional<uint64_t> bytes_acked;
   std::optional<uint64_t> bytes_received;
+  // tcp_info's tcpi_total_retrans, tcpi_rtt and tcpi_min_rtt (4.10), in us;
+  // 0 when absent.
+  uint32_t total_retrans = 0;
+  uint32_t rtt_us = 0;
+  uint32_t min_rtt_us = 0;
 };
 
 // A SOCK_DIAG_BY_FAMILY dump request for TCP sockets of `family` in the

@@ -83,6 +83,10 @@ class SocketTracker {
     uint64_t open_ns = 0;
     uint64_t bytes_sent = 0;
     uint64_t bytes_received = 0;
+    // tcp_info's, as of the last scan that listed it; what its close says.
+    uint32_t total_retrans = 0;
+    uint32_t rtt_us = 0;
+    uint32_t min_rtt_us = 0;
     flow::ProcessKey process;
   };
   flow::SockRecord Record(const Key& k, const Entry& e) const;
