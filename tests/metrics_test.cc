@@ -112,6 +112,55 @@ TEST(MetricsTest, CountersCarryWhenTheirSeriesBeganAndGaugesDoNot) {
   }
 }
 
+TEST(MetricsTest, EdgeHealthAsCountersByOutcomeAndDirectionAndLatencyHistograms) {
+  flow::ServiceGraph g = Graph();
+  flow::FlowHealth& h = g.connections[0].stats.health;
+  h.refused = 2;
+  h.timed_out = 1;
+  h.resets_received = 4;
+  h.retransmits = 9;
+  h.rtt.Add(80);       // <= 100 us
+  h.rtt.Add(20'000);   // <= 25 ms
+  h.connect.Add(150);  // <= 250 us
+  g.connections[0].stats.failed = 3;
+  flow::AcceptedRow a;
+  a.local_port = 3306;
+  a.peer_ip = flow::IpAddr::V4(10, 0, 0, 1);
+  a.stats.connections = 5;
+  a.stats.health.resets_sent = 5;
+  a.stats.health.rtt.Add(300);
+  a.group = "mysqld<-10.0.0.1";
+  g.services[0].accepted.push_back(a);
+  std::string text = MetricsText(Build(g, {}, {}));
+  const std::string edge =
+      R"(src_instance_id="app@10.0.0.1",src_service_name="app",dst_ip="10.0.0.2",dst_port="3306")";
+  for (const std::string& line : std::vector<std::string>{
+           "svcmap_connection_attempts_total{" + edge + R"(,outcome="established"} 6)",
+        "svcmap_connection_attempts_total{" + edge + R"(,outcome="refused"} 2)",
+        "svcmap_connection_attempts_total{" + edge + R"(,outcome="timed_out"} 1)",
+        "svcmap_connection_attempts_total{" + edge + R"(,outcome="error"} 0)",
+        "svcmap_connection_resets_total{" + edge + R"(,direction="received"} 4)",
+        "svcmap_connection_resets_total{" + edge + R"(,direction="sent"} 0)",
+        "svcmap_connection_retransmits_total{" + edge + "} 9",
+        "svcmap_connection_rtt_seconds_count{" + edge + "} 2",
+        "svcmap_connection_rtt_seconds_sum{" + edge + "} 0.02008",
+        "svcmap_connection_rtt_seconds_bucket{" + edge + R"(,le="0.0001"} 1)",
+        "svcmap_connection_rtt_seconds_bucket{" + edge + R"(,le="0.01"} 1)",
+        "svcmap_connection_rtt_seconds_bucket{" + edge + R"(,le="0.025"} 2)",
+        "svcmap_connection_rtt_seconds_bucket{" + edge + R"(,le="+Inf"} 2)",
+        "svcmap_connection_connect_seconds_count{" + edge + "} 1",
+        std::string("# TYPE svcmap_connection_rtt_seconds histogram"),
+        // The accepted side: the service, its port, the peer.
+        std::string(R"(svcmap_connection_resets_total{instance_id="my\"odd\nname\\é@10.0.0.2",name="my\"odd\nname\\é",port="3306",peer_ip="10.0.0.1",direction="sent"} 5)"),
+        std::string(R"(svcmap_connection_rtt_seconds_count{instance_id="my\"odd\nname\\é@10.0.0.2",name="my\"odd\nname\\é",port="3306",peer_ip="10.0.0.1"} 1)")})
+    EXPECT_NE(text.find(line), std::string::npos) << line << " in\n" << text;
+  // One +Inf bucket per histogram, not two.
+  size_t inf = 0;
+  for (size_t at = text.find("le=\"+Inf\""); at != std::string::npos; at = text.find("le=\"+Inf\"", at + 1))
+    ++inf;
+  EXPECT_EQ(inf, 3u) << text;  // the edge's rtt and connect, the accepted side's rtt
+}
+
 TEST(MetricsTest, TableSizesAndAccountingAreExported) {
   AgentHealth h;
   h.tables = {{"processes", 12}, {"live_sockets", 3}};

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -46,14 +47,42 @@ TEST(EncodeWriteRequest, RoundTripsWithSortedUniqueLabelsAndNoEmptyValues) {
   EXPECT_EQ((*d)[0].samples[0], (std::pair<int64_t, double>{1700000000123, 7}));
 }
 
-TEST(EncodeWriteRequest, CountsEverySeriesAndSkipsOtherTypes) {
-  prometheus::MetricFamily h;
-  h.name = "h";
-  h.type = prometheus::MetricType::Histogram;
-  h.metric.emplace_back();
-  WriteBatch b = EncodeWriteRequest({Counter("a", {}, 1), Counter("b", {}, 2), h}, {}, 5);
+TEST(EncodeWriteRequest, CountsEverySeriesAndSkipsSummaries) {
+  prometheus::MetricFamily q;
+  q.name = "q";
+  q.type = prometheus::MetricType::Summary;
+  q.metric.emplace_back();
+  WriteBatch b = EncodeWriteRequest({Counter("a", {}, 1), Counter("b", {}, 2), q}, {}, 5);
   EXPECT_EQ(b.samples, 2u);
   EXPECT_EQ(DecodeWriteRequest(b.body)->size(), 2u);
+}
+
+// As a scrape stores one: cumulative _bucket series by le, _sum, _count.
+TEST(EncodeWriteRequest, AHistogramIsItsBucketsSumAndCount) {
+  prometheus::MetricFamily h;
+  h.name = "svcmap_connection_rtt_seconds";
+  h.type = prometheus::MetricType::Histogram;
+  prometheus::ClientMetric m;
+  m.label = {{"dst_port", "3306"}};
+  m.histogram.sample_count = 3;
+  m.histogram.sample_sum = 0.5;
+  m.histogram.bucket = {{1, 0.001}, {3, std::numeric_limits<double>::infinity()}};
+  h.metric.push_back(m);
+  WriteBatch b = EncodeWriteRequest({h}, {}, 5);
+  absl::StatusOr<std::vector<DecodedSeries>> d = DecodeWriteRequest(b.body);
+  ASSERT_TRUE(d.ok());
+  std::map<std::string, double> got;
+  for (const DecodedSeries& s : *d) {
+    std::string key;
+    for (const auto& [n, v] : s.labels) key += n + "=" + v + ",";
+    ASSERT_EQ(s.samples.size(), 1u);
+    got[key] = s.samples[0].second;
+  }
+  EXPECT_EQ(got, (std::map<std::string, double>{
+                     {"__name__=svcmap_connection_rtt_seconds_bucket,dst_port=3306,le=+Inf,", 3},
+                     {"__name__=svcmap_connection_rtt_seconds_bucket,dst_port=3306,le=0.001,", 1},
+                     {"__name__=svcmap_connection_rtt_seconds_count,dst_port=3306,", 3},
+                     {"__name__=svcmap_connection_rtt_seconds_sum,dst_port=3306,", 0.5}}));
 }
 
 // A series that began after the previous push starts at 0, so that

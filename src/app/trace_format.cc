@@ -76,6 +76,20 @@ void AppendTraceJson(std::string& out, const flow::SockEvent& ev, const exporter
     num(R"(,"tcp_bytes_sent":)", ev.tcp->sent);
     num(R"(,"tcp_bytes_received":)", ev.tcp->received);
   }
+  if (ev.type == flow::EventType::kClose) {
+    // How it went, by TCP (docs/metrics.md); 0 means no sample.
+    const flow::ConnHealth& h = s.health;
+    if (!s.established && s.role == flow::Role::kClient)
+      str(R"(,"outcome":")", flow::OutcomeName(h.outcome == flow::Outcome::kNone
+                                                    ? flow::Outcome::kError
+                                                    : h.outcome));
+    if (h.reset_received) out.append(R"(,"reset":"received")");
+    if (h.reset_sent) out.append(R"(,"reset":"sent")");
+    num(R"(,"retransmits":)", h.retransmits);
+    num(R"(,"rtt_us":)", h.srtt_us);
+    num(R"(,"rtt_min_us":)", h.rtt_min_us);
+    num(R"(,"connect_us":)", h.connect_us);
+  }
   out.push_back('}');
 }
 

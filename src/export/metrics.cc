@@ -1,6 +1,8 @@
 #include "svcmap/export/metrics.h"
 
 #include <algorithm>
+#include <array>
+#include <limits>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -36,17 +38,63 @@ ClientMetric Sample(std::vector<ClientMetric::Label> labels, double value, Metri
   return m;
 }
 
+// A histogram from ledger values (AddHistogram's layout), in seconds.
+template <size_t N>
+ClientMetric HistogramSample(std::vector<ClientMetric::Label> labels,
+                             const std::array<uint64_t, N>& v, size_t at) {
+  for (ClientMetric::Label& l : labels) l.value = ToValidUtf8(l.value);
+  ClientMetric m;
+  m.label = std::move(labels);
+  constexpr size_t kBuckets = flow::kLatencyBoundsUs.size() + 1;
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < kBuckets; ++i) {
+    cumulative += v[at + i];
+    ClientMetric::Bucket b;
+    b.cumulative_count = cumulative;
+    b.upper_bound = i < flow::kLatencyBoundsUs.size() ? flow::kLatencyBoundsUs[i] / 1e6
+                                                      : std::numeric_limits<double>::infinity();
+    m.histogram.bucket.push_back(b);
+  }
+  m.histogram.sample_count = v[at + kBuckets];
+  m.histogram.sample_sum = static_cast<double>(v[at + kBuckets + 1]) / 1e6;
+  return m;
+}
+
+// A family and, per sample, when its series began.
+struct CounterFamily {
+  MetricFamily family;
+  std::vector<int64_t> created;
+  void Add(ClientMetric m, int64_t created_ms) {
+    family.metric.push_back(std::move(m));
+    created.push_back(created_ms);
+  }
+};
+
+std::vector<ClientMetric::Label> With(std::vector<ClientMetric::Label> labels, std::string name,
+                                      std::string value) {
+  labels.push_back({std::move(name), std::move(value)});
+  return labels;
+}
+
+template <size_t N>
+void AddHistogram(const flow::LatencyHistogram& h, size_t at, std::array<uint64_t, N>& v) {
+  for (size_t i = 0; i < h.buckets.size(); ++i) v[at + i] += h.buckets[i];
+  v[at + h.buckets.size()] += h.count;
+  v[at + h.buckets.size() + 1] += h.sum_us;
+}
+
 }  // namespace
 
 void Account(const flow::ServiceGraph& graph, const flow::Housekeeping& gone, uint64_t now_ns,
              Ledgers& ledgers) {
   ledgers.connections.BeginRound();
+  ledgers.accepted.BeginRound();
   ledgers.traffic.BeginRound();
   // A group's processes (and its exited ones, pid 0) together: the group
   // is what the flow table conserves.
   struct Sum {
-    CounterLedger<4>::SeriesKey series;
-    CounterLedger<4>::Values v{};
+    CounterLedger<kConnValues>::SeriesKey series;
+    CounterLedger<kConnValues>::Values v{};
     bool live = false;
   };
   absl::flat_hash_map<std::string, Sum> by_group;
@@ -59,20 +107,56 @@ void Account(const flow::ServiceGraph& graph, const flow::Housekeeping& gone, ui
                     std::to_string(c.dst_port),
                     c.actual_dst_port ? c.actual_dst_ip.ToString() : "",
                     c.actual_dst_port ? std::to_string(c.actual_dst_port) : ""};
-    sum.v[0] += c.stats.bytes_sent;
-    sum.v[1] += c.stats.bytes_received;
-    sum.v[2] += c.stats.connections;
-    sum.v[3] += c.stats.failed;
+    const flow::FlowHealth& h = c.stats.health;
+    sum.v[kConnSent] += c.stats.bytes_sent;
+    sum.v[kConnReceived] += c.stats.bytes_received;
+    sum.v[kConnConnections] += c.stats.connections;
+    sum.v[kConnFailed] += c.stats.failed;
+    sum.v[kConnRefused] += h.refused;
+    sum.v[kConnTimedOut] += h.timed_out;
+    sum.v[kConnError] += h.error;
+    sum.v[kConnResetsReceived] += h.resets_received;
+    sum.v[kConnResetsSent] += h.resets_sent;
+    sum.v[kConnRetransmits] += h.retransmits;
+    AddHistogram(h.rtt, kConnRtt, sum.v);
+    AddHistogram(h.connect, kConnConnect, sum.v);
     sum.live = sum.live || c.stats.active > 0;
   }
   for (const auto& [id, sum] : by_group)
     ledgers.connections.Observe(id, sum.series, sum.v, sum.live, now_ns);
+
+  struct AcceptedSum {
+    CounterLedger<kAccValues>::SeriesKey series;
+    CounterLedger<kAccValues>::Values v{};
+    bool live = false;
+  };
+  absl::flat_hash_map<std::string, AcceptedSum> accepted;
+  for (const flow::ServiceRow& s : graph.services) {
+    for (const flow::AcceptedRow& a : s.accepted) {
+      AcceptedSum& sum = accepted[a.group];
+      if (sum.series.empty())
+        sum.series = {s.instance_id, s.name, std::to_string(a.local_port), a.peer_ip.ToString()};
+      const flow::FlowHealth& h = a.stats.health;
+      sum.v[kAccConnections] += a.stats.connections;
+      sum.v[kAccResetsReceived] += h.resets_received;
+      sum.v[kAccResetsSent] += h.resets_sent;
+      sum.v[kAccRetransmits] += h.retransmits;
+      AddHistogram(h.rtt, kAccRtt, sum.v);
+      sum.live = sum.live || a.stats.active > 0;
+    }
+  }
+  for (const auto& [id, sum] : accepted)
+    ledgers.accepted.Observe(id, sum.series, sum.v, sum.live, now_ns);
   for (const flow::TrafficSeriesRow& t : graph.traffic_series)
     ledgers.traffic.Observe(t.id, {t.src_ip.ToString(), t.dst_ip.ToString(), std::to_string(t.dst_port)},
                             {t.bytes}, t.live > 0, now_ns);
-  for (const std::string& id : gone.expired_groups) ledgers.connections.Forget(id);
+  for (const std::string& id : gone.expired_groups) {
+    ledgers.connections.Forget(id);
+    ledgers.accepted.Forget(id);
+  }
   for (const std::string& id : gone.expired_traffic) ledgers.traffic.Forget(id);
   ledgers.connections.EndRound();
+  ledgers.accepted.EndRound();
   ledgers.traffic.EndRound();
 }
 
@@ -156,6 +240,26 @@ Metrics BuildMetrics(const flow::ServiceGraph& graph, const Ledgers& ledgers,
                               MetricType::Counter);
   MetricFamily failed = Family("svcmap_connection_failures_total",
                                "Connection attempts that never established.", MetricType::Counter);
+  // Per edge health (docs/metrics.md): the accepted side's series carry the
+  // service's labels, its port and the peer's address instead.
+  CounterFamily attempts{Family("svcmap_connection_attempts_total",
+                                "Connection attempts to a destination, by outcome: established, "
+                                "refused (a reset answered the SYN), timed_out (SYN retries "
+                                "exhausted), error (any other errno, or given up).",
+                                MetricType::Counter)};
+  CounterFamily resets{Family("svcmap_connection_resets_total",
+                              "Established connections that a reset ended, by direction "
+                              "(received, sent).",
+                              MetricType::Counter)};
+  CounterFamily retransmits{Family("svcmap_connection_retransmits_total",
+                                   "Segments TCP retransmitted on closed connections "
+                                   "(tcp_info's total_retrans), SYNs included.",
+                                   MetricType::Counter)};
+  CounterFamily rtt{Family("svcmap_connection_rtt_seconds",
+                           "Each closed connection's smoothed round-trip time.",
+                           MetricType::Histogram)};
+  CounterFamily connect{Family("svcmap_connection_connect_seconds",
+                               "SYN sent to ESTABLISHED, per connection.", MetricType::Histogram)};
   std::vector<int64_t> conn_created;
   for (const auto* kv : Sorted(ledgers.connections)) {
     if (!room()) continue;
@@ -174,7 +278,42 @@ Metrics BuildMetrics(const flow::ServiceGraph& graph, const Ledgers& ledgers,
     received.metric.push_back(Sample(labels, static_cast<double>(total[1]), MetricType::Counter));
     conns.metric.push_back(Sample(labels, static_cast<double>(total[2]), MetricType::Counter));
     failed.metric.push_back(Sample(labels, static_cast<double>(total[3]), MetricType::Counter));
-    conn_created.push_back(wall_ms(kv->second.created_ns));
+    const int64_t created = wall_ms(kv->second.created_ns);
+    conn_created.push_back(created);
+    for (const auto& [outcome, at] : {std::pair<const char*, size_t>{"established", kConnConnections},
+                                      {"refused", kConnRefused},
+                                      {"timed_out", kConnTimedOut},
+                                      {"error", kConnError}})
+      attempts.Add(Sample(With(labels, "outcome", outcome), static_cast<double>(total[at]),
+                          MetricType::Counter),
+                   created);
+    resets.Add(Sample(With(labels, "direction", "received"),
+                      static_cast<double>(total[kConnResetsReceived]), MetricType::Counter),
+               created);
+    resets.Add(Sample(With(labels, "direction", "sent"), static_cast<double>(total[kConnResetsSent]),
+                      MetricType::Counter),
+               created);
+    retransmits.Add(
+        Sample(labels, static_cast<double>(total[kConnRetransmits]), MetricType::Counter), created);
+    rtt.Add(HistogramSample(labels, total, kConnRtt), created);
+    connect.Add(HistogramSample(labels, total, kConnConnect), created);
+  }
+  for (const auto* kv : Sorted(ledgers.accepted)) {
+    if (!room()) continue;
+    const std::vector<std::string>& k = kv->first;
+    const auto& total = kv->second.total;
+    std::vector<ClientMetric::Label> labels = {
+        {"instance_id", k[0]}, {"name", k[1]}, {"port", k[2]}, {"peer_ip", k[3]}};
+    const int64_t created = wall_ms(kv->second.created_ns);
+    resets.Add(Sample(With(labels, "direction", "received"),
+                      static_cast<double>(total[kAccResetsReceived]), MetricType::Counter),
+               created);
+    resets.Add(Sample(With(labels, "direction", "sent"), static_cast<double>(total[kAccResetsSent]),
+                      MetricType::Counter),
+               created);
+    retransmits.Add(
+        Sample(labels, static_cast<double>(total[kAccRetransmits]), MetricType::Counter), created);
+    rtt.Add(HistogramSample(labels, total, kAccRtt), created);
   }
 
   // NETWORK_TRAFFIC, without the source port.
@@ -249,6 +388,8 @@ Metrics BuildMetrics(const flow::ServiceGraph& graph, const Ledgers& ledgers,
   add(received, conn_created);
   add(conns, conn_created);
   add(failed, conn_created);
+  for (CounterFamily* f : {&attempts, &resets, &retransmits, &rtt, &connect})
+    add(f->family, std::move(f->created));
   add(traffic, std::move(traffic_created));
   for (MetricFamily* f : {&backend, &events, &drops, &capped, &accounting, &tables, &flows, &expired})
     add(*f, {});

@@ -1,6 +1,7 @@
 #include "svcmap/export/remote_write.h"
 
 #include <algorithm>
+#include <cmath>
 #include <iterator>
 #include <map>
 
@@ -20,42 +21,63 @@ WriteBatch EncodeWriteRequest(const std::vector<prometheus::MetricFamily>& famil
   prompb::WriteRequest req;
   WriteBatch batch;
   batch.timestamp_ms = timestamp_ms;
+  // One series: sorted and unique label names, as the spec requires; empty
+  // values are the same as no label, and the spec says to leave them out.
+  // A counter whose series began since the last push starts with a 0 at
+  // that moment, so that increase() counts its first value.
+  auto series = [&](const std::string& name, const std::vector<prometheus::ClientMetric::Label>& own,
+                    const char* extra_name, const std::string& extra_value, double value,
+                    bool counter, int64_t created) {
+    std::map<std::string, std::string> labels;
+    for (const auto& [n, v] : extra) labels[n] = v;
+    for (const prometheus::ClientMetric::Label& l : own) labels[l.name] = l.value;
+    if (extra_name != nullptr) labels[extra_name] = extra_value;
+    labels["__name__"] = name;
+    prompb::TimeSeries* ts = req.add_timeseries();
+    for (const auto& [n, v] : labels) {
+      if (v.empty()) continue;
+      prompb::Label* l = ts->add_labels();
+      l->set_name(n);
+      l->set_value(v);
+    }
+    if (counter && created > since_ms && value > 0) {
+      prompb::Sample* zero = ts->add_samples();
+      zero->set_value(0);
+      zero->set_timestamp(std::min(created, timestamp_ms - 1));
+      ++batch.samples;
+    }
+    prompb::Sample* s = ts->add_samples();
+    s->set_value(value);
+    s->set_timestamp(timestamp_ms);
+    ++batch.samples;
+  };
   for (size_t fi = 0; fi < families.size(); ++fi) {
     const prometheus::MetricFamily& f = families[fi];
     for (size_t mi = 0; mi < f.metric.size(); ++mi) {
       const prometheus::ClientMetric& m = f.metric[mi];
-      double value;
-      switch (f.type) {
-        case prometheus::MetricType::Counter: value = m.counter.value; break;
-        case prometheus::MetricType::Gauge: value = m.gauge.value; break;
-        default: continue;  // svcmap exports neither histograms nor summaries
-      }
-      // Sorted and unique by name, as the spec requires; empty values are
-      // the same as no label, and the spec says to leave them out.
-      std::map<std::string, std::string> labels;
-      for (const auto& [name, v] : extra) labels[name] = v;
-      for (const prometheus::ClientMetric::Label& l : m.label) labels[l.name] = l.value;
-      labels["__name__"] = f.name;
-      prompb::TimeSeries* ts = req.add_timeseries();
-      for (const auto& [name, v] : labels) {
-        if (v.empty()) continue;
-        prompb::Label* l = ts->add_labels();
-        l->set_name(name);
-        l->set_value(v);
-      }
       int64_t created = 0;
       if (created_ms != nullptr && fi < created_ms->size() && mi < (*created_ms)[fi].size())
         created = (*created_ms)[fi][mi];
-      if (f.type == prometheus::MetricType::Counter && created > since_ms && value > 0) {
-        prompb::Sample* zero = ts->add_samples();
-        zero->set_value(0);
-        zero->set_timestamp(std::min(created, timestamp_ms - 1));
-        ++batch.samples;
+      switch (f.type) {
+        case prometheus::MetricType::Counter:
+          series(f.name, m.label, nullptr, "", m.counter.value, true, created);
+          break;
+        case prometheus::MetricType::Gauge:
+          series(f.name, m.label, nullptr, "", m.gauge.value, false, created);
+          break;
+        case prometheus::MetricType::Histogram:
+          // As a scrape would store it: cumulative _bucket counters by le,
+          // _sum and _count.
+          for (const prometheus::ClientMetric::Bucket& b : m.histogram.bucket)
+            series(f.name + "_bucket", m.label, "le",
+                   std::isinf(b.upper_bound) ? "+Inf" : fmt::format("{}", b.upper_bound),
+                   static_cast<double>(b.cumulative_count), true, created);
+          series(f.name + "_sum", m.label, nullptr, "", m.histogram.sample_sum, true, created);
+          series(f.name + "_count", m.label, nullptr, "",
+                 static_cast<double>(m.histogram.sample_count), true, created);
+          break;
+        default: break;  // svcmap exports no summaries
       }
-      prompb::Sample* s = ts->add_samples();
-      s->set_value(value);
-      s->set_timestamp(timestamp_ms);
-      ++batch.samples;
     }
   }
   std::string raw = req.SerializeAsString();

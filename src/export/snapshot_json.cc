@@ -36,6 +36,25 @@ void Clock::AppendRfc3339(std::string& out, uint64_t boot_ns) const {
 
 namespace {
 
+// The health fields of a connection or accepted row (names in
+// docs/metrics.md); a mean with no sample is null, not 0.
+void AddHealth(nlohmann::ordered_json& row, const flow::FlowStats& stats) {
+  const flow::FlowHealth& h = stats.health;
+  row["attempts_refused"] = h.refused;
+  row["attempts_timed_out"] = h.timed_out;
+  row["attempts_error"] = h.error;
+  row["resets_received"] = h.resets_received;
+  row["resets_sent"] = h.resets_sent;
+  row["retransmits"] = h.retransmits;
+  row["rtt_us"] = h.rtt.count ? nlohmann::ordered_json(h.rtt.mean_us()) : nullptr;
+  row["rtt_min_us"] = h.rtt_min_us ? nlohmann::ordered_json(h.rtt_min_us) : nullptr;
+  row["connect_latency_us"] =
+      h.connect.count ? nlohmann::ordered_json(h.connect.mean_us()) : nullptr;
+  // How many connections the means are over, so that readers can add rows.
+  row["rtt_samples"] = h.rtt.count;
+  row["connect_samples"] = h.connect.count;
+}
+
 nlohmann::ordered_json Document(const InstanceInfo& instance, const flow::ServiceGraph& graph,
                                 const SnapshotStats& stats, const Completeness& completeness,
                                 const Clock& clock, bool with_traffic) {
@@ -65,6 +84,7 @@ nlohmann::ordered_json Document(const InstanceInfo& instance, const flow::Servic
                           {"connections", a.stats.connections},
                           {"active", a.stats.active},
                           {"time", clock.Rfc3339(a.stats.last_seen_ns)}});
+      AddHealth(accepted.back(), a.stats);
     }
     services.push_back({{"instance_id", s.instance_id},
                         {"instance_ip", s.instance_ip.empty() ? instance.instance_ip : s.instance_ip},
@@ -102,6 +122,7 @@ nlohmann::ordered_json Document(const InstanceInfo& instance, const flow::Servic
                            {"active", c.stats.active},
                            {"failed", c.stats.failed},
                            {"time", clock.Rfc3339(c.stats.last_seen_ns)}});
+    AddHealth(connections.back(), c.stats);
   }
   doc["connections"] = std::move(connections);
 

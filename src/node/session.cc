@@ -402,6 +402,8 @@ std::shared_ptr<const Frame> Session::BuildFrame(bool per_connection, bool live_
               {"parked_closes", sizes.parked_closes},
               {"connection_series", ledgers_.connections.series().size()},
               {"connection_contributors", ledgers_.connections.contributors()},
+              {"accepted_series", ledgers_.accepted.series().size()},
+              {"accepted_contributors", ledgers_.accepted.contributors()},
               {"traffic_contributors", ledgers_.traffic.contributors()}};
   for (auto& t : io_->TableSizes()) h.tables.push_back(std::move(t));
   std::function<void(exporter::AgentHealth&)> hook;

@@ -47,10 +47,43 @@ struct MetricsOptions {
   std::string machine;         // the host name, on the service series
 };
 
+// A latency histogram as ledger values: its buckets (not cumulative), then
+// its count and its sum in us; each only grows.
+inline constexpr size_t kHistogramValues = flow::kLatencyBoundsUs.size() + 3;
+
+// The connection ledger's values, in this order.
+enum ConnValue : size_t {
+  kConnSent,
+  kConnReceived,
+  kConnConnections,
+  kConnFailed,
+  kConnRefused,
+  kConnTimedOut,
+  kConnError,
+  kConnResetsReceived,
+  kConnResetsSent,
+  kConnRetransmits,
+  kConnRtt,  // a histogram, then the connect latency's
+  kConnConnect = kConnRtt + kHistogramValues,
+  kConnValues = kConnConnect + kHistogramValues,
+};
+
+// The accepted side's, per service, port and peer address.
+enum AcceptedValue : size_t {
+  kAccConnections,
+  kAccResetsReceived,
+  kAccResetsSent,
+  kAccRetransmits,
+  kAccRtt,
+  kAccValues = kAccRtt + kHistogramValues,
+};
+
 // The exported counters' state, across frames.
 struct Ledgers {
-  // sent, received, connections, failed; by SERVICE_CONNECTION labels.
-  CounterLedger<4> connections;
+  // ConnValue; by SERVICE_CONNECTION labels.
+  CounterLedger<kConnValues> connections;
+  // AcceptedValue; by the service's labels, its port and the peer address.
+  CounterLedger<kAccValues> accepted;
   // bytes both ways; by NETWORK_TRAFFIC labels.
   CounterLedger<1> traffic;
 };
