@@ -46,7 +46,7 @@ TEST(TopModelTest, EdgesViewHasRatesAgainstThePreviousSample) {
   Sample a = S(1000, {E("app", "redis", 6379, 1000, 5000, 10, 2), E("app", "mysql", 3306, 0, 0, 1)});
   Sample b = S(3000, {E("app", "redis", 6379, 3048, 9096, 30, 3), E("app", "mysql", 3306, 0, 0, 1)});
   Table t = BuildTable(Mode::kEdges, &a, b);
-  ASSERT_EQ(t.columns.size(), 8u);
+  ASSERT_EQ(t.columns.size(), 11u);
   EXPECT_EQ(t.columns[3].title, "OUT/s");
   FilterAndSort(t, "", 3, true);
   ASSERT_EQ(t.rows.size(), 2u);
@@ -60,6 +60,38 @@ TEST(TopModelTest, EdgesViewHasRatesAgainstThePreviousSample) {
   EXPECT_EQ(r.text[6], "3");
   EXPECT_EQ(r.text[7], "11.9 KiB");    // 3048 + 9096
   EXPECT_EQ(t.rows[1].text[3], "0 B/s");
+}
+
+TEST(TopModelTest, ErrorsRetransmitsAndRttOfTheConnectionsClosedSinceTheLastSample) {
+  topology::Edge e1 = E("app", "redis", 6379, 1000, 5000, 10);
+  e1.health.refused = 1;
+  e1.health.retransmits = 4;
+  e1.health.rtt_samples = 2;
+  e1.health.rtt_sum_us = 400;
+  topology::Edge e2 = e1;
+  e2.health.refused = 3;
+  e2.health.resets_received = 2;  // 4 errors more in 2 s
+  e2.health.retransmits = 10;     // 6 more
+  e2.health.rtt_samples = 4;
+  e2.health.rtt_sum_us = 3400;    // the two new ones: 1.5 ms each
+  Sample a = S(1000, {e1}), b = S(3000, {e2});
+  Table t = BuildTable(Mode::kEdges, &a, b);
+  ASSERT_EQ(t.columns.size(), 11u);
+  EXPECT_EQ(t.columns[8].title, "ERR/s");
+  EXPECT_EQ(t.columns[9].title, "RETR/s");
+  EXPECT_EQ(t.columns[10].title, "RTT");
+  ASSERT_EQ(t.rows.size(), 1u);
+  EXPECT_EQ(t.rows[0].text[8], "2.0");
+  EXPECT_EQ(t.rows[0].text[9], "3.0");
+  EXPECT_EQ(t.rows[0].text[10], "1.5ms");
+  // Nothing closed since: the mean of all so far.
+  Table again = BuildTable(Mode::kEdges, &b, b);
+  EXPECT_EQ(again.rows[0].text[10], "850us");
+  // Wide enough: shown; too narrow: left out whole, the rest uncut.
+  EXPECT_NE(FormatTable(t, 120, 3, true)[0].find("RTT"), std::string::npos);
+  std::vector<std::string> narrow = FormatTable(t, 80, 3, true);
+  EXPECT_EQ(narrow[0].find("ERR/s"), std::string::npos) << narrow[0];
+  EXPECT_NE(narrow[0].find("TOTAL"), std::string::npos) << narrow[0];
 }
 
 TEST(TopModelTest, TheFirstSampleHasNoRatesAndANewRowStartsFromZero) {

@@ -28,7 +28,10 @@ constexpr char kSnapshot[] = R"({
     {"src_instance_id": "curl@10.0.0.1", "src_service_name": "curl", "src_pid": 7,
      "src_ip": "10.0.0.1", "dst_ip": "10.0.0.3", "dst_port": 80, "actual_dst_ip": null,
      "actual_dst_port": null, "bytes": 5, "bytes_sent": 2, "bytes_received": 3,
-     "connections": 1, "failed": 0, "time": ""}
+     "connections": 1, "failed": 3, "time": "", "attempts_refused": 2, "attempts_timed_out": 1,
+     "attempts_error": 0, "resets_received": 1, "resets_sent": 0, "retransmits": 4,
+     "rtt_us": 250, "rtt_min_us": 90, "connect_latency_us": 400, "rtt_samples": 2,
+     "connect_samples": 1}
   ],
   "traffic": [{"src_ip": "10.0.0.1", "src_port": 40000, "dst_ip": "10.0.0.3", "dst_port": 80,
                "bytes": 5, "bytes_to_dst": 2, "bytes_to_src": 3, "observed_as": "client",
@@ -51,6 +54,18 @@ TEST(ParseSnapshotTest, ReadsTheSeedsTables) {
   EXPECT_EQ(o->connections[0].connections, 2u);
   EXPECT_EQ(o->connections[0].src_machine, "machine-a");
   EXPECT_EQ(o->connections[1].actual_dst_ip, "");
+  // The health fields; a row without them (an older snapshot) has none.
+  const Health& h = o->connections[1].health;
+  EXPECT_EQ(h.refused, 2u);
+  EXPECT_EQ(h.timed_out, 1u);
+  EXPECT_EQ(h.resets_received, 1u);
+  EXPECT_EQ(h.retransmits, 4u);
+  EXPECT_EQ(h.rtt_us(), 250u);
+  EXPECT_EQ(h.rtt_samples, 2u);
+  EXPECT_EQ(h.rtt_min_us, 90u);
+  EXPECT_EQ(h.connect_us(), 400u);
+  EXPECT_EQ(o->connections[0].health.failed(), 0u);
+  EXPECT_EQ(o->connections[0].health.rtt_samples, 0u);
   ASSERT_EQ(o->traffic.size(), 1u);
   EXPECT_EQ(o->traffic[0].bytes, 5u);
 }
@@ -154,6 +169,40 @@ TEST(ObservationsFromTsdbTest, BytesInTheWindowAreEndMinusStartAndResetsCount) {
 
   answers["sent_end"].push_back(S({{"src_instance_id", "x"}}, 1));
   EXPECT_FALSE(ObservationsFromTsdb(answers).ok()) << "a series without its labels";
+}
+
+TEST(ObservationsFromTsdbTest, HealthInTheWindowLinesUpWithItsConnectionSeries) {
+  std::map<std::string, std::string> conn = {{"src_instance_id", "app@10.0.0.1"},
+                                             {"src_service_name", "app"},
+                                             {"dst_ip", "10.0.0.2"},
+                                             {"dst_port", "5432"}};
+  std::map<std::string, std::vector<PromSample>> answers;
+  answers["sent_end"] = {S(conn, 5000)};
+  answers["refused_end"] = {S(conn, 7)};
+  answers["refused_start"] = {S(conn, 2)};
+  answers["resets_sent_end"] = {S(conn, 1)};
+  answers["retransmits_end"] = {S(conn, 30)};
+  answers["retransmits_start"] = {S(conn, 10)};
+  answers["rtt_sum_end"] = {S(conn, 0.5)};
+  answers["rtt_sum_start"] = {S(conn, 0.1)};
+  answers["rtt_count_end"] = {S(conn, 10)};
+  answers["rtt_count_start"] = {S(conn, 2)};
+  absl::StatusOr<Observations> o = ObservationsFromTsdb(answers);
+  ASSERT_TRUE(o.ok()) << o.status();
+  ASSERT_EQ(o->connections.size(), 1u);
+  const Health& h = o->connections[0].health;
+  EXPECT_EQ(h.refused, 5u);
+  EXPECT_EQ(h.resets_sent, 1u);
+  EXPECT_EQ(h.retransmits, 20u);
+  EXPECT_EQ(h.rtt_samples, 8u);
+  EXPECT_EQ(h.rtt_sum_us, 400000u);
+  EXPECT_EQ(h.rtt_us(), 50000u);
+  // Each health query sums its splitting label away, so that it lines up.
+  bool summed = false;
+  for (const TsdbQuery& q : TsdbQueries({0, 3'600'000}))
+    summed |= q.name == "refused_end" &&
+              q.promql == R"(sum without (outcome) (last_over_time(svcmap_connection_attempts_total{outcome="refused"}[3600s])))";
+  EXPECT_TRUE(summed);
 }
 
 TEST(TsdbQueriesTest, TheStepIsFifteenSecondsOrAFraction200OfTheWindow) {

@@ -264,6 +264,74 @@ TEST(WritersTest, SvgAndHtmlAreRenderedByGraphviz) {
     EXPECT_EQ(html->find(external), std::string::npos) << "no external resources: " << external;
 }
 
+// -- Health on the edges --
+
+Observations SickSeed() {
+  Observations o = Seed();
+  Health& mysql = o.connections[1].health;  // app -> mysql
+  mysql.refused = 2;
+  mysql.resets_received = 1;
+  mysql.rtt_samples = 2;
+  mysql.rtt_sum_us = 3000;
+  mysql.rtt_min_us = 700;
+  Health& redis = o.connections[2].health;  // app -> redis: retransmits only
+  redis.retransmits = 5;
+  redis.rtt_samples = 1;
+  redis.rtt_sum_us = 250;
+  return o;
+}
+
+TEST(JoinTest, HealthAddsUpOverAnEdgesConnections) {
+  Observations o = SickSeed();
+  Connection twin = o.connections[1];
+  twin.health = {};
+  twin.health.timed_out = 1;
+  twin.health.rtt_samples = 1;
+  twin.health.rtt_sum_us = 6000;
+  twin.health.rtt_min_us = 500;
+  o.connections.push_back(twin);
+  Graph g = Join(o);
+  const Edge* e = FindEdge(g, "app@10.0.0.1", "mysql@10.0.0.2");
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->health.failed(), 3u);
+  EXPECT_EQ(e->health.resets(), 1u);
+  EXPECT_EQ(e->health.rtt_us(), 3000u);  // (3000 + 6000) / 3
+  EXPECT_EQ(e->health.rtt_min_us, 500u);
+}
+
+TEST(WritersTest, AFailingEdgeIsRedARetransmittingOneOrangeAndBothShowTheirRtt) {
+  Graph g = Join(SickSeed());
+  std::string d = GraphDot(g);
+  EXPECT_NE(d.find("label=\"MySQL 39.4 KiB, rtt 1.5 ms, 2 failed, 1 reset\", color=red"),
+            std::string::npos)
+      << d;
+  EXPECT_NE(d.find("label=\"Redis 110 B, rtt 250 us\", color=orange"), std::string::npos) << d;
+  EXPECT_NE(d.find("label=\"HTTP 2.1 KiB\"]"), std::string::npos) << "healthy: plain\n" << d;
+  std::string m = GraphMermaid(g);
+  // Edges by source: app -> mysql, app -> redis, nginx -> app.
+  EXPECT_NE(m.find("linkStyle 0 stroke:red"), std::string::npos) << m;
+  EXPECT_NE(m.find("linkStyle 1 stroke:orange"), std::string::npos) << m;
+  EXPECT_EQ(m.find("linkStyle 2"), std::string::npos) << m;
+  nlohmann::ordered_json j = GraphJson(g);
+  const auto& e = j["edges"][0];
+  EXPECT_EQ(e["dst"], "mysql@10.0.0.2");
+  EXPECT_EQ(e["failed"], 2);
+  EXPECT_EQ(e["attempts_refused"], 2);
+  EXPECT_EQ(e["resets_received"], 1);
+  EXPECT_EQ(e["rtt_us"], 1500);
+  EXPECT_EQ(e["rtt_min_us"], 700);
+  EXPECT_TRUE(e["connect_latency_us"].is_null());
+  EXPECT_TRUE(j["edges"][2]["rtt_us"].is_null());
+  absl::StatusOr<std::string> html = GraphHtml(g, "t");
+  ASSERT_TRUE(html.ok());
+  EXPECT_NE(html->find("<tr class=\"bad\"><td>app@10.0.0.1</td><td>mysql@10.0.0.2</td>"),
+            std::string::npos)
+      << *html;
+  absl::StatusOr<std::string> svg = GraphSvg(g);
+  ASSERT_TRUE(svg.ok());
+  EXPECT_NE(svg->find("stroke=\"red\""), std::string::npos);
+}
+
 TEST(WritersTest, HumanBytes) {
   EXPECT_EQ(HumanBytes(0), "0 B");
   EXPECT_EQ(HumanBytes(1023), "1023 B");

@@ -23,7 +23,8 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 <div id="status">loading…</div>
 <div id="graph"></div>
 <table id="edges"><thead><tr><th>from</th><th>to</th><th>port</th><th>bytes/s</th>
-<th>total bytes</th><th>connections</th></tr></thead><tbody></tbody></table>
+<th>total bytes</th><th>connections</th><th>errors/s</th><th>retransmits/s</th><th>rtt</th>
+</tr></thead><tbody></tbody></table>
 <table id="unmatched" hidden><thead><tr><th>from</th><th>to</th><th>not joined because</th>
 </tr></thead><tbody></tbody></table>
 <script>
@@ -35,6 +36,11 @@ function human(n) {
   let i = 0;
   while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
   return (i ? n.toFixed(1) : Math.round(n)) + " " + u[i];
+}
+function latency(us) {
+  if (us == null) return "";
+  return us < 1000 ? us + " us" : us < 1e6 ? (us / 1000).toFixed(1) + " ms"
+                                           : (us / 1e6).toFixed(2) + " s";
 }
 function cell(tr, text, cls) {
   const td = document.createElement("td");
@@ -64,20 +70,37 @@ async function tick() {
   g.edges.forEach((e, i) => {
     const key = e.src + ">" + e.dst + ":" + e.dst_port;
     const total = e.bytes_sent + e.bytes_received;
-    totals[key] = total;
-    let rate = 0;
-    if (prev && key in prev.totals && now > prev.t)
-      rate = Math.max(0, total - prev.totals[key]) * 1000 / (now - prev.t);
+    const errors = e.failed + e.resets_received + e.resets_sent;
+    totals[key] = {total, errors, retransmits: e.retransmits};
+    let rate = 0, errRate = 0, retransRate = 0;
+    if (prev && key in prev.totals && now > prev.t) {
+      const was = prev.totals[key], secs = (now - prev.t) / 1000;
+      rate = Math.max(0, total - was.total) / secs;
+      errRate = Math.max(0, errors - was.errors) / secs;
+      retransRate = Math.max(0, e.retransmits - was.retransmits) / secs;
+    }
     const tr = document.createElement("tr");
-    tr.className = "edge";
+    tr.className = "edge" + (errRate > 0 ? " err" : "");
     cell(tr, e.src); cell(tr, e.dst); cell(tr, String(e.dst_port), "n");
     cell(tr, human(rate) + "/s", "n"); cell(tr, human(total), "n");
     cell(tr, String(e.connections), "n");
+    cell(tr, errRate.toFixed(1), "n"); cell(tr, retransRate.toFixed(1), "n");
+    cell(tr, latency(e.rtt_us), "n");
     body.appendChild(tr);
-    // The rate on the drawn edge too (its label is the last text in it).
+    // The rate on the drawn edge too (its label is the last text in it),
+    // and its colour by what went wrong since the last look: red for
+    // failed connects and resets, orange for retransmits.
     const drawn = document.getElementById("e" + i);
     const texts = drawn ? drawn.querySelectorAll("text") : [];
     if (texts.length) texts[texts.length - 1].textContent += " · " + human(rate) + "/s";
+    if (drawn && prev) {
+      const colour = errRate > 0 ? "red" : retransRate > 0 ? "orange" : "black";
+      for (const el of drawn.querySelectorAll("path, polygon")) {
+        el.setAttribute("stroke", colour);
+        if (el.tagName === "polygon") el.setAttribute("fill", colour);
+      }
+      for (const t of texts) t.setAttribute("fill", colour === "black" ? "black" : colour);
+    }
   });
   const um = document.getElementById("unmatched");
   const ub = um.querySelector("tbody");

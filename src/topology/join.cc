@@ -78,6 +78,20 @@ void Merge(Observations& into, Observations from) {
   into.time_resolution_ms = std::max(into.time_resolution_ms, from.time_resolution_ms);
 }
 
+void Health::Add(const Health& o) {
+  refused += o.refused;
+  timed_out += o.timed_out;
+  error += o.error;
+  resets_received += o.resets_received;
+  resets_sent += o.resets_sent;
+  retransmits += o.retransmits;
+  rtt_samples += o.rtt_samples;
+  rtt_sum_us += o.rtt_sum_us;
+  if (o.rtt_min_us != 0) rtt_min_us = rtt_min_us ? std::min(rtt_min_us, o.rtt_min_us) : o.rtt_min_us;
+  connect_samples += o.connect_samples;
+  connect_sum_us += o.connect_sum_us;
+}
+
 Graph Join(const Observations& obs, GroupBy group_by) {
   // Who listens where (the instances, by address and by machine). Hash
   // maps: the join is a lookup per connection (bench/topobench.cc).
@@ -208,6 +222,7 @@ Graph Join(const Observations& obs, GroupBy group_by) {
     e.edge.bytes_received += c.bytes_received;
     e.edge.connections += c.connections;
     e.edge.active += c.active;
+    e.edge.health.Add(c.health);
     e.dst_ips.insert(c.dst_ip);
   }
 

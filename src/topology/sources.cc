@@ -67,6 +67,23 @@ double Increase(double end, double start) { return end >= start ? end - start : 
 
 uint64_t Round(double v) { return v <= 0 || !std::isfinite(v) ? 0 : static_cast<uint64_t>(std::llround(v)); }
 
+// A snapshot row's health fields (absent in older snapshots: none).
+Health HealthOf(const Json& row) {
+  Health h;
+  h.refused = U64(row, "attempts_refused");
+  h.timed_out = U64(row, "attempts_timed_out");
+  h.error = U64(row, "attempts_error");
+  h.resets_received = U64(row, "resets_received");
+  h.resets_sent = U64(row, "resets_sent");
+  h.retransmits = U64(row, "retransmits");
+  h.rtt_samples = U64(row, "rtt_samples");
+  h.rtt_sum_us = U64(row, "rtt_us") * h.rtt_samples;
+  h.rtt_min_us = U64(row, "rtt_min_us");
+  h.connect_samples = U64(row, "connect_samples");
+  h.connect_sum_us = U64(row, "connect_latency_us") * h.connect_samples;
+  return h;
+}
+
 }  // namespace
 
 absl::StatusOr<Observations> ParseSnapshot(std::string_view text, std::string_view origin) {
@@ -147,6 +164,7 @@ absl::StatusOr<Observations> ParseSnapshot(std::string_view text, std::string_vi
     conn.bytes_received = U64(c, "bytes_received");
     conn.connections = U64(c, "connections");
     conn.active = U64(c, "active");
+    conn.health = HealthOf(c);
     // Per process, for `svcmap top`.
     std::pair<uint32_t, std::string> pk{static_cast<uint32_t>(U64(c, "src_pid")),
                                         conn.src_service_name};
@@ -280,6 +298,28 @@ int64_t RangeSeconds(const Window& w) {
 // interval.
 int64_t TsdbStepSeconds(const Window& w) { return std::max<int64_t>(15, RangeSeconds(w) / 200); }
 
+// The health series topology --tsdb reads: query name, selector, and the
+// label that splits them (summed away).
+struct HealthSeries {
+  const char* name;
+  const char* selector;
+  std::string_view label;
+};
+constexpr HealthSeries kTsdbHealthSeries[] = {
+    {"refused", R"(svcmap_connection_attempts_total{outcome="refused"})", "outcome"},
+    {"timed_out", R"(svcmap_connection_attempts_total{outcome="timed_out"})", "outcome"},
+    {"error", R"(svcmap_connection_attempts_total{outcome="error"})", "outcome"},
+    {"resets_received",
+     R"(svcmap_connection_resets_total{direction="received",src_instance_id!=""})", "direction"},
+    {"resets_sent", R"(svcmap_connection_resets_total{direction="sent",src_instance_id!=""})",
+     "direction"},
+    {"retransmits", R"(svcmap_connection_retransmits_total{src_instance_id!=""})", ""},
+    {"rtt_sum", R"(svcmap_connection_rtt_seconds_sum{src_instance_id!=""})", ""},
+    {"rtt_count", R"(svcmap_connection_rtt_seconds_count{src_instance_id!=""})", ""},
+    {"connect_sum", R"(svcmap_connection_connect_seconds_sum{src_instance_id!=""})", ""},
+    {"connect_count", R"(svcmap_connection_connect_seconds_count{src_instance_id!=""})", ""},
+};
+
 std::vector<TsdbQuery> TsdbQueries(const Window& w) {
   // Ranges in whole seconds.
   const int64_t range_s = RangeSeconds(w);
@@ -304,6 +344,16 @@ std::vector<TsdbQuery> TsdbQueries(const Window& w) {
            {"traffic", "svcmap_traffic_bytes_total"}}) {
     q.push_back({name + "_end", fmt::format("last_over_time({}[{}])", metric, range), false});
     q.push_back({name + "_start", fmt::format("last_over_time({}[{}])", metric, before), true});
+  }
+  // Health, on the caller's side: by the SERVICE_CONNECTION series, the
+  // outcome or direction label summed away so that each lines up with its
+  // bytes series.
+  for (const auto& [name, selector, label] : kTsdbHealthSeries) {
+    const std::string drop = label.empty() ? "" : fmt::format(" without ({})", label);
+    q.push_back({std::string(name) + "_end",
+                 fmt::format("sum{} (last_over_time({}[{}]))", drop, selector, range), false});
+    q.push_back({std::string(name) + "_start",
+                 fmt::format("sum{} (last_over_time({}[{}]))", drop, selector, before), true});
   }
   return q;
 }
@@ -370,6 +420,12 @@ absl::StatusOr<Observations> ObservationsFromTsdb(
     auto it = m.find(k);
     return it == m.end() ? 0.0 : it->second;
   };
+  std::map<std::string, std::map<std::string, double>> health;
+  for (const HealthSeries& hs : kTsdbHealthSeries)
+    for (const char* end : {"_end", "_start"}) {
+      const std::string name = std::string(hs.name) + end;
+      health[name] = by_series(name.c_str());
+    }
   for (const PromSample& s : get("sent_end")) {
     const std::string key = SeriesKey(s.labels);
     Connection c;
@@ -391,6 +447,24 @@ absl::StatusOr<Observations> ObservationsFromTsdb(
     c.connections = Round(Increase(at(conns_end, key), at(conns_start, key)));
     c.first_seen_ms = static_cast<int64_t>(at(conn_first, key) * 1000);
     c.last_seen_ms = static_cast<int64_t>(at(conn_last, key) * 1000);
+    auto grew = [&](const std::map<std::string, double>& end,
+                    const std::map<std::string, double>& start) {
+      return Increase(at(end, key), at(start, key));
+    };
+    Health& h = c.health;
+    h.refused = Round(grew(health.at("refused_end"), health.at("refused_start")));
+    h.timed_out = Round(grew(health.at("timed_out_end"), health.at("timed_out_start")));
+    h.error = Round(grew(health.at("error_end"), health.at("error_start")));
+    h.resets_received =
+        Round(grew(health.at("resets_received_end"), health.at("resets_received_start")));
+    h.resets_sent = Round(grew(health.at("resets_sent_end"), health.at("resets_sent_start")));
+    h.retransmits = Round(grew(health.at("retransmits_end"), health.at("retransmits_start")));
+    h.rtt_samples = Round(grew(health.at("rtt_count_end"), health.at("rtt_count_start")));
+    h.rtt_sum_us = Round(grew(health.at("rtt_sum_end"), health.at("rtt_sum_start")) * 1e6);
+    h.connect_samples =
+        Round(grew(health.at("connect_count_end"), health.at("connect_count_start")));
+    h.connect_sum_us =
+        Round(grew(health.at("connect_sum_end"), health.at("connect_sum_start")) * 1e6);
     // A flow idle for the whole window moved nothing in it.
     if (c.bytes_sent == 0 && c.bytes_received == 0 && c.connections == 0) continue;
     obs.connections.push_back(std::move(c));

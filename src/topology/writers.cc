@@ -68,10 +68,43 @@ std::string NodeLabel(const Node& n) {
   return label;
 }
 
+std::string Micros(uint64_t us) {
+  if (us < 1000) return fmt::format("{} us", us);
+  if (us < 1'000'000) return fmt::format("{:.1f} ms", us / 1000.0);
+  return fmt::format("{:.2f} s", us / 1e6);
+}
+
 std::string EdgeLabel(const Edge& e) {
   std::string_view proto = GuessProtocol(e.dst_port);
-  std::string bytes = HumanBytes(e.bytes_sent + e.bytes_received);
-  return proto.empty() ? bytes : fmt::format("{} {}", proto, bytes);
+  std::string label = HumanBytes(e.bytes_sent + e.bytes_received);
+  if (!proto.empty()) label = fmt::format("{} {}", proto, label);
+  const Health& h = e.health;
+  if (h.rtt_samples) label += ", rtt " + Micros(h.rtt_us());
+  if (h.failed()) label += fmt::format(", {} failed", h.failed());
+  if (h.resets()) label += fmt::format(", {} reset{}", h.resets(), h.resets() == 1 ? "" : "s");
+  return label;
+}
+
+// How an edge is drawn: red when connections failed or were reset, orange
+// when TCP had to retransmit; empty when healthy.
+std::string_view EdgeColour(const Edge& e) {
+  if (e.health.failed() || e.health.resets()) return "red";
+  if (e.health.retransmits) return "orange";
+  return "";
+}
+
+void AddHealth(nlohmann::ordered_json& row, const Health& h) {
+  using Json = nlohmann::ordered_json;
+  row["failed"] = h.failed();
+  row["attempts_refused"] = h.refused;
+  row["attempts_timed_out"] = h.timed_out;
+  row["attempts_error"] = h.error;
+  row["resets_received"] = h.resets_received;
+  row["resets_sent"] = h.resets_sent;
+  row["retransmits"] = h.retransmits;
+  row["rtt_us"] = h.rtt_samples ? Json(h.rtt_us()) : nullptr;
+  row["rtt_min_us"] = h.rtt_min_us ? Json(h.rtt_min_us) : nullptr;
+  row["connect_latency_us"] = h.connect_samples ? Json(h.connect_us()) : nullptr;
 }
 
 // Machine -> the nodes on it; external nodes under "".
@@ -138,6 +171,7 @@ nlohmann::ordered_json GraphJson(const Graph& g) {
                      {"bytes_sent", e.bytes_sent},
                      {"bytes_received", e.bytes_received},
                      {"connections", e.connections}});
+    AddHealth(edges.back(), e.health);
   }
   for (const Unmatched& u : g.unmatched) {
     unmatched.push_back({{"src_instance_id", u.src_instance_id},
@@ -173,8 +207,11 @@ std::string GraphDot(const Graph& g) {
   }
   for (size_t i = 0; i < g.edges.size(); ++i) {
     const Edge& e = g.edges[i];
-    out += fmt::format("  {} -> {} [id=\"e{}\", label={}];\n", dot_id[e.src], dot_id[e.dst], i,
-                       DotQuote(EdgeLabel(e)));
+    std::string_view colour = EdgeColour(e);
+    out += fmt::format("  {} -> {} [id=\"e{}\", label={}{}];\n", dot_id[e.src], dot_id[e.dst], i,
+                       DotQuote(EdgeLabel(e)),
+                       colour.empty() ? ""
+                                      : fmt::format(", color={0}, fontcolor={0}, penwidth=2", colour));
   }
   out += "}\n";
   return out;
@@ -199,6 +236,10 @@ std::string GraphMermaid(const Graph& g) {
   }
   for (const Edge& e : g.edges)
     out += fmt::format("    {} -->|\"{}\"| {}\n", mid[e.src], MermaidText(EdgeLabel(e)), mid[e.dst]);
+  // Links are numbered in the order they were written.
+  for (size_t i = 0; i < g.edges.size(); ++i)
+    if (std::string_view colour = EdgeColour(g.edges[i]); !colour.empty())
+      out += fmt::format("    linkStyle {} stroke:{},stroke-width:2px,color:{}\n", i, colour, colour);
   return out;
 }
 
@@ -241,16 +282,23 @@ absl::StatusOr<std::string> GraphHtml(const Graph& g, std::string_view title) {
       "<title>{0}</title><style>"
       "body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse}}"
       "td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}"
-      "td.n{{text-align:right}}</style></head><body>\n<h1>{0}</h1>\n<div id=\"graph\">{1}</div>\n",
+      "td.n{{text-align:right}}tr.bad td{{color:#c00}}tr.warn td{{color:#c60}}</style></head><body>\n<h1>{0}</h1>\n<div id=\"graph\">{1}</div>\n",
       HtmlEscape(title), body);
   out += "<h2>Edges</h2>\n<table id=\"edges\"><tr><th>from</th><th>to</th><th>port</th>"
-         "<th>sent</th><th>received</th><th>connections</th></tr>\n";
+         "<th>sent</th><th>received</th><th>connections</th><th>failed</th><th>resets</th>"
+         "<th>retransmits</th><th>rtt</th><th>connect</th></tr>\n";
   for (const Edge& e : g.edges) {
+    const Health& h = e.health;
+    std::string_view colour = EdgeColour(e);
     out += fmt::format(
-        "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>"
-        "<td class=\"n\">{}</td><td class=\"n\">{}</td></tr>\n",
+        "<tr{}><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>"
+        "<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>"
+        "<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>"
+        "<td class=\"n\">{}</td></tr>\n",
+        colour.empty() ? "" : fmt::format(" class=\"{}\"", colour == "red" ? "bad" : "warn"),
         HtmlEscape(e.src), HtmlEscape(e.dst), e.dst_port, e.bytes_sent, e.bytes_received,
-        e.connections);
+        e.connections, h.failed(), h.resets(), h.retransmits,
+        h.rtt_samples ? Micros(h.rtt_us()) : "", h.connect_samples ? Micros(h.connect_us()) : "");
   }
   out += "</table>\n";
   if (!g.unmatched.empty()) {

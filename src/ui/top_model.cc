@@ -16,6 +16,15 @@ namespace {
 // Totals of one row, cumulative.
 struct Totals {
   uint64_t out = 0, in = 0, connections = 0, active = 0;
+  // Failed connects and resets, retransmitted segments, RTT samples.
+  uint64_t errors = 0, retransmits = 0, rtt_samples = 0, rtt_sum_us = 0;
+
+  void AddHealth(const topology::Health& h) {
+    errors += h.failed() + h.resets();
+    retransmits += h.retransmits;
+    rtt_samples += h.rtt_samples;
+    rtt_sum_us += h.rtt_sum_us;
+  }
 };
 
 struct Keyed {
@@ -45,6 +54,7 @@ std::map<std::string, Keyed> Rows(Mode mode, const Sample& s) {
         k.totals.in += e.bytes_received;
         k.totals.connections += e.connections;
         k.totals.active += e.active;
+        k.totals.AddHealth(e.health);
       }
       break;
     case Mode::kServices: {
@@ -70,6 +80,7 @@ std::map<std::string, Keyed> Rows(Mode mode, const Sample& s) {
         src.totals.in += e.bytes_received;
         src.totals.connections += e.connections;
         src.totals.active += e.active;
+        src.totals.AddHealth(e.health);
         // An external destination is not a service of ours.
         auto it = nodes.find(e.dst);
         if (it == nodes.end() || it->second->external) continue;
@@ -78,6 +89,7 @@ std::map<std::string, Keyed> Rows(Mode mode, const Sample& s) {
         dst.totals.in += e.bytes_sent;
         dst.totals.connections += e.connections;
         dst.totals.active += e.active;
+        dst.totals.AddHealth(e.health);
       }
       break;
     }
@@ -104,6 +116,12 @@ std::string Lower(std::string_view s) {
 std::string Count(double per_s) {
   if (per_s == 0) return "0";
   return per_s < 10 ? fmt::format("{:.1f}", per_s) : fmt::format("{:.0f}", per_s);
+}
+
+std::string Latency(double us) {
+  if (us < 1000) return fmt::format("{:.0f}us", us);
+  if (us < 1'000'000) return fmt::format("{:.1f}ms", us / 1000);
+  return fmt::format("{:.2f}s", us / 1e6);
 }
 
 // ncurses' codes, without including curses here (static_asserted in the
@@ -152,6 +170,10 @@ Table BuildTable(Mode mode, const Sample* prev, const Sample& cur) {
   }
   for (const char* c : {"OUT/s", "IN/s", "CONN/s", "ACTIVE", "TOTAL"})
     t.columns.push_back({c, true, 10});
+  // Failed connects and resets, retransmitted segments, and the mean RTT
+  // of the connections that closed since the last sample (of all so far
+  // when none did); processes carry none of it.
+  for (const char* c : {"ERR/s", "RETR/s", "RTT"}) t.columns.push_back({c, true, 7, true});
   if (mode == Mode::kProcesses && !cur.has_processes) return t;
 
   const double secs = Seconds(prev, cur);
@@ -167,6 +189,14 @@ Table BuildTable(Mode mode, const Sample* prev, const Sample& cur) {
     const double out = rated ? Rate(k.totals.out, b.out, secs) : 0;
     const double in = rated ? Rate(k.totals.in, b.in, secs) : 0;
     const double conns = rated ? Rate(k.totals.connections, b.connections, secs) : 0;
+    const double errors = rated ? Rate(k.totals.errors, b.errors, secs) : 0;
+    const double retrans = rated ? Rate(k.totals.retransmits, b.retransmits, secs) : 0;
+    double rtt_us = 0;
+    if (k.totals.rtt_samples > b.rtt_samples && k.totals.rtt_sum_us >= b.rtt_sum_us)
+      rtt_us = static_cast<double>(k.totals.rtt_sum_us - b.rtt_sum_us) /
+               static_cast<double>(k.totals.rtt_samples - b.rtt_samples);
+    else if (k.totals.rtt_samples > 0)
+      rtt_us = static_cast<double>(k.totals.rtt_sum_us) / static_cast<double>(k.totals.rtt_samples);
     Row r;
     r.key = key;
     r.text = k.text;
@@ -180,6 +210,8 @@ Table BuildTable(Mode mode, const Sample* prev, const Sample& cur) {
                                  std::to_string(k.totals.active), topology::HumanBytes(total)});
     r.value.insert(r.value.end(), {out, in, conns, static_cast<double>(k.totals.active),
                                    static_cast<double>(total)});
+    r.text.insert(r.text.end(), {Count(errors), Count(retrans), rtt_us > 0 ? Latency(rtt_us) : "-"});
+    r.value.insert(r.value.end(), {errors, retrans, rtt_us});
     t.rows.push_back(std::move(r));
   }
   return t;
@@ -223,6 +255,15 @@ std::vector<std::string> FormatTable(const Table& t, size_t width, size_t sort_c
       fixed += w[i] + 1;
     else
       ++text_columns;
+  }
+  // Optional columns go, last first, until the rest fits with the text
+  // columns at their usual width.
+  size_t text_width = 0;
+  for (const Column& c : t.columns)
+    if (!c.numeric) text_width += static_cast<size_t>(c.width) + 1;
+  while (!w.empty() && t.columns[w.size() - 1].optional && fixed + text_width > width) {
+    if (t.columns[w.size() - 1].numeric) fixed -= w.back() + 1;
+    w.pop_back();
   }
   if (text_columns > 0 && width > fixed) {
     size_t share = (width - fixed) / text_columns;

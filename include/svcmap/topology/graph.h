@@ -38,6 +38,7 @@ struct Edge {
   uint64_t bytes_received = 0;  // back
   uint64_t connections = 0;
   uint64_t active = 0;          // still open, where known
+  Health health;                // of its closed connections
 };
 
 // A connection the join would not turn into an edge, and why.

@@ -24,6 +24,29 @@ struct Instance {
   int64_t last_seen_ms = 0;
 };
 
+// TCP's own health of a set of closed connections, as counts and sums so
+// that they add up over an edge (docs/metrics.md).
+struct Health {
+  uint64_t refused = 0;    // connect attempts, by outcome
+  uint64_t timed_out = 0;
+  uint64_t error = 0;
+  uint64_t resets_received = 0;
+  uint64_t resets_sent = 0;
+  uint64_t retransmits = 0;
+  uint64_t rtt_samples = 0;  // connections with a smoothed RTT, and their sum
+  uint64_t rtt_sum_us = 0;
+  uint64_t rtt_min_us = 0;   // the lowest minimum RTT of any; 0: none
+  uint64_t connect_samples = 0;
+  uint64_t connect_sum_us = 0;
+
+  void Add(const Health& o);
+  uint64_t failed() const { return refused + timed_out + error; }
+  uint64_t resets() const { return resets_received + resets_sent; }
+  // Means; 0 without a sample.
+  uint64_t rtt_us() const { return rtt_samples ? rtt_sum_us / rtt_samples : 0; }
+  uint64_t connect_us() const { return connect_samples ? connect_sum_us / connect_samples : 0; }
+};
+
 // SERVICE_CONNECTION: what one source instance sent to one destination.
 // `dst_ip:dst_port` is what it dialled; `actual_dst_*`, when set, is where
 // conntrack says the connection really went (DNAT: a Kubernetes ClusterIP,
@@ -43,6 +66,7 @@ struct Connection {
   uint64_t active = 0;  // still open (snapshots only)
   int64_t first_seen_ms = 0;
   int64_t last_seen_ms = 0;
+  Health health;
 };
 
 // NETWORK_TRAFFIC: bytes both ways between a caller's address and a

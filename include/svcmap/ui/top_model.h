@@ -36,6 +36,9 @@ struct Column {
   std::string title;
   bool numeric = false;
   int width = 0;  // at least this many characters
+  // Left out, whole, from a terminal too narrow for every column (trailing
+  // ones only), so that the others are not cut.
+  bool optional = false;
 };
 
 struct Row {
