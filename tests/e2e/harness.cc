@@ -188,6 +188,8 @@ TwoHosts::TwoHosts() {
   std::string va = "sva" + id, vb = "svb" + id;
   va = va.substr(0, 15);
   vb = vb.substr(0, 15);
+  a_if = va;
+  b_if = vb;
   ok_ = Sh({"ip", "netns", "add", a}) && Sh({"ip", "netns", "add", b}) &&
         Sh({"ip", "link", "add", va, "type", "veth", "peer", "name", vb}) &&
         Sh({"ip", "link", "set", va, "netns", a}) && Sh({"ip", "link", "set", vb, "netns", b}) &&

@@ -65,6 +65,7 @@ class TwoHosts {
   std::string a, b;              // namespace names
   std::string a_path, b_path;    // /run/netns/<name>
   std::string a_ip4, b_ip4, a_ip6, b_ip6;
+  std::string a_if, b_if;        // each one's end of the veth
 
   // argv prefixed to run inside a namespace.
   static std::vector<std::string> In(const std::string& ns, std::vector<std::string> argv);

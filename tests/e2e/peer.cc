@@ -9,6 +9,13 @@
 //   then keep them until file F exists):
 //     serve   ... --conns K --keep 1 --wait-file F
 //     connect ... --count K --keep 1 --wait-file F
+//   Connects that must fail (no listener, or SYNs dropped): each failure
+//   counts, its errno in the report; a success is an error:
+//     connect ... --count K --fail 1
+//   A server that aborts (SO_LINGER 0: a reset instead of a FIN) after its
+//   answer, and a client that expects that reset after reading its answer:
+//     serve   ... --expect N --hold-ms T --linger0 1
+//     connect ... --expect M --reset 1
 //   Two phases (a connection that predates the tracer):
 //     serve   ... --expect N --expect2 N2 --reply2 M2
 //     connect ... --expect M --wait-file F --send2 N2 --expect2 M2
@@ -66,6 +73,9 @@ struct Args {
   long long expect2 = -1;
   std::string wait_file;
   bool keep = false;
+  bool fail = false;     // connect: every attempt must fail
+  bool linger0 = false;  // serve: close with SO_LINGER 0 (a reset)
+  bool reset = false;    // connect: the server resets after answering
 };
 
 Args Parse(int argc, char** argv) {
@@ -89,6 +99,9 @@ Args Parse(int argc, char** argv) {
     else if (k == "--expect2") a.expect2 = std::atoll(v.c_str());
     else if (k == "--wait-file") a.wait_file = v;
     else if (k == "--keep") a.keep = v == "1";
+    else if (k == "--fail") a.fail = v == "1";
+    else if (k == "--linger0") a.linger0 = v == "1";
+    else if (k == "--reset") a.reset = v == "1";
     else {
       std::fprintf(stderr, "svcmap-peer: unknown option %s\n", k.c_str());
       std::exit(2);
@@ -264,6 +277,10 @@ int Serve(const Args& a) {
       std::fflush(stdout);
       Hold(a.hold_ms);
     }
+    if (a.linger0) {
+      linger l{1, 0};
+      if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l)) != 0) Die("SO_LINGER");
+    }
     close(fd);
   }
   close(lfd);
@@ -272,10 +289,47 @@ int Serve(const Args& a) {
   return 0;
 }
 
+// --fail: every connect must fail; reports how many did, and the last errno.
+int ConnectFailing(const Args& a, const sockaddr_storage& ss, socklen_t len) {
+  long failed = 0;
+  int last = 0;
+  for (long i = 0; i < a.count; ++i) {
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) Die("socket");
+    timeval tv{kTimeoutMs / 1000, 0};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&ss), len) == 0) {
+      errno = EISCONN;
+      Die("connect succeeded");
+    }
+    last = errno;
+    ++failed;
+    close(fd);
+  }
+  std::printf("{\"pid\": %d, \"failed\": %ld, \"errno\": \"%s\"}\n", getpid(), failed,
+              strerrorname_np(last));
+  return 0;
+}
+
+// --reset: after the answer the next read must fail with ECONNRESET.
+void ExpectReset(int fd) {
+  char buf[4096];
+  for (;;) {
+    WaitFor(fd, POLLIN);
+    ssize_t r = recv(fd, buf, sizeof(buf), 0);
+    if (r < 0 && errno == ECONNRESET) return;
+    if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (r < 0) Die("recv, expecting a reset");
+    errno = EPROTO;
+    Die(r == 0 ? "EOF, expecting a reset" : "data, expecting a reset");
+  }
+}
+
 int Connect(const Args& a) {
   sockaddr_storage ss;
   socklen_t len = MakeAddr(a.host, a.port, &ss);
   if (a.keep) return Keep(a, -1, ss, len);
+  if (a.fail) return ConnectFailing(a, ss, len);
   long long received = 0, sent = 0;
   for (long i = 0; i < a.count; ++i) {
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -295,7 +349,12 @@ int Connect(const Args& a) {
       sent += a.bytes2;
       received += Receive(fd, a.expect2);
     }
-    Hold(a.hold_ms);
+    if (a.reset) ExpectReset(fd);
+    if (a.hold_ms > 0) {
+      // For a test that reads the socket (ss -ti) while it is open.
+      std::fprintf(stderr, "held\n");
+      Hold(a.hold_ms);
+    }
     close(fd);
   }
   std::printf("{\"pid\": %d, \"sent\": %lld, \"received\": %lld, \"conns\": %ld}\n", getpid(),
