@@ -82,8 +82,9 @@ class Tracer:
         return self.err
 
 
-def svcmap_tracer(args):
-    return Tracer([args.svcmap, "--backend", args.backend, "trace", "--json"], "svcmap: tracing")
+def svcmap_tracer(args, tcp_health=True):
+    return Tracer([args.svcmap, "--backend", args.backend, "trace", "--json",
+                   "--tcp-health", "true" if tcp_health else "false"], "svcmap: tracing")
 
 
 def bpftrace_tracer(args):
@@ -145,6 +146,8 @@ def main():
     ap.add_argument("--backend", default="auto", choices=("auto", "fentry", "kprobe", "tracepoint"))
     ap.add_argument("--loadgen", default=os.path.join(ROOT, "build", "bench", "svcmap-loadgen"))
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "latest.json"))
+    ap.add_argument("--health-only", action="store_true",
+                    help="only the side-by-side run with and without the TCP health fields")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run_bench.py: must run as root (it loads BPF programs)")
@@ -154,9 +157,24 @@ def main():
     results = {"kernel": os.uname().release, "backend": args.backend, "pairs": args.pairs,
                "seconds": args.seconds, "threads": args.threads}
     try:
+        # 0. The per-connection health fields (issue 13): svcmap trace with
+        #    and without them, alternating, on connect/close, and their BPF
+        #    cost per call.
+        open(stats_path, "w").write("0")
+        results["health"] = health_pairs(args)
+        open(stats_path, "w").write("1")
+        for on in (True, False):
+            results["health"][f"cost_{'with' if on else 'without'}"] = cost_per_call(
+                lambda a, on=on: svcmap_tracer(a, tcp_health=on), "svcmap", args)
+        open(stats_path, "w").write("0")
+        h = results["health"]
+        print(f"health: crr throughput ratio with/without {h['median_pair_ratio']:.4f}, "
+              f"CPU per op ratio {h['median_cpu_per_op_ratio']:.4f}", flush=True)
+        if args.health_only:
+            return finish(args, results, modes=())
+
         # 1. Throughput, alternating which half of a pair goes first so that
         #    drift (thermal, neighbours) does not favour one side.
-        open(stats_path, "w").write("0")
         for mode in ("crr", "stream"):
             without, with_, ratios, pair_drops, cpu_ratios = [], [], [], [], []
             for i in range(args.pairs):
@@ -212,12 +230,37 @@ def main():
         results["max_rate"] = best
     finally:
         open(stats_path, "w").write(stats_was)
+    finish(args, results)
 
+
+def health_pairs(args):
+    """crr under svcmap trace, with the TCP health fields and without."""
+    on, off, ratios, cpu_ratios = [], [], [], []
+    for i in range(args.pairs):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        rates, cpus = {}, {}
+        for health in order:
+            t = svcmap_tracer(args, tcp_health=health)
+            rates[health], cpus[health] = loadgen(args, "crr", with_cpu=True)
+            t.stop()
+        on.append(rates[True])
+        off.append(rates[False])
+        ratios.append(rates[True] / rates[False])
+        cpu_ratios.append(cpus[True] / cpus[False])
+        print(f"health pair {i + 1}: without {rates[False]:.0f}/s  with {rates[True]:.0f}/s"
+              f"  ratio {ratios[-1]:.4f}  cpu/op ratio {cpu_ratios[-1]:.4f}", flush=True)
+    return {"without_median": statistics.median(off), "with_median": statistics.median(on),
+            "median_pair_ratio": statistics.median(ratios), "pair_ratios": ratios,
+            "median_cpu_per_op_ratio": statistics.median(cpu_ratios),
+            "cpu_per_op_ratios": cpu_ratios}
+
+
+def finish(args, results, modes=("crr", "stream")):
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
     print(json.dumps({k: v for k, v in results.items() if k not in ("crr", "stream")}, indent=2))
-    for mode in ("crr", "stream"):
+    for mode in modes:
         r = results[mode]
         print(f"{mode}: throughput ratio (median of pairs) {r['median_pair_ratio']:.4f}, "
               f"ratio of medians {r['ratio_of_medians']:.4f}, CPU per op ratio "
