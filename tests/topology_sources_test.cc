@@ -203,6 +203,12 @@ TEST(ObservationsFromTsdbTest, HealthInTheWindowLinesUpWithItsConnectionSeries) 
     summed |= q.name == "refused_end" &&
               q.promql == R"(sum without (outcome) (last_over_time(svcmap_connection_attempts_total{outcome="refused"}[3600s])))";
   EXPECT_TRUE(summed);
+  // One without a splitting label keeps every series' labels.
+  bool as_is = false;
+  for (const TsdbQuery& q : TsdbQueries({0, 3'600'000}))
+    as_is |= q.name == "rtt_count_end" &&
+             q.promql == R"(last_over_time(svcmap_connection_rtt_seconds_count{src_instance_id!=""}[3600s]))";
+  EXPECT_TRUE(as_is);
 }
 
 TEST(TsdbQueriesTest, TheStepIsFifteenSecondsOrAFraction200OfTheWindow) {

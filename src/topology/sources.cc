@@ -348,12 +348,15 @@ std::vector<TsdbQuery> TsdbQueries(const Window& w) {
   // Health, on the caller's side: by the SERVICE_CONNECTION series, the
   // outcome or direction label summed away so that each lines up with its
   // bytes series.
+  // A series without a splitting label is read as it is: a bare sum() would
+  // add every edge into one sample without labels.
   for (const auto& [name, selector, label] : kTsdbHealthSeries) {
-    const std::string drop = label.empty() ? "" : fmt::format(" without ({})", label);
-    q.push_back({std::string(name) + "_end",
-                 fmt::format("sum{} (last_over_time({}[{}]))", drop, selector, range), false});
-    q.push_back({std::string(name) + "_start",
-                 fmt::format("sum{} (last_over_time({}[{}]))", drop, selector, before), true});
+    auto read = [&](const std::string& over) {
+      const std::string last = fmt::format("last_over_time({}[{}])", selector, over);
+      return label.empty() ? last : fmt::format("sum without ({}) ({})", label, last);
+    };
+    q.push_back({std::string(name) + "_end", read(range), false});
+    q.push_back({std::string(name) + "_start", read(before), true});
   }
   return q;
 }
