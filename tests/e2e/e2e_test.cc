@@ -79,8 +79,8 @@ class E2eTest : public TwoHostsSuite {
     return {std::move(a), std::move(b)};
   }
 
-  static Json Finish(Child& c) {
-    RunResult r = c.Wait(seconds(60));
+  static Json Finish(Child& c, seconds timeout = seconds(60)) {
+    RunResult r = c.Wait(timeout);
     EXPECT_EQ(r.exit_code, 0) << r.err;
     Json doc = Json::parse(r.out, nullptr, false);
     EXPECT_FALSE(doc.is_discarded()) << "not JSON: " << r.out;
@@ -360,8 +360,10 @@ TEST_F(E2eTest, TwentyThousandSocketsOpenBeforeStartAreAllFoundAndOwned) {
   auto [sa, sb] = StartSnapshots();
   sa->Signal(SIGINT);
   sb->Signal(SIGINT);
-  Json snap_a = Finish(*sa);
-  Json snap_b = Finish(*sb);
+  // Under the matrix's emulated CPU, the final read of 20,000 sockets by
+  // two snapshots at once has taken more than a minute.
+  Json snap_a = Finish(*sa, seconds(240));
+  Json snap_b = Finish(*sb, seconds(240));
   { std::ofstream touch(go); }
   EXPECT_EQ(client.Wait(seconds(60)).exit_code, 0);
   EXPECT_EQ(server.Wait(seconds(60)).exit_code, 0);
@@ -648,7 +650,11 @@ TEST_F(EdgeHealthTest, EveryConnectionHasAnRttAndAConnectLatency) {
   EXPECT_TRUE(a["connect_latency_us"].is_null()) << "a server does not connect: " << a.dump();
 }
 
-// 10 ms each way on the veth: RTT and connect latency are 20 ms and a bit.
+// 10 ms each way on the veth: the minimum RTT is 20 ms and a bit. The
+// smoothed RTT and the connect latency also carry the emulated guest's
+// stalls (three guests on two cores: a smoothed 91 ms and a connect of
+// 29 ms seen, with a retransmit); below 150 ms still tells a right reading
+// from srtt_us unshifted (x8, 160 ms and more).
 TEST_F(EdgeHealthTest, ADelayedLinkShowsItsRttOnTheEdge) {
   if (Scanner()) GTEST_SKIP() << kScannerBlind;
   RunResult netem = RunCmd(TwoHosts::In(
@@ -669,15 +675,17 @@ TEST_F(EdgeHealthTest, ADelayedLinkShowsItsRttOnTheEdge) {
                     Client(port, {"--count", std::to_string(n), "--send", "200000"}));
   const Json& e = Edge(r);
   ASSERT_EQ(e["connections"], n) << e.dump();
-  for (const char* f : {"rtt_us", "connect_latency_us"}) {
-    ASSERT_TRUE(e[f].is_number()) << f << " in " << e.dump();
-    EXPECT_GE(e[f].get<uint64_t>(), 20'000u) << f << " in " << e.dump();
-    EXPECT_LE(e[f].get<uint64_t>(), 25'000u) << f << " in " << e.dump();
-  }
+  auto expect_delayed = [](const Json& row, const char* f, uint64_t at_most) {
+    ASSERT_TRUE(row[f].is_number()) << f << " in " << row.dump();
+    EXPECT_GE(row[f].get<uint64_t>(), 20'000u) << f << " in " << row.dump();
+    EXPECT_LE(row[f].get<uint64_t>(), at_most) << f << " in " << row.dump();
+  };
   const Json& a = Accepted(r);
-  ASSERT_TRUE(a["rtt_us"].is_number()) << a.dump();
-  EXPECT_GE(a["rtt_us"].get<uint64_t>(), 20'000u) << a.dump();
-  EXPECT_LE(a["rtt_us"].get<uint64_t>(), 25'000u) << a.dump();
+  for (const Json* row : {&e, &a}) {
+    expect_delayed(*row, "rtt_min_us", 25'000);
+    expect_delayed(*row, "rtt_us", 150'000);
+  }
+  expect_delayed(e, "connect_latency_us", 60'000);
 }
 
 TEST_F(E2eTest, ClassicTracepointFallbackGivesTheSameAnswer) {
