@@ -350,13 +350,17 @@ std::vector<TsdbQuery> TsdbQueries(const Window& w) {
   // bytes series.
   // A series without a splitting label is read as it is: a bare sum() would
   // add every edge into one sample without labels.
-  for (const auto& [name, selector, label] : kTsdbHealthSeries) {
+  for (const auto& series : kTsdbHealthSeries) {
+    // Plain names, not a structured binding: clang 14 (the fuzz build)
+    // cannot capture those in a lambda (P1091 came in clang 16).
+    const std::string name = series.name;
+    const std::string_view selector = series.selector, label = series.label;
     auto read = [&](const std::string& over) {
       const std::string last = fmt::format("last_over_time({}[{}])", selector, over);
       return label.empty() ? last : fmt::format("sum without ({}) ({})", label, last);
     };
-    q.push_back({std::string(name) + "_end", read(range), false});
-    q.push_back({std::string(name) + "_start", read(before), true});
+    q.push_back({name + "_end", read(range), false});
+    q.push_back({name + "_start", read(before), true});
   }
   return q;
 }
