@@ -287,5 +287,33 @@ TEST(CollectorTest, ACloseWhoseDestinationIsNotKnownWaitsForItsNatLookup) {
   EXPECT_TRUE(found);
 }
 
+// The agent's churn test once counted a short-lived child's one connection
+// under "pid-N": the child exited and was retired while its close still
+// waited for the NAT lookup, so the close landed on a process nobody knew.
+TEST(CollectorTest, AProcessWhoseCloseWaitsForItsNatLookupIsNotRetiredMeanwhile) {
+  Collector c;
+  c.set_nat([](const SockRecord&) { return NatAnswer::Unknown(); });
+  c.OnEvent(Ev(EventType::kClose, 7, "job", Role::kClient, "10.0.0.1", 40000, "10.0.0.2", 80, 5, 6));
+  NameAll(c, [](const Owner&) { return "batch"; });
+  for (const ProcessKey& p : c.ExitCandidates(2000)) c.MarkExited(p);
+  c.Housekeep(3000, 0, true);
+  c.Housekeep(20'000'000'000ull, 0, true);  // past any unreferenced TTL too
+  EXPECT_EQ(c.Sizes().processes, 1u);
+  std::vector<SockRecord> ask = c.TakeNatRequests();
+  ASSERT_EQ(ask.size(), 1u);
+  c.ResolveClose(ask[0].key(), NatAnswer::Plain());
+  ServiceGraph g = GraphOf(c);
+  ASSERT_EQ(g.connections.size(), 1u);
+  EXPECT_EQ(g.connections[0].src_service_name, "batch");
+  EXPECT_EQ(g.connections[0].stats.bytes_sent, 5u);
+  // Answered: now it goes, and its service keeps the bytes.
+  c.Housekeep(20'000'000'001ull, 0, true);
+  EXPECT_EQ(c.Sizes().processes, 0u);
+  g = GraphOf(c);
+  ASSERT_EQ(g.connections.size(), 1u);
+  EXPECT_EQ(g.connections[0].src_service_name, "batch");
+  EXPECT_EQ(g.connections[0].stats.bytes_sent, 5u);
+}
+
 }  // namespace
 }  // namespace svcmap::flow

@@ -194,10 +194,17 @@ Housekeeping Collector::Housekeep(uint64_t now_ns, uint64_t idle_ns, bool retire
   Housekeeping out;
   if (processes_.pending() > 0 && now_ns > options_.naming_deadline_ns)
     counts_.named_overdue += processes_.NameOverdue(now_ns - options_.naming_deadline_ns);
+  // A close waiting for its NAT answer still belongs to its process: retired
+  // or evicted first, the close would land on a process nobody can name
+  // (its bytes under "pid-N" instead of its service).
+  absl::flat_hash_set<ProcessKey> parked_owners;
+  if (retire)
+    for (const auto& [key, p] : parked_) parked_owners.insert(p.sock.owner.process);
   if (retire) {
     std::vector<ProcessKey> gone;
     processes_.ForEach([&](const ProcessKey& key, const ProcessTable::Entry& e) {
-      if (e.exited && e.named && !flows_.HasLive(key) && !listeners_.HasProcess(key))
+      if (e.exited && e.named && !flows_.HasLive(key) && !listeners_.HasProcess(key) &&
+          !parked_owners.contains(key))
         gone.push_back(key);
     });
     for (const ProcessKey& key : gone) {
@@ -231,7 +238,9 @@ Housekeeping Collector::Housekeep(uint64_t now_ns, uint64_t idle_ns, bool retire
     for (const ProcessKey& p : flows_.Processes()) referenced.insert(p);
     std::vector<ProcessKey> unreferenced;
     processes_.ForEach([&](const ProcessKey& key, const ProcessTable::Entry& e) {
-      if (referenced.contains(key) || flows_.HasLive(key) || listeners_.HasProcess(key)) return;
+      if (referenced.contains(key) || flows_.HasLive(key) || listeners_.HasProcess(key) ||
+          parked_owners.contains(key))
+        return;
       if (e.exited || now_ns - e.first_seen_ns >= options_.unreferenced_ttl_ns)
         unreferenced.push_back(key);
     });
