@@ -198,14 +198,14 @@ Housekeeping Collector::Housekeep(uint64_t now_ns, uint64_t idle_ns, bool retire
   // or evicted first, the close would land on a process nobody can name
   // (its bytes under "pid-N" instead of its service).
   absl::flat_hash_set<ProcessKey> parked_owners;
-  if (retire)
-    for (const auto& [key, p] : parked_) parked_owners.insert(p.sock.owner.process);
+  auto in_use = [&](const ProcessKey& key) {
+    return flows_.HasLive(key) || listeners_.HasProcess(key) || parked_owners.contains(key);
+  };
   if (retire) {
+    for (const auto& [key, p] : parked_) parked_owners.insert(p.sock.owner.process);
     std::vector<ProcessKey> gone;
     processes_.ForEach([&](const ProcessKey& key, const ProcessTable::Entry& e) {
-      if (e.exited && e.named && !flows_.HasLive(key) && !listeners_.HasProcess(key) &&
-          !parked_owners.contains(key))
-        gone.push_back(key);
+      if (e.exited && e.named && !in_use(key)) gone.push_back(key);
     });
     for (const ProcessKey& key : gone) {
       flows_.RetireProcess(key, processes_.Get(key)->info.name, now_ns);
@@ -238,9 +238,7 @@ Housekeeping Collector::Housekeep(uint64_t now_ns, uint64_t idle_ns, bool retire
     for (const ProcessKey& p : flows_.Processes()) referenced.insert(p);
     std::vector<ProcessKey> unreferenced;
     processes_.ForEach([&](const ProcessKey& key, const ProcessTable::Entry& e) {
-      if (referenced.contains(key) || flows_.HasLive(key) || listeners_.HasProcess(key) ||
-          parked_owners.contains(key))
-        return;
+      if (referenced.contains(key) || in_use(key)) return;
       if (e.exited || now_ns - e.first_seen_ns >= options_.unreferenced_ttl_ns)
         unreferenced.push_back(key);
     });
