@@ -2,13 +2,17 @@
 //
 //   svcmap-loadgen crr    [--threads T] [--seconds S] [--size B] [--port P]
 //                         [--rate R]
+//   svcmap-loadgen rr     [--conns C] [--seconds S] [--size B] [--port P]
 //   svcmap-loadgen stream [--seconds S] [--chunk B] [--port P]
 //   svcmap-loadgen hold   --conns N [--seconds S] [--size B]
 //   (--pin 1 on crr or stream: clients on CPU 0, servers on the last CPU)
 //
 // crr: T client threads each loop connect, send B bytes, read B bytes back,
 // close, against T server threads on 127.0.0.1; --rate caps the total at R
-// connections per second. stream: one connection, the client writes B-byte
+// connections per second. rr: C kept-alive connections (a connection
+// pool, HTTP keep-alive), each a client thread that sends B bytes and reads
+// B bytes back, in a loop, against its own server thread; the rate is round
+// trips per second. stream: one connection, the client writes B-byte
 // chunks for S seconds. hold: N connections on 127.0.0.1 opened and kept
 // open (B bytes each way first), spread over child processes so that no
 // process needs more than 16,384 descriptors; prints "held" once all are up,
@@ -169,6 +173,54 @@ int Crr(const Args& a) {
   return 0;
 }
 
+int Rr(const Args& a) {
+  int lfd = Listen(a.port);
+  int port = BoundPort(lfd);
+  const int conns = static_cast<int>(a.conns > 0 ? a.conns : 1);
+  std::vector<std::thread> servers, clients;
+  for (int i = 0; i < conns; ++i) {
+    servers.emplace_back([&] {
+      Pin(a.pin, true);
+      int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) Die("accept");
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      std::vector<char> buf(a.size);
+      while (ReadN(fd, buf.data(), a.size) && WriteN(fd, buf.data(), a.size)) {}
+      close(fd);
+    });
+  }
+  std::atomic<long> done{0};
+  auto end = Clock::now() + std::chrono::duration<double>(a.seconds);
+  for (int i = 0; i < conns; ++i) {
+    clients.emplace_back([&] {
+      Pin(a.pin, false);
+      int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in addr = Addr(port);
+      if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) Die("connect");
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      std::vector<char> buf(a.size, 'x');
+      long n = 0;
+      while (Clock::now() < end) {
+        if (!WriteN(fd, buf.data(), a.size) || !ReadN(fd, buf.data(), a.size)) Die("exchange");
+        ++n;
+      }
+      close(fd);
+      done += n;
+    });
+  }
+  auto start = Clock::now();
+  for (auto& t : clients) t.join();
+  double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  for (auto& t : servers) t.join();
+  close(lfd);
+  std::printf("{\"mode\": \"rr\", \"conns\": %d, \"size\": %d, \"ops\": %ld, "
+              "\"seconds\": %.3f, \"rate\": %.1f}\n",
+              conns, a.size, done.load(), secs, done.load() / secs);
+  return 0;
+}
+
 int Stream(const Args& a) {
   int lfd = Listen(a.port);
   int port = BoundPort(lfd);
@@ -286,7 +338,7 @@ int Hold(const Args& a) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: svcmap-loadgen crr|stream|hold [--threads T] [--seconds S] "
+    std::fprintf(stderr, "usage: svcmap-loadgen crr|rr|stream|hold [--threads T] [--seconds S] "
                          "[--size B] [--chunk B] [--port P] [--pin 1] [--rate R] [--conns N]\n");
     return 2;
   }
@@ -311,12 +363,14 @@ int main(int argc, char** argv) {
   const double max_seconds = a.mode == "hold" ? 300 : 60;
   if (a.seconds <= 0 || a.seconds > max_seconds || a.threads < 1 || a.threads > 64 ||
       a.size < 1 || a.chunk < 1 || a.rate < 0 ||
-      (a.mode == "hold" && (a.conns < 1 || a.conns > 1'000'000))) {
+      (a.mode == "hold" && (a.conns < 1 || a.conns > 1'000'000)) ||
+      (a.mode == "rr" && (a.conns < 0 || a.conns > 64))) {
     std::fprintf(stderr, "svcmap-loadgen: option out of range\n");
     return 2;
   }
   if (a.mode == "crr") return Crr(a);
   if (a.mode == "stream") return Stream(a);
+  if (a.mode == "rr") return Rr(a);
   if (a.mode == "hold") return Hold(a);
   std::fprintf(stderr, "svcmap-loadgen: unknown mode %s\n", a.mode.c_str());
   return 2;
