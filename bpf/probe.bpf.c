@@ -29,6 +29,9 @@ int BPF_PROG(fexit_tcp_sendmsg) { return 0; }
 SEC("kretprobe/tcp_sendmsg")
 int BPF_KRETPROBE(kretprobe_tcp_sendmsg) { return 0; }
 
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int tp_accept4(void *ctx) { return 0; }
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(btf_set_state) { return 0; }
 

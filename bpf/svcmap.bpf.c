@@ -6,7 +6,12 @@
  * its probe chose; the state tracepoint runs under all of them.
  *
  * Ownership is only ever taken in process context: connect (CLOSE->SYN_SENT),
- * listen (CLOSE->LISTEN) and the first send/receive on a socket. Transitions
+ * listen (CLOSE->LISTEN), accept (inet_csk_accept's return, or the accept
+ * syscalls' exit) and, only where no accept hook attached, the first
+ * send/receive on a socket. With an accept hook no program runs per send or
+ * receive: bytes are TCP's own counters (bytes_acked, bytes_received), read
+ * at close and by the live walk. A connection costs one ring-buffer record,
+ * its close, unless `trace` asks for every connect and accept. Transitions
  * that run in softirq (LISTEN->SYN_RECV, SYN_RECV->ESTABLISHED, a received
  * FIN) run on whatever task is current, which on loopback and veth is the
  * *client*; they may update the tuple and flags, never the owner.
@@ -43,6 +48,16 @@ const volatile bool io_hooks = true;
 /* Whether connect is hooked at tcp_connect (fentry/kprobe); if so the state
  * tracepoint leaves CLOSE->SYN_SENT to it. */
 const volatile bool connect_hooked = false;
+/* Whether a process-context hook sees each accept (fexit/kretprobe
+ * inet_csk_accept, or the accept syscalls' exit tracepoints): it then names
+ * the accepting process, and no program needs to run per send or receive. */
+const volatile bool accept_hooked = false;
+/* Whether every connect and accept crosses the ring buffer (`svcmap trace`
+ * prints them). Off for the agent: the close record carries everything and
+ * the live table the rest, so a connection costs one record; only a
+ * process's first connect or accept goes out, to wake the reader while
+ * that process's /proc is still there to name it. */
+const volatile bool lifecycle_events = true;
 /* Whether to read TCP's health of each connection (sk_err at CLOSE,
  * total_retrans / srtt / rtt_min at destroy, the connect latency); off only
  * for the overhead benchmark's side-by-side run. */
@@ -180,7 +195,7 @@ static __always_inline bool first_of_process(const struct svcmap_owner *o)
 static __always_inline void emit(u32 type, u64 key,
 				 const struct svcmap_sock_state *st,
 				 u64 tcp_sent, u64 tcp_received, u8 extra_flags,
-				 const struct tcp_health *h)
+				 const struct tcp_health *h, bool first)
 {
 	struct svcmap_event *e;
 	u64 wake;
@@ -214,14 +229,23 @@ static __always_inline void emit(u32 type, u64 key,
 	e->reset_sent = st->reset_sent;
 	__builtin_memset(e->_pad2, 0, sizeof(e->_pad2));
 	/* Wake the reader only once a batch has built up, or for a process
-	 * it has not heard of yet; it also drains on a 100 ms timer, so a
-	 * quiet system still sees its events promptly. */
-	wake = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ||
-			       (type != SVCMAP_EV_CLOSE && type != SVCMAP_EV_FORK &&
-				first_of_process(&st->owner)) ?
+	 * it has not heard of yet (`first`); it also drains on a 100 ms
+	 * timer, so a quiet system still sees its events promptly. */
+	wake = first || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
 		       BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 	bpf_ringbuf_submit(e, wake);
 	stat_inc(SVCMAP_STAT_EVENTS);
+}
+
+/* A connect or accept: out to the reader under `trace`, and otherwise only
+ * when it is its process's first. */
+static __always_inline void announce(u32 type, u64 key,
+				     const struct svcmap_sock_state *st)
+{
+	bool first = first_of_process(&st->owner);
+
+	if (lifecycle_events || first)
+		emit(type, key, st, 0, 0, 0, NULL, first);
 }
 
 /* The socks map was full for this socket: counted once, not tried again. */
@@ -328,6 +352,26 @@ static __always_inline void on_close_state(const struct sock *sk, bool btf,
 	st->closed = 1;
 }
 
+/* The transitions on_set_state acts on. Half of all (FIN_WAIT2,
+ * CLOSE_WAIT, TIME_WAIT, ...) change nothing we keep. */
+static __always_inline bool state_wanted(int oldstate, int newstate)
+{
+	switch (newstate) {
+	case TCP_SYN_SENT:
+		return oldstate == TCP_CLOSE && !connect_hooked;
+	case TCP_SYN_RECV:
+		return oldstate == TCP_LISTEN;
+	case TCP_LISTEN:
+	case TCP_ESTABLISHED:
+	case TCP_FIN_WAIT1:
+	case TCP_LAST_ACK:
+	case TCP_CLOSE:
+		return true;
+	default:
+		return false;
+	}
+}
+
 static __always_inline int on_set_state(const struct sock *sk, bool btf,
 					int oldstate, int newstate)
 {
@@ -335,10 +379,11 @@ static __always_inline int on_set_state(const struct sock *sk, bool btf,
 	struct listen_key lk = {};
 	u64 key = (u64)sk;
 
-	if (!sk || !sock_is_tcp(sk, btf))
+	/* Before any helper or map call: most transitions change nothing. */
+	if (!sk || !state_wanted(oldstate, newstate) || !sock_is_tcp(sk, btf))
 		return 0;
 
-	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT && !connect_hooked) {
+	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
 		/* connect(): process context. The source port is not chosen
 		 * yet (inet_hash_connect runs after this); ESTABLISHED fills it. */
 		track(key, sk, btf, SVCMAP_ROLE_CLIENT, SVCMAP_F_OWNED, NULL, BPF_ANY);
@@ -353,7 +398,7 @@ static __always_inline int on_set_state(const struct sock *sk, bool btf,
 		lk.netns = st->netns;
 		lk.port = st->tuple.sport;
 		bpf_map_update_elem(&listeners, &lk, &st->owner, BPF_ANY);
-		emit(SVCMAP_EV_LISTEN, key, st, 0, 0, 0, NULL);
+		emit(SVCMAP_EV_LISTEN, key, st, 0, 0, 0, NULL, first_of_process(&st->owner));
 		return 0;
 	}
 	if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV) {
@@ -373,12 +418,6 @@ static __always_inline int on_set_state(const struct sock *sk, bool btf,
 		on_close_state(sk, btf, key, oldstate);
 		return 0;
 	}
-	/* Half of all transitions (FIN_WAIT2, CLOSE_WAIT, TIME_WAIT, ...)
-	 * change nothing we keep: skip the state lookup for them. */
-	if (newstate != TCP_ESTABLISHED && newstate != TCP_FIN_WAIT1 &&
-	    newstate != TCP_LAST_ACK &&
-	    !(oldstate == TCP_LISTEN && newstate == TCP_CLOSE))
-		return 0;
 	st = bpf_map_lookup_elem(&socks, &key);
 	if (!st)
 		return 0;
@@ -393,14 +432,30 @@ static __always_inline int on_set_state(const struct sock *sk, bool btf,
 
 				st->connect_us = us ? (us > ~0U ? ~0U : us) : 1;
 			}
-			emit(SVCMAP_EV_CONNECT, key, st, 0, 0, 0, NULL);
+			announce(SVCMAP_EV_CONNECT, key, st);
 		} else if (st->role == SVCMAP_ROLE_SERVER && !io_hooks &&
-			   !st->accept_sent) {
+			   !accept_hooked && !st->accept_sent) {
 			st->accept_sent = 1;
-			emit(SVCMAP_EV_ACCEPT, key, st, 0, 0, 0, NULL);
+			announce(SVCMAP_EV_ACCEPT, key, st);
 		}
 	} else if (newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) {
 		st->fin_sent = 1;
+		/* Without I/O hooks a socket's live bytes are TCP's counters,
+		 * which the live walk finds through its process's files. A
+		 * close() leaves it an orphan that no fd table holds until
+		 * its FIN exchange ends (by default tcp_time_wait() destroys
+		 * an orphan as it reaches FIN_WAIT2, and destroy reads the
+		 * final counts): keep its counters now. Data still unacked
+		 * here shows at destroy. tcp_close() and tcp_shutdown() set
+		 * the state before tcp_send_fin() queues the FIN, so no FIN
+		 * is in the counters yet. */
+		if (!io_hooks && st->established && st->role != SVCMAP_ROLE_UNKNOWN) {
+			u64 sent, received;
+
+			sock_tcp_payload(sk, btf, st->role, 0, &sent, &received);
+			st->tcp_bytes_sent = sent;
+			st->tcp_bytes_received = received;
+		}
 	} else if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
 		struct svcmap_owner *lo;
 
@@ -445,7 +500,7 @@ static __always_inline int on_io(const struct sock *sk, bool btf, int ret,
 		st->owned = 1;
 		if (st->role == SVCMAP_ROLE_SERVER && !st->accept_sent) {
 			st->accept_sent = 1;
-			emit(SVCMAP_EV_ACCEPT, key, st, 0, 0, 0, NULL);
+			announce(SVCMAP_EV_ACCEPT, key, st);
 		}
 	}
 	if (send)
@@ -501,7 +556,7 @@ static __always_inline int on_destroy(const struct sock *sk, bool btf)
 	}
 	if (st->role == SVCMAP_ROLE_SERVER && !st->owned)
 		stat_inc(SVCMAP_STAT_UNOWNED_CLOSE);
-	emit(SVCMAP_EV_CLOSE, key, st, tcp_sent, tcp_received, extra, &health);
+	emit(SVCMAP_EV_CLOSE, key, st, tcp_sent, tcp_received, extra, &health, false);
 	bpf_map_delete_elem(&socks, &key);
 	return 0;
 }
@@ -517,28 +572,103 @@ static __always_inline int on_connect(const struct sock *sk, bool btf)
 
 /* inet_csk_accept() returning: in the accepting process, so the socket is
  * its own from now on, before any I/O. */
-static __always_inline int on_accept(const struct sock *sk, bool btf)
+static __always_inline int on_accept(const struct sock *sk, bool btf,
+				     bool task_btf, bool tcp_known)
 {
 	struct svcmap_sock_state *st;
+	struct svcmap_owner owner;
 	u64 key = (u64)sk;
 
-	if (!sk || !sock_is_tcp(sk, btf))
+	if (!sk || (!tcp_known && !sock_is_tcp(sk, btf)))
 		return 0;
 	st = bpf_map_lookup_elem(&socks, &key);
+	if (st && st->owned)
+		goto owned;
+	/* Accepted by the process that listens (most servers): the owner
+	 * the socket has from its listener is already right, and that
+	 * process was announced with its listen. */
+	if (st && st->owner.tgid == bpf_get_current_pid_tgid() >> 32) {
+		st->owned = 1;
+		if (!st->accept_sent) {
+			st->accept_sent = 1;
+			if (lifecycle_events)
+				emit(SVCMAP_EV_ACCEPT, key, st, 0, 0, 0, NULL, false);
+		}
+		return 0;
+	}
+	/* `task_btf`: the current task through BTF even where the socket
+	 * came through the helper path (the accept syscalls' exit). */
+	current_owner(&owner, task_btf);
 	if (!st) {
 		st = track(key, sk, btf, SVCMAP_ROLE_SERVER,
-			   SVCMAP_F_OWNED | SVCMAP_F_ESTABLISHED, NULL, BPF_NOEXIST);
+			   SVCMAP_F_OWNED | SVCMAP_F_ESTABLISHED, &owner, BPF_NOEXIST);
 		if (!st)
 			return 0;
-	} else if (!st->owned) {
-		current_owner(&st->owner, btf);
+	} else {
+		st->owner = owner;
 		st->owned = 1;
 	}
+owned:
 	if (!st->accept_sent) {
 		st->accept_sent = 1;
-		emit(SVCMAP_EV_ACCEPT, key, st, 0, 0, 0, NULL);
+		announce(SVCMAP_EV_ACCEPT, key, st);
 	}
 	return 0;
+}
+
+/*
+ * accept(2) and accept4(2) returning, for the tracepoint backend: the
+ * accepting process, once per connection, so that no program has to run
+ * per send or receive to find it (the fentry and kprobe backends see
+ * inet_csk_accept instead). The new descriptor is looked up in the
+ * caller's own table: raw pointers, so through the helper path. Another
+ * thread may close that fd meanwhile; file_tcp_sock() then finds some
+ * other file or none, and a socket it finds is that process's anyway.
+ * An accept that no syscall makes (io_uring) leaves the socket with its
+ * listener's owner.
+ */
+static __always_inline int on_accept_fd(long fd)
+{
+	struct file *file = NULL;
+	struct fdtable *fdt;
+	struct file **fds;
+	u32 max_fds;
+
+	if (fd < 0)
+		return 0;
+	/* The task through BTF where the helper exists (5.11): plain loads
+	 * instead of a helper call per field (measured: the accept program
+	 * cost 1.2 us per call through the helper path on 6.18). */
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_current_task_btf)) {
+		struct task_struct *task = bpf_get_current_task_btf();
+
+		fdt = task->files->fdt;
+		max_fds = fdt->max_fds;
+		fds = fdt->fd;
+	} else {
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+		fdt = BPF_CORE_READ(task, files, fdt);
+		max_fds = BPF_CORE_READ(fdt, max_fds);
+		fds = BPF_CORE_READ(fdt, fd);
+	}
+	if (!fds || fd >= max_fds)
+		return 0;
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return 0;
+	return on_accept(file_tcp_sock(file), false, true, true);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int tp_accept4(struct syscall_trace_exit *ctx)
+{
+	return on_accept_fd(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int tp_accept(struct syscall_trace_exit *ctx)
+{
+	return on_accept_fd(ctx->ret);
 }
 
 /* kprobe -> kretprobe hand-over of the arguments, per thread. */
@@ -611,14 +741,14 @@ SEC("fexit/inet_csk_accept")
 int fexit_accept(u64 *ctx)
 {
 	if (accept_nargs == 2)
-		return on_accept((struct sock *)CTX_SLOT(ctx, 2), true);
-	return on_accept((struct sock *)CTX_SLOT(ctx, 4), true);
+		return on_accept((struct sock *)CTX_SLOT(ctx, 2), true, true, false);
+	return on_accept((struct sock *)CTX_SLOT(ctx, 4), true, true, false);
 }
 
 SEC("kretprobe/inet_csk_accept")
 int BPF_KRETPROBE(kretprobe_accept, struct sock *sk)
 {
-	return on_accept(sk, false);
+	return on_accept(sk, false, false, false);
 }
 
 SEC("fexit/tcp_sendmsg")
@@ -732,7 +862,7 @@ static __always_inline u32 seed_one(const struct sock *sk, bool btf,
 			return SVCMAP_SEED_FULL;
 		/* As if listen() had just run: the port is known even if the
 		 * listener closes before anything reads the live table. */
-		emit(SVCMAP_EV_LISTEN, key, st, 0, 0, 0, NULL);
+		emit(SVCMAP_EV_LISTEN, key, st, 0, 0, 0, NULL, first_of_process(&st->owner));
 		return SVCMAP_SEED_LISTENER;
 	}
 
@@ -890,7 +1020,7 @@ int BPF_PROG(btf_fork, struct task_struct *parent, struct task_struct *child)
 	task_owner(parent, true, &p);
 	st.open_ns = p.start_ns;
 	st.tuple.family = AF_INET;  /* unused, but a valid value */
-	emit(SVCMAP_EV_FORK, p.tgid, &st, 0, 0, 0, NULL);
+	emit(SVCMAP_EV_FORK, p.tgid, &st, 0, 0, 0, NULL, false);
 	return 0;
 }
 

@@ -27,6 +27,11 @@
 namespace svcmap::app {
 namespace {
 
+// Whether `a` is the attempt whose program the backend loads for `h`.
+bool Used(const kernel::HookProbe& h, const kernel::Attempt& a) {
+  return h.needed && a.ok && h.chosen == a.mechanism && h.chosen_target == a.target;
+}
+
 nlohmann::ordered_json ProbeJson(const kernel::ProbeReport& r) {
   nlohmann::ordered_json hooks = nlohmann::ordered_json::array();
   for (const kernel::HookProbe& h : r.hooks) {
@@ -35,11 +40,12 @@ nlohmann::ordered_json ProbeJson(const kernel::ProbeReport& r) {
       attempts.push_back({{"mechanism", kernel::MechanismName(a.mechanism)},
                           {"target", a.target},
                           {"ok", a.ok},
-                          {"used", h.chosen == a.mechanism},
+                          {"used", Used(h, a)},
                           {"reason", a.reason}});
     }
     hooks.push_back({{"hook", h.hook},
                      {"chosen", h.chosen ? std::string(kernel::MechanismName(*h.chosen)) : ""},
+                     {"needed", h.needed},
                      {"attempts", std::move(attempts)}});
   }
   return {{"kernel", r.kernel_release},
@@ -76,12 +82,14 @@ absl::Status RunProbe(const Options& o) {
              r.btf ? "yes" : "no", r.tracefs ? "mounted" : "not mounted");
   for (const kernel::HookProbe& h : r.hooks) {
     fmt::print("\nhook {:<8} -> {}\n", h.hook,
-               h.chosen ? kernel::MechanismName(*h.chosen) : "UNAVAILABLE");
+               !h.needed ? "not needed (bytes from TCP's counters, owner from accept)"
+               : h.chosen ? kernel::MechanismName(*h.chosen)
+                          : "UNAVAILABLE");
     for (const kernel::Attempt& a : h.attempts) {
       fmt::print("  {:<10} {:<26} {}\n", kernel::MechanismName(a.mechanism), a.target,
-                 a.ok && h.chosen == a.mechanism ? "used"
-                 : a.ok && a.reason.empty()      ? "ok"
-                                                 : a.reason);
+                 Used(h, a)                 ? "used"
+                 : a.ok && a.reason.empty() ? "ok"
+                                            : a.reason);
     }
   }
   fmt::print("\nbackend  {} ({})\n", r.backend.empty() ? "procfs" : r.backend,

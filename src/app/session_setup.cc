@@ -80,6 +80,9 @@ absl::StatusOr<Opened> OpenBackend(const Options& o, kernel::ProbeReport& report
   bo.ringbuf_bytes = o.ringbuf_mib << 20;
   bo.wakeup_bytes = std::min<uint32_t>(bo.ringbuf_bytes / 16, 256u << 10);
   bo.tcp_health = o.tcp_health;
+  // Only trace prints connects and accepts; the collector files a
+  // connection from its close and from the live table.
+  bo.lifecycle_events = o.command == Command::kTrace;
   absl::StatusOr<std::unique_ptr<kernel::BpfBackend>> b = kernel::BpfBackend::Create(report, bo);
   if (!b.ok()) {
     if (automatic) return OpenProcfs(o, std::string(b.status().message()));

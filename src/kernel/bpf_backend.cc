@@ -31,6 +31,7 @@ struct HookPrograms {
   bpf_program* kprobe_entry;  // kprobe half of a kretprobe pair, if any
   bpf_program* btf;
   bpf_program* classic;
+  bpf_program* classic_twin = nullptr;  // attached beside `classic`
 };
 
 std::vector<HookPrograms> Hooks(svcmap_bpf* skel) {
@@ -38,7 +39,7 @@ std::vector<HookPrograms> Hooks(svcmap_bpf* skel) {
   return {
       {"connect", "tcp_connect", p.fentry_connect, p.kprobe_connect, nullptr, nullptr, nullptr},
       {"accept", "inet_csk_accept", p.fexit_accept, p.kretprobe_accept, nullptr, nullptr,
-       nullptr},
+       p.tp_accept4, p.tp_accept},
       {"send", "tcp_sendmsg", p.fexit_send, p.kretprobe_send, p.kprobe_send, p.btf_send,
        p.tp_send},
       {"recv", "tcp_recvmsg", p.fexit_recv, p.kretprobe_recv, p.kprobe_recv, p.btf_recv,
@@ -52,7 +53,12 @@ std::string TracepointName(const HookPrograms& h) {
   if (std::string_view(h.hook) == "send") return "sock/sock_send_length";
   if (std::string_view(h.hook) == "recv") return "sock/sock_recv_length";
   if (std::string_view(h.hook) == "close") return "tcp/tcp_destroy_sock";
+  if (std::string_view(h.hook) == "accept") return "syscalls/sys_exit_accept4";
   return "sock/inet_sock_set_state";
+}
+
+bool IsTracepointMechanism(Mechanism m) {
+  return m == Mechanism::kTpBtf || m == Mechanism::kTracepoint;
 }
 
 // The number of parameters of a kernel function, from vmlinux BTF, or
@@ -112,7 +118,12 @@ absl::StatusOr<std::unique_ptr<BpfBackend>> BpfBackend::Create(
   const std::vector<HookPrograms> hooks = Hooks(skel);
   skel->rodata->wakeup_bytes = options.wakeup_bytes;
   skel->rodata->tcp_health = options.tcp_health;
-  skel->rodata->io_hooks = probe.Chosen("send") && probe.Chosen("recv");
+  skel->rodata->lifecycle_events = options.lifecycle_events;
+  // With the accepting process known from accept itself, the send and
+  // receive hooks would only repeat what TCP's counters say.
+  const bool io_hooks = !probe.AcceptInProcess() && probe.Chosen("send") && probe.Chosen("recv");
+  skel->rodata->io_hooks = io_hooks;
+  skel->rodata->accept_hooked = probe.AcceptInProcess();
   std::optional<Mechanism> connect = probe.Chosen("connect");
   skel->rodata->connect_hooked =
       connect == Mechanism::kFentry || connect == Mechanism::kKprobe;
@@ -144,6 +155,10 @@ absl::StatusOr<std::unique_ptr<BpfBackend>> BpfBackend::Create(
   for (const HookPrograms& h : hooks) {
     std::optional<Mechanism> m = probe.Chosen(h.hook);
     if (!m) continue;
+    const std::string_view hook = h.hook;
+    if (!io_hooks && (hook == "send" || hook == "recv")) continue;
+    // accept on the state tracepoint rides on the state program above.
+    if (hook == "accept" && IsTracepointMechanism(*m) && !probe.AcceptInProcess()) continue;
     std::string what = m == Mechanism::kFentry || m == Mechanism::kKprobe
                            ? fmt::format("{}/{}", MechanismName(*m), h.target)
                            : fmt::format("{}/{}", MechanismName(*m), TracepointName(h));
@@ -158,6 +173,7 @@ absl::StatusOr<std::unique_ptr<BpfBackend>> BpfBackend::Create(
         break;
       case Mechanism::kTracepoint:
         if (h.classic) use.push_back({h.classic, what});
+        if (h.classic_twin) use.push_back({h.classic_twin, "tracepoint/syscalls/sys_exit_accept"});
         break;
     }
   }

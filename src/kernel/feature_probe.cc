@@ -17,6 +17,10 @@
 namespace svcmap::kernel {
 namespace {
 
+// accept4(2)'s exit: where the tracepoint backend learns the accepting
+// process (accept(2)'s twin is attached beside it).
+constexpr char kAcceptTracepoint[] = "syscalls/sys_exit_accept4";
+
 struct ObjectDeleter {
   void operator()(bpf_object* o) const { bpf_object__close(o); }
 };
@@ -31,6 +35,8 @@ struct Candidate {
   const char* program;  // in bpf/probe.bpf.c
   const char* target;
 };
+
+constexpr char kStateTracepoint[] = "sock/inet_sock_set_state";
 
 struct HookSpec {
   const char* hook;
@@ -47,6 +53,7 @@ const std::vector<HookSpec>& Hooks() {
       {"accept",
        {{Mechanism::kFentry, "fexit_inet_csk_accept", "inet_csk_accept"},
         {Mechanism::kKprobe, "kretprobe_inet_csk_accept", "inet_csk_accept"},
+        {Mechanism::kTracepoint, "tp_accept4", kAcceptTracepoint},
         {Mechanism::kTpBtf, "btf_set_state", "sock/inet_sock_set_state"},
         {Mechanism::kTracepoint, "tp_set_state", "sock/inet_sock_set_state"}}},
       {"send",
@@ -174,6 +181,11 @@ std::optional<Mechanism> ProbeReport::Chosen(std::string_view hook) const {
   return h ? h->chosen : std::nullopt;
 }
 
+bool ProbeReport::AcceptInProcess() const {
+  const HookProbe* h = Find("accept");
+  return h && h->chosen && h->chosen_target != kStateTracepoint;
+}
+
 ProbeReport RunFeatureProbe() {
   ProbeReport report;
   utsname u{};
@@ -184,7 +196,8 @@ ProbeReport RunFeatureProbe() {
   // connect and accept share a tracepoint: probe each program once.
   std::map<std::string, Attempt> done;
   for (const HookSpec& spec : Hooks()) {
-    HookProbe hook{spec.hook, {}, std::nullopt};
+    HookProbe hook;
+    hook.hook = spec.hook;
     for (const Candidate& c : spec.candidates) {
       auto it = done.find(c.program);
       if (it == done.end()) it = done.emplace(c.program, Try(c)).first;
@@ -252,14 +265,17 @@ absl::Status SelectBackend(ProbeReport& report, std::string_view backend,
   std::vector<std::string> missing;
   for (HookProbe& h : report.hooks) {
     h.chosen.reset();
+    h.chosen_target.clear();
+    h.needed = true;
     std::vector<std::string> why;
     for (const Attempt& a : h.attempts) {
       if (!Allowed(a.mechanism, backend, tp_form)) continue;
-      // connect and accept through tracepoints ride on the state hook.
-      bool ok = a.ok && (!IsTracepoint(a.mechanism) || h.hook == "send" || h.hook == "recv" ||
-                         h.hook == "close" || a.mechanism == *report.state_form);
+      // connect and accept through the state tracepoint ride on the state
+      // hook, in its form.
+      bool ok = a.ok && (a.target != kStateTracepoint || a.mechanism == *report.state_form);
       if (ok) {
         h.chosen = a.mechanism;
+        h.chosen_target = a.target;
         classes.insert(Class(a.mechanism));
         break;
       }
@@ -273,6 +289,16 @@ absl::Status SelectBackend(ProbeReport& report, std::string_view backend,
     }
     missing.push_back(h.hook);
   }
+  // An accept seen in process context names the owner of an accepted
+  // socket once per connection, and TCP's own counters give its bytes: no
+  // program needs to run per send or receive.
+  std::string io_note;
+  if (report.AcceptInProcess()) {
+    for (HookProbe& h : report.hooks)
+      if (h.hook == "send" || h.hook == "recv") h.needed = false;
+    std::erase_if(missing, [](const std::string& m) { return m == "send" || m == "recv"; });
+    io_note = "; send and recv not needed: bytes from TCP's own counters";
+  }
   if (!report.Chosen("close")) {
     report.backend_reason = "no mechanism attached for the close hook";
     return absl::FailedPreconditionError(report.backend_reason);
@@ -282,8 +308,9 @@ absl::Status SelectBackend(ProbeReport& report, std::string_view backend,
                                          : "mixed";
   report.backend_reason =
       missing.empty()
-          ? fmt::format("every hook attached ({})", fmt::join(classes, ", "))
-          : fmt::format("degraded: no usable mechanism for {}", fmt::join(missing, ", "));
+          ? fmt::format("every hook attached ({}){}", fmt::join(classes, ", "), io_note)
+          : fmt::format("degraded: no usable mechanism for {}{}", fmt::join(missing, ", "),
+                        io_note);
   return absl::OkStatus();
 }
 

@@ -30,6 +30,9 @@ struct BackendOptions {
   // Read TCP's own health of each connection (outcome, resets,
   // retransmits, RTT, connect latency); off only to measure what it costs.
   bool tcp_health = true;
+  // Every connect and accept through the ring buffer (`svcmap trace`);
+  // otherwise a connection's one record is its close.
+  bool lifecycle_events = true;
 };
 
 

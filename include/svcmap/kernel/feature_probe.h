@@ -27,6 +27,10 @@ struct HookProbe {
   std::string hook;  // connect, accept, send, recv, close
   std::vector<Attempt> attempts;
   std::optional<Mechanism> chosen;
+  std::string chosen_target;  // the chosen attempt's target
+  // False for send and recv when accept is seen in process context: bytes
+  // then come from TCP's own counters and nothing runs per send or receive.
+  bool needed = true;
 };
 
 struct ProbeReport {
@@ -52,6 +56,10 @@ struct ProbeReport {
   const HookProbe* Find(std::string_view hook) const;
   // The mechanism chosen for the tracepoint that serves `hook`.
   std::optional<Mechanism> Chosen(std::string_view hook) const;
+  // Whether the chosen accept hook runs in the accepting process
+  // (fexit/kretprobe inet_csk_accept, or the accept syscalls' exit), not
+  // in softirq on the state tracepoint.
+  bool AcceptInProcess() const;
 };
 
 inline constexpr char kBtfPath[] = "/sys/kernel/btf/vmlinux";
