@@ -843,6 +843,26 @@ TEST_F(E2eTest, ProbeChoosesTheBestMechanismThatAttachedAndSaysWhyNotTheOthers) 
   if (!any_fentry_or_kprobe) {
     EXPECT_EQ(p["backend"], "tracepoint");
   }
+  // Where accept is seen in the accepting process, nothing runs per send
+  // or receive: those hooks are not needed, and none of theirs is used.
+  bool accept_in_process = false;
+  for (const Json& h : p["hooks"]) {
+    if (h["hook"] != "accept") continue;
+    for (const Json& a : h["attempts"])
+      if (a["used"].get<bool>() && a["target"] != "sock/inet_sock_set_state")
+        accept_in_process = true;
+  }
+  for (const Json& h : p["hooks"]) {
+    bool io = h["hook"] == "send" || h["hook"] == "recv";
+    EXPECT_EQ(h["needed"].get<bool>(), !(io && accept_in_process)) << h.dump();
+    if (h["needed"].get<bool>()) continue;
+    for (const Json& a : h["attempts"]) {
+      EXPECT_FALSE(a["used"].get<bool>()) << h.dump();
+    }
+  }
+  // Every backend here sees accept in process context: fexit or kretprobe
+  // inet_csk_accept, or the accept syscalls' exit tracepoint.
+  EXPECT_TRUE(accept_in_process) << r.out;
 }
 
 TEST_F(E2eTest, ForcingAnUnavailableBackendIsOneClearError) {
