@@ -125,9 +125,11 @@ struct svcmap_sock_state {
 	__u8 closed;
 	__u8 _pad0[2];
 	/* Payload bytes by the tcp_sock counters, as the last live refresh
-	 * (iter/task_file) found them; 0 until one has run. On kernels before 6.3
-	 * (no sock_send_length / sock_recv_length) they are the only byte
-	 * counts of an open connection. */
+	 * (iter/task_file) found them, or as the process closed or shut the
+	 * socket down (FIN_WAIT1, LAST_ACK: an orphan is in no fd table for
+	 * the refresh to find); 0 until either has run. Wherever accept is
+	 * hooked (no send/receive programs), and on kernels before 6.3, they
+	 * are the only byte counts of an open connection. */
 	__u64 tcp_bytes_sent;
 	__u64 tcp_bytes_received;
 	/* SYN sent to ESTABLISHED, us, for a client socket opened while we
