@@ -57,10 +57,6 @@ std::string TracepointName(const HookPrograms& h) {
   return "sock/inet_sock_set_state";
 }
 
-bool IsTracepointMechanism(Mechanism m) {
-  return m == Mechanism::kTpBtf || m == Mechanism::kTracepoint;
-}
-
 // The number of parameters of a kernel function, from vmlinux BTF, or
 // `fallback` when it cannot be read.
 uint32_t FuncArgCount(const btf* vmlinux, const char* name, uint32_t fallback) {
@@ -120,8 +116,9 @@ absl::StatusOr<std::unique_ptr<BpfBackend>> BpfBackend::Create(
   skel->rodata->tcp_health = options.tcp_health;
   skel->rodata->lifecycle_events = options.lifecycle_events;
   // With the accepting process known from accept itself, the send and
-  // receive hooks would only repeat what TCP's counters say.
-  const bool io_hooks = !probe.AcceptInProcess() && probe.Chosen("send") && probe.Chosen("recv");
+  // receive hooks would only repeat what TCP's counters say; the probe
+  // marks them not needed then.
+  const bool io_hooks = probe.Loads("send") && probe.Loads("recv");
   skel->rodata->io_hooks = io_hooks;
   skel->rodata->accept_hooked = probe.AcceptInProcess();
   std::optional<Mechanism> connect = probe.Chosen("connect");
@@ -156,9 +153,9 @@ absl::StatusOr<std::unique_ptr<BpfBackend>> BpfBackend::Create(
     std::optional<Mechanism> m = probe.Chosen(h.hook);
     if (!m) continue;
     const std::string_view hook = h.hook;
-    if (!io_hooks && (hook == "send" || hook == "recv")) continue;
+    if (!probe.Loads(hook)) continue;
     // accept on the state tracepoint rides on the state program above.
-    if (hook == "accept" && IsTracepointMechanism(*m) && !probe.AcceptInProcess()) continue;
+    if (hook == "accept" && IsTracepoint(*m) && !probe.AcceptInProcess()) continue;
     std::string what = m == Mechanism::kFentry || m == Mechanism::kKprobe
                            ? fmt::format("{}/{}", MechanismName(*m), h.target)
                            : fmt::format("{}/{}", MechanismName(*m), TracepointName(h));

@@ -170,6 +170,8 @@ std::string_view MechanismName(Mechanism m) {
   return "?";
 }
 
+bool IsTracepoint(Mechanism m) { return m == Mechanism::kTpBtf || m == Mechanism::kTracepoint; }
+
 const HookProbe* ProbeReport::Find(std::string_view hook) const {
   for (const HookProbe& h : hooks)
     if (h.hook == hook) return &h;
@@ -179,6 +181,11 @@ const HookProbe* ProbeReport::Find(std::string_view hook) const {
 std::optional<Mechanism> ProbeReport::Chosen(std::string_view hook) const {
   const HookProbe* h = Find(hook);
   return h ? h->chosen : std::nullopt;
+}
+
+bool ProbeReport::Loads(std::string_view hook) const {
+  const HookProbe* h = Find(hook);
+  return h && h->chosen && h->needed;
 }
 
 bool ProbeReport::AcceptInProcess() const {
@@ -219,8 +226,6 @@ ProbeReport RunFeatureProbe() {
 }
 
 namespace {
-
-bool IsTracepoint(Mechanism m) { return m == Mechanism::kTpBtf || m == Mechanism::kTracepoint; }
 
 bool Allowed(Mechanism m, std::string_view backend, std::optional<Mechanism> tp_form) {
   if (IsTracepoint(m) && tp_form && m != *tp_form) return false;

@@ -13,6 +13,8 @@ namespace svcmap::kernel {
 // Attach mechanisms, best (cheapest) first.
 enum class Mechanism { kFentry, kKprobe, kTpBtf, kTracepoint };
 std::string_view MechanismName(Mechanism m);
+// tp_btf and classic tracepoints: the two forms of the tracepoint backend.
+bool IsTracepoint(Mechanism m);
 
 struct Attempt {
   Mechanism mechanism;
@@ -56,6 +58,9 @@ struct ProbeReport {
   const HookProbe* Find(std::string_view hook) const;
   // The mechanism chosen for the tracepoint that serves `hook`.
   std::optional<Mechanism> Chosen(std::string_view hook) const;
+  // Whether `hook` is chosen and needed (send and recv are not once
+  // accept runs in process context).
+  bool Loads(std::string_view hook) const;
   // Whether the chosen accept hook runs in the accepting process
   // (fexit/kretprobe inet_csk_accept, or the accept syscalls' exit), not
   // in softirq on the state tracepoint.
