@@ -323,6 +323,30 @@ TEST(FlowTableTest, TrafficRowsAreBoundedAndCountWhatTheyDroppedButSeriesAreWhol
   EXPECT_EQ(v.traffic_series.begin()->second.bytes_to_dst, 5u);  // nor do series
 }
 
+TEST(FlowTableTest, AReusedFourTupleIsOneRowWithBothConnectionsBytes) {
+  FlowTable t;
+  // The same source port twice (another socket, so another id), then a
+  // third connection: two rows, the first with both closes' bytes.
+  Close(t, Client(1, 7, 40001, 100, 10), 2000);
+  Close(t, Client(2, 8, 40001, 200, 20), 3000);
+  Close(t, Client(3, 7, 40002, 1, 1), 2500);
+  FlowView v = t.View(true);
+  ASSERT_EQ(v.traffic.size(), 2u);
+  for (const auto& [k, s] : v.traffic) {
+    if (k.src_port != 40001) continue;
+    EXPECT_EQ(s.bytes_to_dst, 300u);
+    EXPECT_EQ(s.bytes_to_src, 30u);
+    EXPECT_EQ(s.last_seen_ns, 3000u);
+    EXPECT_EQ(s.process.pid, 8u);  // the last close's
+  }
+  // Rows go by their close time, whatever order they came in.
+  t.ExpireIdleTraffic(0, 2600);
+  v = t.View(true);
+  ASSERT_EQ(v.traffic.size(), 1u);
+  EXPECT_EQ(v.traffic.begin()->first.src_port, 40001);
+  EXPECT_EQ(v.traffic.begin()->second.bytes_to_dst, 200u);  // the 2000 close went
+}
+
 TEST(FlowTableTest, ClosedIdsAreForgottenAfterTheirTtlAndIdleTrafficExpires) {
   FlowTableOptions o;
   o.closed_id_ttl_ns = 1000;

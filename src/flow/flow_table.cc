@@ -129,18 +129,14 @@ void FlowTable::CountOpen(const SockRecord& s, Role role) {
 
 void FlowTable::AddRow(const TrafficKey& key, uint64_t to_dst, uint64_t to_src, uint64_t seen_ns,
                        const ProcessKey& p) {
-  auto it = rows_.find(key);
-  if (it == rows_.end()) {
-    if (rows_.size() >= options_.max_traffic_rows) {
-      ++rows_overflow_;
-      return;
-    }
-    it = rows_.emplace(key, TrafficStats{}).first;
+  if (rows_.size() >= options_.max_traffic_rows) {
+    ++rows_overflow_;
+    return;
   }
-  it->second.bytes_to_dst += to_dst;
-  it->second.bytes_to_src += to_src;
-  it->second.last_seen_ns = std::max(it->second.last_seen_ns, seen_ns);
-  it->second.process = p;
+  rows_.emplace_back(key, TrafficStats{.bytes_to_dst = to_dst,
+                                       .bytes_to_src = to_src,
+                                       .last_seen_ns = seen_ns,
+                                       .process = p});
 }
 
 bool FlowTable::BeginClose(const SockKey& key, uint64_t close_ns) {
@@ -353,7 +349,16 @@ FlowView FlowTable::View(bool per_connection) const {
   for (const auto& [k, b] : buckets_) v.flows.emplace(k, b.closed);
   v.traffic_series.reserve(series_.size());
   for (const auto& [k, t] : series_) v.traffic_series.emplace(k, t.closed);
-  if (per_connection) v.traffic = rows_;
+  if (per_connection) {
+    v.traffic.reserve(rows_.size());
+    for (const auto& [k, r] : rows_) {
+      TrafficStats& t = v.traffic[k];
+      t.bytes_to_dst += r.bytes_to_dst;
+      t.bytes_to_src += r.bytes_to_src;
+      t.process = r.process;  // the last close names it, as for a series
+      t.last_seen_ns = std::max(t.last_seen_ns, r.last_seen_ns);
+    }
+  }
   v.traffic_overflow = rows_overflow_;
   for (const auto& [key, ls] : live_) {
     const uint64_t seen_ns = std::max(GenNs(ls.seen_gen), key.open_ns);
@@ -453,7 +458,10 @@ std::vector<TrafficKey> FlowTable::ExpireIdleTraffic(uint64_t cutoff_ns, uint64_
       ++it;
     }
   }
-  absl::erase_if(rows_, [&](const auto& kv) { return kv.second.last_seen_ns < rows_cutoff_ns; });
+  // Close order is nearly time order (two CPUs' events interleave), so
+  // most of what goes is at the front; the rest is a pass over the entries.
+  while (!rows_.empty() && rows_.front().second.last_seen_ns < rows_cutoff_ns) rows_.pop_front();
+  std::erase_if(rows_, [&](const auto& kv) { return kv.second.last_seen_ns < rows_cutoff_ns; });
   return gone;
 }
 
