@@ -216,7 +216,7 @@ int MemoryBench(int flows) {
     s.local_port = scan[0].socks[i].local_port;
     s.remote_port = 5432;
     s.bytes_sent = 100;
-    if (table.BeginClose(s.key(), 2)) table.ApplyClose(s, s.role, 2);
+    if (table.BeginClose(s.key())) table.ApplyClose(s, s.role, 2);
   }
   size_t table_bytes = HeapInUse() - before;
   std::printf(

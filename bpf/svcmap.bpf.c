@@ -556,6 +556,8 @@ static __always_inline int on_destroy(const struct sock *sk, bool btf)
 	}
 	if (st->role == SVCMAP_ROLE_SERVER && !st->owned)
 		stat_inc(SVCMAP_STAT_UNOWNED_CLOSE);
+	/* Before the record is visible: see svcmap_sock_state.destroyed. */
+	st->destroyed = 1;
 	emit(SVCMAP_EV_CLOSE, key, st, tcp_sent, tcp_received, extra, &health, false);
 	bpf_map_delete_elem(&socks, &key);
 	return 0;

@@ -34,7 +34,7 @@ SockRecord Server(uint64_t id, uint32_t pid, uint16_t peer_port, uint64_t sent, 
 }
 
 void Close(FlowTable& t, const SockRecord& s, uint64_t ts) {
-  if (t.BeginClose(s.key(), ts)) t.ApplyClose(s, s.role, ts);
+  if (t.BeginClose(s.key())) t.ApplyClose(s, s.role, ts);
 }
 
 void Read(FlowTable& t, uint64_t now, const std::vector<SockRecord>& live, bool complete = true) {
@@ -118,20 +118,40 @@ TEST(FlowTableTest, AnOpenSocketIsLaidOverItsFlowAndCountedOnceWhenItCloses) {
   EXPECT_EQ(t.Sizes().live_sockets, 0u);
 }
 
+// A read copies a chunk of the kernel's table, then applies it: a close
+// taken in between must not be undone by the chunk. (A close taken before
+// the read began is not listed: the kernel marks its entry destroyed.)
 TEST(FlowTableTest, ALiveReadThatRacedWithTheCloseDoesNotCountItAgain) {
   FlowTable t;
   SockRecord s = Client(1, 7, 40001, 80, 5);
+  t.BeginLive(3000);
   Close(t, s, 2000);
-  Read(t, 3000, {s});  // the kernel's table still had it when it was read
+  t.AddLive(s, s.role);  // the chunk that still had it
+  t.EndLive(true);
   FlowStats f = Only(t.View(false));
   EXPECT_EQ(f.connections, 1u);
   EXPECT_EQ(f.bytes_sent, 80u);
+  EXPECT_EQ(f.active, 0u);
+  EXPECT_EQ(t.Sizes().live_sockets, 0u);
+
+  // The same for a socket that earlier reads had listed open.
+  SockRecord open = Client(2, 7, 40002, 10, 1);
+  Read(t, 3100, {open});
+  t.BeginLive(3200);
+  open.bytes_sent = 30;
+  Close(t, open, 3150);
+  t.AddLive(open, open.role);
+  t.EndLive(true);
+  f = Only(t.View(false));
+  EXPECT_EQ(f.connections, 2u);
+  EXPECT_EQ(f.bytes_sent, 110u);
+  EXPECT_EQ(f.active, 0u);
 
   // Same kernel address reused by a new socket: a different open time.
   SockRecord again = Client(1, 7, 40009, 1, 1);
   again.open_ns = 9999;
   Read(t, 3000, {again});
-  EXPECT_EQ(Only(t.View(false)).connections, 2u);
+  EXPECT_EQ(Only(t.View(false)).connections, 3u);
 }
 
 // The live read and the drain agree: a socket whose close is still in the
@@ -169,8 +189,15 @@ TEST(FlowTableTest, AnOpenSocketWhoseCloseNeverCameIsClosedAsLastRead) {
   EXPECT_EQ(f.active, 0u);
   // The close that finally comes is taken as a duplicate.
   s.bytes_sent = 700;
-  EXPECT_FALSE(t.BeginClose(s.key(), 8'000'000'000));
+  EXPECT_FALSE(t.BeginClose(s.key()));
   EXPECT_EQ(Only(t.View(false)).bytes_sent, 500u);
+  // Its id is remembered for lost_id_ttl_ns after it was closed as lost.
+  EXPECT_EQ(t.Sizes().closed_ids, 1u);
+  t.ForgetClosed(7'000'000'000 + o.lost_id_ttl_ns - 1);
+  EXPECT_EQ(t.Sizes().closed_ids, 1u);
+  t.ForgetClosed(7'000'000'000 + o.lost_id_ttl_ns);
+  EXPECT_EQ(t.Sizes().closed_ids, 0u);
+  EXPECT_TRUE(t.BeginClose(s.key()));
 }
 
 TEST(FlowTableTest, LiveTotalsNeverGoBackward) {
@@ -347,15 +374,20 @@ TEST(FlowTableTest, AReusedFourTupleIsOneRowWithBothConnectionsBytes) {
   EXPECT_EQ(v.traffic.begin()->second.bytes_to_dst, 200u);  // the 2000 close went
 }
 
-TEST(FlowTableTest, ClosedIdsAreForgottenAfterTheirTtlAndIdleTrafficExpires) {
-  FlowTableOptions o;
-  o.closed_id_ttl_ns = 1000;
-  FlowTable t(o);
+TEST(FlowTableTest, ClosedIdsAreKeptOnlyWhileAReadRunsAndIdleTrafficExpires) {
+  FlowTable t;
   for (uint64_t i = 1; i <= 3; ++i) Close(t, Client(i, 7, static_cast<uint16_t>(40000 + i), 1, 1), 100 * i);
-  EXPECT_EQ(t.Sizes().closed_ids, 3u);
-  t.ForgetClosed(1250);
+  EXPECT_EQ(t.Sizes().closed_ids, 0u);  // nothing per close between reads
+  t.BeginLive(400);
+  SockRecord during = Client(4, 7, 40004, 1, 1);
+  EXPECT_TRUE(t.BeginClose(during.key()));
+  t.ApplyClose(during, during.role, 350);
   EXPECT_EQ(t.Sizes().closed_ids, 1u);
-  EXPECT_EQ(t.ExpireIdleTraffic(1000, 1000).size(), 1u);  // the one series, idle since 300
+  EXPECT_FALSE(t.BeginClose(during.key()));  // taken already
+  t.EndLive(true);
+  EXPECT_EQ(t.Sizes().closed_ids, 0u);
+  EXPECT_EQ(Only(t.View(false)).connections, 4u);
+  EXPECT_EQ(t.ExpireIdleTraffic(1000, 1000).size(), 1u);  // the one series, idle since 350
   EXPECT_TRUE(t.View(true).traffic.empty());
   EXPECT_TRUE(t.View(true).traffic_series.empty());
 }

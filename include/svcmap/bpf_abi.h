@@ -123,7 +123,11 @@ struct svcmap_sock_state {
 	 * total_retrans right after that transition, before destroy reads
 	 * them (commit c13c48c00a6b for total_retrans, 5.6). */
 	__u8 closed;
-	__u8 _pad0[2];
+	/* Set by destroy before it queues the close and deletes the entry: a
+	 * live read that copies the entry in between skips it, so no socket
+	 * whose close userspace may have taken already is read as open. */
+	__u8 destroyed;
+	__u8 _pad0;
 	/* Payload bytes by the tcp_sock counters, as the last live refresh
 	 * (iter/task_file) found them, or as the process closed or shut the
 	 * socket down (FIN_WAIT1, LAST_ACK: an orphan is in no fd table for

@@ -46,7 +46,7 @@ void Collector::OnEvent(const SockEvent& ev) {
     if (!options_.keep_closed_listeners) listeners_.Remove(s.key());
     return;
   }
-  if (!flows_.BeginClose(s.key(), ev.ts_ns)) {
+  if (!flows_.BeginClose(s.key())) {
     ++counts_.duplicate_closes;
     return;
   }

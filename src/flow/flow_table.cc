@@ -139,11 +139,9 @@ void FlowTable::AddRow(const TrafficKey& key, uint64_t to_dst, uint64_t to_src, 
                                        .process = p});
 }
 
-bool FlowTable::BeginClose(const SockKey& key, uint64_t close_ns) {
-  auto [it, inserted] = closed_ids_.try_emplace(key, close_ns + options_.closed_id_ttl_ns);
-  if (!inserted) return false;
-  closed_order_.emplace_back(it->second, key);
-  return true;
+bool FlowTable::BeginClose(const SockKey& key) {
+  if (!lost_ids_.empty() && lost_ids_.contains(key)) return false;
+  return !reading_ || read_closes_.insert(key).second;
 }
 
 FlowTable::Base FlowTable::BaseOf(const SockKey& key, const LiveSock& ls) const {
@@ -284,6 +282,8 @@ void FlowTable::ApplyClose(const SockRecord& s, Role role, uint64_t close_ns) {
 }
 
 void FlowTable::BeginLive(uint64_t now_ns) {
+  reading_ = true;
+  read_closes_.clear();
   ++gen_;
   read_ns_ = now_ns;
   gen_ns_.emplace_back(gen_, now_ns);
@@ -294,7 +294,8 @@ void FlowTable::BeginLive(uint64_t now_ns) {
 void FlowTable::AddLive(const SockRecord& s, Role role) {
   if (role != Role::kClient && role != Role::kServer) return;
   const SockKey key = s.key();
-  if (closed_ids_.contains(key)) return;  // its close came first
+  // Its close came first, during this read.
+  if (read_closes_.contains(key) || (!lost_ids_.empty() && lost_ids_.contains(key))) return;
   auto it = live_.find(key);
   if (it == live_.end()) {
     if (role == Role::kServer && !s.established) return;  // not a connection yet
@@ -315,6 +316,8 @@ void FlowTable::AddLive(const SockRecord& s, Role role) {
 }
 
 size_t FlowTable::EndLive(bool complete) {
+  reading_ = false;
+  read_closes_.clear();
   if (!complete) return 0;
   size_t lost = 0;
   for (auto it = live_.begin(); it != live_.end();) {
@@ -335,7 +338,7 @@ size_t FlowTable::EndLive(bool complete) {
     const SockKey key = it->first;
     Close(key, ls, seen_ns != 0 ? seen_ns : read_ns_, nullptr);
     const uint64_t until = read_ns_ + options_.lost_id_ttl_ns;
-    if (closed_ids_.insert_or_assign(key, until).second) lost_order_.emplace_back(until, key);
+    if (lost_ids_.insert_or_assign(key, until).second) lost_order_.emplace_back(until, key);
     DropLive(it++);
     ++lost;
   }
@@ -466,12 +469,10 @@ std::vector<TrafficKey> FlowTable::ExpireIdleTraffic(uint64_t cutoff_ns, uint64_
 }
 
 void FlowTable::ForgetClosed(uint64_t now_ns) {
-  for (auto* order : {&closed_order_, &lost_order_}) {
-    while (!order->empty() && order->front().first <= now_ns) {
-      auto it = closed_ids_.find(order->front().second);
-      if (it != closed_ids_.end() && it->second == order->front().first) closed_ids_.erase(it);
-      order->pop_front();
-    }
+  while (!lost_order_.empty() && lost_order_.front().first <= now_ns) {
+    auto it = lost_ids_.find(lost_order_.front().second);
+    if (it != lost_ids_.end() && it->second == lost_order_.front().first) lost_ids_.erase(it);
+    lost_order_.pop_front();
   }
 }
 
@@ -483,7 +484,8 @@ std::vector<ProcessKey> FlowTable::Processes() const {
 }
 
 FlowTableSizes FlowTable::Sizes() const {
-  return {buckets_.size(), live_.size(), closed_ids_.size(), rows_.size(), series_.size()};
+  return {buckets_.size(), live_.size(), lost_ids_.size() + read_closes_.size(), rows_.size(),
+          series_.size()};
 }
 
 }  // namespace svcmap::flow

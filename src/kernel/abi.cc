@@ -27,6 +27,7 @@ static_assert(offsetof(struct svcmap_sock_state, reset_sent) == 116);
 static_assert(offsetof(struct svcmap_sock_state, tcp_bytes_received) == 128);
 static_assert(offsetof(struct svcmap_sock_state, connect_us) == 136);
 static_assert(offsetof(struct svcmap_sock_state, closed) == 117);
+static_assert(offsetof(struct svcmap_sock_state, destroyed) == 118);
 static_assert(offsetof(struct svcmap_sock_state, close_rtt_min_us) == 148);
 
 static_assert(offsetof(struct svcmap_event, type) == 0, "event type first");

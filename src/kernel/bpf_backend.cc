@@ -367,6 +367,8 @@ absl::Status BpfBackend::BatchRead(const LiveFn& fn) {
     }
     first = false;
     for (uint32_t i = 0; i < count; ++i) {
+      // Its close is queued, perhaps taken already (FlowTable::BeginClose).
+      if (values[i].destroyed) continue;
       absl::StatusOr<flow::SockRecord> r = DecodeLive(keys[i], values[i]);
       if (r.ok())
         fn(*r);

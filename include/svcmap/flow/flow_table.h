@@ -152,13 +152,9 @@ struct FlowTableOptions {
   // a close event for this long (the ring buffer dropped it), is closed
   // with the totals last read.
   uint64_t lost_close_grace_ns = 30'000'000'000;
-  // How long a closed socket's id is remembered, so that a live read that
-  // raced with its close does not count it again: the race lasts from a
-  // chunk of the kernel's table being read to its being applied, and the
-  // kernel deletes a socket's entry right after queueing its close.
-  uint64_t closed_id_ttl_ns = 2'000'000'000;
-  // The same for a socket closed as lost, whose real close may yet come
-  // out of a stalled ring buffer, and must not count it again.
+  // How long the id of a socket closed as lost is remembered: its real
+  // close may yet come out of a stalled ring buffer, and must not count it
+  // again.
   uint64_t lost_id_ttl_ns = 300'000'000'000;
 };
 
@@ -190,9 +186,9 @@ class FlowTable {
   explicit FlowTable(FlowTableOptions options = {});
 
   // -- Closes (the drain thread) --
-  // False if this socket's close was already taken (a duplicate, or a
-  // socket closed as lost): the caller then drops the event.
-  bool BeginClose(const SockKey& key, uint64_t close_ns);
+  // False if this socket's close was already taken (closed as lost, or a
+  // duplicate within one live read): the caller then drops the event.
+  bool BeginClose(const SockKey& key);
   // Applies a close BeginClose accepted. `role` is used only for a socket
   // never read live (an open one keeps the key it was first filed under).
   void ApplyClose(const SockRecord& s, Role role, uint64_t close_ns);
@@ -226,7 +222,7 @@ class FlowTable {
   // The same for NETWORK_TRAFFIC series idle since `cutoff_ns` (returned),
   // and per-connection rows of connections closed before `rows_cutoff_ns`.
   std::vector<TrafficKey> ExpireIdleTraffic(uint64_t cutoff_ns, uint64_t rows_cutoff_ns);
-  // Forgets closed-socket ids older than their TTL.
+  // Forgets the ids of sockets closed as lost once their TTL is over.
   void ForgetClosed(uint64_t now_ns);
   // Processes that have flows here.
   std::vector<ProcessKey> Processes() const;
@@ -316,10 +312,19 @@ class FlowTable {
   absl::flat_hash_map<SockKey, Base> bases_;  // of the rebased ones
   std::deque<std::pair<uint32_t, uint64_t>> gen_ns_;  // recent reads: generation -> time
   absl::flat_hash_map<ProcessKey, uint32_t> live_by_process_;
-  // Closed ids -> their expiry, and the expiries in order, one queue per
-  // TTL (each is then sorted by time).
-  absl::flat_hash_map<SockKey, uint64_t> closed_ids_;
-  std::deque<std::pair<uint64_t, SockKey>> closed_order_, lost_order_;
+  // The closes taken while a live read runs (BeginLive to EndLive), which
+  // its chunks may still list: a chunk is applied after it was read. A
+  // close taken before the read began is no race: the kernel marks an
+  // entry `destroyed` before it queues the close, and the backend skips
+  // such entries. So nothing is kept per close between reads (a hash
+  // insert and a timed erase for each was a third of the agent's CPU under
+  // a connect/close load).
+  absl::flat_hash_set<SockKey> read_closes_;
+  bool reading_ = false;
+  // Sockets closed as lost -> when their id is forgotten, and those times
+  // in order.
+  absl::flat_hash_map<SockKey, uint64_t> lost_ids_;
+  std::deque<std::pair<uint64_t, SockKey>> lost_order_;
   absl::flat_hash_map<uint32_t, uint64_t> opened_;
   uint32_t gen_ = 0;
   uint64_t read_ns_ = 0;
