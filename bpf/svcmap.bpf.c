@@ -169,6 +169,7 @@ static __always_inline void stat_inc(u32 idx)
 }
 
 #define E2BIG 7
+#define EEXIST 17
 
 static __always_inline u8 state_flags(const struct svcmap_sock_state *st)
 {
@@ -283,6 +284,10 @@ track(u64 key, const struct sock *sk, bool btf, u8 role, u8 flags,
 		refuse(key);
 		return NULL;
 	}
+	/* A bucket lock that could not be taken (-EBUSY before 6.15, then
+	 * rqspinlock's -EDEADLK or -ETIMEDOUT): this socket goes unseen. */
+	if (err && err != -EEXIST)
+		stat_inc(SVCMAP_STAT_TRACK_ERRORS);
 	return bpf_map_lookup_elem(&socks, &key);
 }
 
@@ -556,6 +561,9 @@ static __always_inline int on_destroy(const struct sock *sk, bool btf)
 	}
 	if (st->role == SVCMAP_ROLE_SERVER && !st->owned)
 		stat_inc(SVCMAP_STAT_UNOWNED_CLOSE);
+	if (tcp_health && st->role == SVCMAP_ROLE_CLIENT && !st->established &&
+	    !st->closed)
+		stat_inc(SVCMAP_STAT_CONNECT_END_UNSEEN);
 	/* Before the record is visible: see svcmap_sock_state.destroyed. */
 	st->destroyed = 1;
 	emit(SVCMAP_EV_CLOSE, key, st, tcp_sent, tcp_received, extra, &health, false);

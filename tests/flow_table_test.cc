@@ -211,6 +211,31 @@ TEST(FlowTableTest, LiveTotalsNeverGoBackward) {
   EXPECT_EQ(Only(t.View(false)).bytes_sent, 500u);
 }
 
+// Closes find their flow and series again without hashing (a few recent
+// entries are kept): an entry expired or retired in between is gone for
+// good, and the next close makes a new one.
+TEST(FlowTableTest, AFlowOrSeriesRemovedBetweenTwoClosesStartsAgainFromZero) {
+  FlowTable t;
+  auto name = [](const ProcessKey&) -> std::optional<std::string> { return "app"; };
+  Close(t, Client(1, 7, 40001, 100, 10), 2000);
+  Close(t, Server(2, 9, 40001, 10, 100), 2001);
+  EXPECT_EQ(t.ExpireIdleGroups(5000, name).size(), 2u);
+  EXPECT_EQ(t.ExpireIdleTraffic(5000, 5000).size(), 2u);
+  EXPECT_EQ(t.Sizes().flows, 0u);
+  Close(t, Client(3, 7, 40003, 7, 1), 6000);
+  FlowView v = t.View(false);
+  EXPECT_EQ(Only(v).bytes_sent, 7u);
+  EXPECT_EQ(Only(v).connections, 1u);
+  ASSERT_EQ(v.traffic_series.size(), 1u);
+  EXPECT_EQ(v.traffic_series.begin()->second.bytes_to_dst, 7u);
+  // Retiring a process removes its flows too.
+  t.RetireProcess({7, 50}, "app", 7000);
+  Close(t, Client(4, 7, 40004, 3, 1), 8000);
+  v = t.View(false);
+  ASSERT_EQ(v.flows.size(), 2u);  // the retired group and the new flow
+  for (const auto& [k, f] : v.flows) EXPECT_EQ(f.bytes_sent, k.retired() ? 7u : 3u);
+}
+
 TEST(FlowTableTest, IdleGroupsExpireWholeAndOnlyWhenNoneOfTheirFlowsIsActive) {
   FlowTable t;
   auto name = [](const ProcessKey&) -> std::optional<std::string> { return "app"; };

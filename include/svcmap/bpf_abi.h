@@ -182,7 +182,11 @@ enum svcmap_stat {
 	SVCMAP_STAT_SOCKS_FULL = 1,     /* socks map full: sockets refused, each once */
 	SVCMAP_STAT_EVENTS = 2,         /* events submitted */
 	SVCMAP_STAT_UNOWNED_CLOSE = 3,  /* server socket closed with no I/O */
-	SVCMAP_STAT_MAX = 4,
+	SVCMAP_STAT_TRACK_ERRORS = 4,   /* socks map update failed, not full */
+	/* A connect that never established destroyed without its CLOSE
+	 * transition seen: how it ended is unknown (counted as an error). */
+	SVCMAP_STAT_CONNECT_END_UNSEEN = 5,
+	SVCMAP_STAT_MAX = 6,
 };
 
 #endif /* SVCMAP_BPF_ABI_H_ */

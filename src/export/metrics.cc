@@ -343,6 +343,7 @@ Metrics BuildMetrics(const flow::ServiceGraph& graph, const Ledgers& ledgers,
   for (const auto& [stage, n] :
        std::vector<std::pair<std::string, uint64_t>>{{"kernel_ringbuf", health.ringbuf_drops},
                                                      {"kernel_socket_table", health.socks_full},
+                                                     {"kernel_socket_track", health.track_errors},
                                                      {"decode", health.decode_errors},
                                                      {"user_traffic_table", health.traffic_overflow},
                                                      {"scan", health.scan_errors}})

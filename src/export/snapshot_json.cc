@@ -146,6 +146,8 @@ nlohmann::ordered_json Document(const InstanceInfo& instance, const flow::Servic
                   {"tcp_corrected", stats.tcp_corrected},
                   {"traffic_overflow", stats.traffic_overflow},
                   {"unowned_closes", stats.unowned_closes},
+                  {"track_errors", stats.track_errors},
+                  {"connect_ends_unseen", stats.connect_ends_unseen},
                   {"seeded_sockets", stats.seeded_sockets},
                   {"seeded_listeners", stats.seeded_listeners},
                   {"seed_unowned", stats.seed_unowned},

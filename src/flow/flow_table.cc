@@ -114,11 +114,17 @@ TrafficKey FlowTable::TrafficKeyOf(const SockRecord& s, Role role) {
 }
 
 FlowTable::BucketMap::value_type* FlowTable::BucketFor(const FlowKey& key) {
-  return &*buckets_.try_emplace(key).first;
+  if (BucketMap::value_type* e = recent_buckets_.Find(key)) return e;
+  BucketMap::value_type* e = &*buckets_.try_emplace(key).first;
+  recent_buckets_.Put(e);
+  return e;
 }
 
 FlowTable::TrafficMap::value_type* FlowTable::SeriesFor(const TrafficKey& key) {
-  return &*series_.try_emplace(key).first;
+  if (TrafficMap::value_type* e = recent_series_.Find(key)) return e;
+  TrafficMap::value_type* e = &*series_.try_emplace(key).first;
+  recent_series_.Put(e);
+  return e;
 }
 
 void FlowTable::CountOpen(const SockRecord& s, Role role) {
@@ -420,7 +426,10 @@ void FlowTable::RetireProcess(const ProcessKey& p, const std::string& name, uint
     if (kv->second.closed.last_seen_ns != 0)
       BucketFor(kv->first.Group(name))->second.closed.Merge(kv->second.closed);
     kv->second.closed = {};
-    if (kv->second.live_socks == 0) buckets_.erase(kv->first);
+    if (kv->second.live_socks == 0) {
+      recent_buckets_.Clear();
+      buckets_.erase(kv->first);
+    }
   }
 }
 
@@ -445,6 +454,7 @@ std::vector<FlowKey> FlowTable::ExpireIdleGroups(uint64_t cutoff_ns, const NameO
   std::vector<FlowKey> gone;
   for (auto& [key, g] : groups) {
     if (g.keep) continue;
+    recent_buckets_.Clear();
     for (const FlowKey* m : g.members) buckets_.erase(*m);
     gone.push_back(key);
   }
@@ -456,6 +466,7 @@ std::vector<TrafficKey> FlowTable::ExpireIdleTraffic(uint64_t cutoff_ns, uint64_
   for (auto it = series_.begin(); it != series_.end();) {
     if (it->second.live_socks == 0 && it->second.closed.last_seen_ns < cutoff_ns) {
       gone.push_back(it->first);
+      recent_series_.Clear();
       series_.erase(it++);
     } else {
       ++it;

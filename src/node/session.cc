@@ -376,6 +376,7 @@ std::shared_ptr<const Frame> Session::BuildFrame(bool per_connection, bool live_
   }
   h.ringbuf_drops = bs.ringbuf_drops;
   h.socks_full = bs.socks_full;
+  h.track_errors = bs.track_errors;
   h.decode_errors = bs.decode_errors;
   h.scan_errors = bs.scan_errors;
   h.traffic_overflow = counts.traffic_overflow;
@@ -388,7 +389,8 @@ std::shared_ptr<const Frame> Session::BuildFrame(bool per_connection, bool live_
                   {"renamed", counts.renamed},
                   {"retired", counts.retired},
                   {"evicted", counts.evicted},
-                  {"nat_skipped", counts.nat_skipped}};
+                  {"nat_skipped", counts.nat_skipped},
+                  {"connect_end_unseen", bs.connect_end_unseen}};
   h.tables = {{"processes", sizes.processes},
               {"processes_pending", sizes.pending_processes},
               {"process_tombstones", sizes.process_tombstones},
@@ -423,6 +425,8 @@ std::shared_ptr<const Frame> Session::BuildFrame(bool per_connection, bool live_
   stats.tcp_corrected = bs.tcp_corrected;
   stats.traffic_overflow = counts.traffic_overflow;
   stats.unowned_closes = bs.unowned_close;
+  stats.track_errors = bs.track_errors;
+  stats.connect_ends_unseen = bs.connect_end_unseen;
   stats.seeded_sockets = bs.seeded_sockets;
   stats.seeded_listeners = bs.seeded_listeners;
   stats.seed_unowned = bs.seed_unowned;

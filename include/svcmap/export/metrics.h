@@ -25,6 +25,7 @@ struct AgentHealth {
   std::map<std::string, uint64_t> events;  // by type: listen, connect, accept, close
   uint64_t ringbuf_drops = 0;              // kernel ring buffer full
   uint64_t socks_full = 0;                 // kernel socket table full
+  uint64_t track_errors = 0;               // kernel socket table update failed (not full)
   uint64_t decode_errors = 0;
   uint64_t scan_errors = 0;
   uint64_t traffic_overflow = 0;           // per-connection rows over the flow table's cap

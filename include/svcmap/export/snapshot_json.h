@@ -38,6 +38,8 @@ struct SnapshotStats {
   uint64_t seed_rescued = 0;    // found only by a second iterator walk
   uint64_t scans = 0;           // procfs backend
   uint64_t scan_errors = 0;
+  uint64_t track_errors = 0;         // kernel: socks map update failed, socket not tracked
+  uint64_t connect_ends_unseen = 0;  // failed connects whose ending was not seen
 };
 
 // How many of the connections the kernel opened while we watched we saw:

@@ -184,6 +184,11 @@ struct FlowTableSizes {
 class FlowTable {
  public:
   explicit FlowTable(FlowTableOptions options = {});
+  // Its entries point into its own maps.
+  FlowTable(const FlowTable&) = delete;
+  FlowTable& operator=(const FlowTable&) = delete;
+  FlowTable(FlowTable&&) = default;
+  FlowTable& operator=(FlowTable&&) = default;
 
   // -- Closes (the drain thread) --
   // False if this socket's close was already taken (closed as lost, or a
@@ -246,6 +251,26 @@ class FlowTable {
   };
   using BucketMap = absl::node_hash_map<FlowKey, Bucket>;
   using TrafficMap = absl::node_hash_map<TrafficKey, TrafficBucket>;
+  // The last few entries BucketFor or SeriesFor returned, found again by
+  // comparing keys instead of hashing them: under connect/close load every
+  // close goes to one of a few flows (a client's and its server's), and
+  // hashing their keys was a sixth of the agent's CPU. Node maps keep an
+  // entry where it is until it is erased, so an erase clears this.
+  template <typename Map>
+  class Recent {
+   public:
+    typename Map::value_type* Find(const typename Map::key_type& key) const {
+      for (typename Map::value_type* e : slots_)
+        if (e != nullptr && e->first == key) return e;
+      return nullptr;
+    }
+    void Put(typename Map::value_type* e) { slots_[next_++ % slots_.size()] = e; }
+    void Clear() { slots_ = {}; }
+
+   private:
+    std::array<typename Map::value_type*, 4> slots_{};
+    uint8_t next_ = 0;
+  };
   // One per open socket, so 40 bytes: a node holds hundreds of thousands.
   // Its open time is its key's; when it was read, its generation's.
   struct LiveSock {
@@ -300,6 +325,8 @@ class FlowTable {
   FlowTableOptions options_;
   BucketMap buckets_;
   TrafficMap series_;
+  Recent<BucketMap> recent_buckets_;
+  Recent<TrafficMap> recent_series_;
   // Closed connections, one entry per close in close order: appended on
   // the event path (a crr load makes a new 4-tuple per connection, and a
   // hash insert for each was a quarter of the agent's CPU), merged by

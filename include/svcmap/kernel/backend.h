@@ -18,6 +18,8 @@ struct BackendStats {
   uint64_t socks_full = 0;      // kernel: socks map full, socket not tracked
   uint64_t events = 0;          // events delivered
   uint64_t unowned_close = 0;   // accepted socket closed before its owner was known
+  uint64_t track_errors = 0;    // kernel: socks map update failed (not full), socket not tracked
+  uint64_t connect_end_unseen = 0;  // kernel: failed connect whose CLOSE transition went unseen
   uint64_t decode_errors = 0;   // malformed records
   uint64_t tcp_corrected = 0;   // closes where TCP counted more bytes than the hooks
   // Start-up seeding: sockets that existed before svcmap.
