@@ -179,6 +179,27 @@ def soak(args):
         "tables_every_minute": tables,
         "agent_stderr_tail": err.splitlines()[-3:],
     }
+    if not out["exact"]:
+        # Where the difference went: every caller's bytes, by name (a child
+        # named by its comm, not its parent's name, shows here), and how the
+        # flow tables accounted for what they were told.
+        by_name = {}
+        for k, v in watch.finals.items():
+            metric = k.split("{", 1)[0]
+            if metric in ("svcmap_connection_sent_bytes_total",
+                          "svcmap_connection_received_bytes_total",
+                          "svcmap_connection_attempts_total"):
+                name = k.split('src_service_name="', 1)[-1].split('"', 1)[0]
+                what = metric[len("svcmap_connection_"):-len("_total")]
+                if "outcome=" in k:
+                    what += "_" + k.split('outcome="', 1)[1].split('"', 1)[0]
+                row = by_name.setdefault(name, {})
+                row[what] = row.get(what, 0.0) + v
+        out["connection_bytes_by_caller"] = by_name
+        out["accounting"] = {k.split('"')[1]: v for k, v in final.items()
+                             if k.startswith("svcmap_accounting_total{")}
+        out["events"] = {k.split('"')[1]: v for k, v in final.items()
+                         if k.startswith("svcmap_events_total{")}
     ok = out["exact"] and not watch.decreases
     return out, ok
 
