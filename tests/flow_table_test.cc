@@ -369,7 +369,9 @@ TEST(FlowTableTest, TrafficRowsAreBoundedAndCountWhatTheyDroppedButSeriesAreWhol
   FlowTable t(o);
   for (uint64_t i = 1; i <= 5; ++i) Close(t, Client(i, 7, static_cast<uint16_t>(40000 + i), 1, 1), 2000);
   FlowView v = t.View(true);
-  EXPECT_EQ(v.traffic.size(), 2u);
+  // The newest two: the oldest closes made room.
+  ASSERT_EQ(v.traffic.size(), 2u);
+  for (const auto& [k, r] : v.traffic) EXPECT_GE(k.src_port, 40004) << k.src_port;
   EXPECT_EQ(v.traffic_overflow, 3u);
   EXPECT_EQ(Only(v).connections, 5u);  // flows lose nothing
   EXPECT_EQ(v.traffic_series.begin()->second.bytes_to_dst, 5u);  // nor do series
@@ -397,44 +399,6 @@ TEST(FlowTableTest, AReusedFourTupleIsOneRowWithBothConnectionsBytes) {
   ASSERT_EQ(v.traffic.size(), 1u);
   EXPECT_EQ(v.traffic.begin()->first.src_port, 40001);
   EXPECT_EQ(v.traffic.begin()->second.bytes_to_dst, 200u);  // the 2000 close went
-}
-
-// A crr load reuses a few thousand ephemeral ports: at its cap the log is
-// merged by 4-tuple, and only 4-tuples past the cap go unlisted.
-TEST(FlowTableTest, ATrafficLogAtItsCapIsMergedByFourTupleBeforeAnythingIsDropped) {
-  FlowTableOptions o;
-  o.max_traffic_rows = 4;
-  FlowTable t(o);
-  uint64_t id = 0;
-  for (uint64_t round = 1; round <= 4; ++round)
-    for (uint16_t port = 40001; port <= 40003; ++port) {
-      ++id;
-      Close(t, Client(id, static_cast<uint32_t>(round), port, round * port, round), 1000 + id);
-    }
-  FlowView v = t.View(true);
-  EXPECT_EQ(v.traffic_overflow, 0u);
-  ASSERT_EQ(v.traffic.size(), 3u);
-  for (const auto& [k, s] : v.traffic) {
-    EXPECT_EQ(s.bytes_to_dst, (1 + 2 + 3 + 4) * uint64_t{k.src_port}) << k.src_port;
-    EXPECT_EQ(s.bytes_to_src, 1u + 2 + 3 + 4);
-    EXPECT_EQ(s.process.pid, 4u);  // the last close's
-    EXPECT_EQ(s.last_seen_ns, 1000 + 9 + (k.src_port - 40000));
-  }
-  // Distinct 4-tuples past the cap: merged, nothing freed, so dropped.
-  Close(t, Client(++id, 5, 40004, 7, 7), 2000);
-  Close(t, Client(++id, 5, 40005, 7, 7), 2001);
-  Close(t, Client(++id, 5, 40001, 7, 7), 2002);  // full until rows expire
-  v = t.View(true);
-  EXPECT_EQ(v.traffic.size(), 4u);
-  EXPECT_EQ(v.traffic_overflow, 2u);
-  EXPECT_EQ(v.traffic_series.begin()->second.bytes_to_dst, 10u * (40001 + 40002 + 40003) + 21);
-  // The rows of 40001..40003 expire; 40004 stays, and 40005 fits again.
-  t.ExpireIdleTraffic(0, 1500);
-  Close(t, Client(++id, 6, 40005, 3, 3), 3000);
-  v = t.View(true);
-  ASSERT_EQ(v.traffic.size(), 2u);
-  for (const auto& [k, s] : v.traffic) EXPECT_EQ(s.bytes_to_dst, k.src_port == 40004 ? 7u : 3u);
-  EXPECT_EQ(v.traffic_overflow, 2u);
 }
 
 TEST(FlowTableTest, ClosedIdsAreKeptOnlyWhileAReadRunsAndIdleTrafficExpires) {

@@ -1,8 +1,6 @@
 #include "svcmap/flow/flow_table.h"
 
 #include <algorithm>
-#include <iterator>
-#include <vector>
 
 namespace svcmap::flow {
 
@@ -137,38 +135,18 @@ void FlowTable::CountOpen(const SockRecord& s, Role role) {
 
 void FlowTable::AddRow(const TrafficKey& key, uint64_t to_dst, uint64_t to_src, uint64_t seen_ns,
                        const ProcessKey& p) {
-  if (rows_.size() >= options_.max_traffic_rows && (rows_full_ || !CompactRows())) {
+  if (options_.max_traffic_rows == 0) {
     ++rows_overflow_;
     return;
+  }
+  if (rows_.size() >= options_.max_traffic_rows) {
+    rows_.pop_front();
+    ++rows_overflow_;
   }
   rows_.emplace_back(key, TrafficStats{.bytes_to_dst = to_dst,
                                        .bytes_to_src = to_src,
                                        .last_seen_ns = seen_ns,
                                        .process = p});
-}
-
-bool FlowTable::CompactRows() {
-  // Walked from the newest, so that a merged entry sits where its 4-tuple
-  // last closed and carries that close's process, as View(true) would.
-  absl::flat_hash_map<TrafficKey, size_t> at;
-  at.reserve(rows_.size());
-  std::vector<std::pair<TrafficKey, TrafficStats>> merged;
-  merged.reserve(rows_.size());
-  for (auto it = rows_.rbegin(); it != rows_.rend(); ++it) {
-    auto [pos, fresh] = at.try_emplace(it->first, merged.size());
-    if (fresh) {
-      merged.push_back(std::move(*it));
-      continue;
-    }
-    TrafficStats& m = merged[pos->second].second;
-    m.bytes_to_dst += it->second.bytes_to_dst;
-    m.bytes_to_src += it->second.bytes_to_src;
-    m.last_seen_ns = std::max(m.last_seen_ns, it->second.last_seen_ns);
-  }
-  rows_.assign(std::make_move_iterator(merged.rbegin()), std::make_move_iterator(merged.rend()));
-  // Too little freed to pay for the next merge: full until entries expire.
-  rows_full_ = rows_.size() > options_.max_traffic_rows - options_.max_traffic_rows / 4;
-  return rows_.size() < options_.max_traffic_rows;
 }
 
 bool FlowTable::BeginClose(const SockKey& key) {
@@ -500,10 +478,8 @@ std::vector<TrafficKey> FlowTable::ExpireIdleTraffic(uint64_t cutoff_ns, uint64_
   }
   // Close order is nearly time order (two CPUs' events interleave), so
   // most of what goes is at the front; the rest is a pass over the entries.
-  const size_t rows_before = rows_.size();
   while (!rows_.empty() && rows_.front().second.last_seen_ns < rows_cutoff_ns) rows_.pop_front();
   std::erase_if(rows_, [&](const auto& kv) { return kv.second.last_seen_ns < rows_cutoff_ns; });
-  if (rows_.size() < rows_before) rows_full_ = false;
   return gone;
 }
 

@@ -296,8 +296,6 @@ class FlowTable {
     uint64_t sent = 0, received = 0;
   };
 
-  // Merges rows_ by 4-tuple; whether there is room for one more then.
-  bool CompactRows();
   BucketMap::value_type* BucketFor(const FlowKey& key);
   TrafficMap::value_type* SeriesFor(const TrafficKey& key);
   // `health`: what the close said of it (null: closed as lost).
@@ -332,14 +330,14 @@ class FlowTable {
   // Closed connections, one entry per close in close order: appended on
   // the event path (a crr load makes a new 4-tuple per connection, and a
   // hash insert for each was a quarter of the agent's CPU), merged by
-  // 4-tuple only when a per-connection view asks (View(true)), or when the
-  // log reaches its cap (CompactRows: the ephemeral ports a crr load reuses
-  // are one entry each again). Past the cap with every 4-tuple distinct, a
-  // close is not listed (counted in rows_overflow_); flows and series lose
-  // nothing.
+  // 4-tuple only when a per-connection view asks (View(true)). At its cap
+  // the oldest close makes room for the newest (counted in rows_overflow_):
+  // a view lists the most recent closes. Merging at the cap instead hashed
+  // every distinct 4-tuple again each time the log filled (2-3 inserts per
+  // close under a crr load, a sixth of the agent's CPU), more than the one
+  // insert this log replaced. Flows and series lose nothing either way.
   std::deque<std::pair<TrafficKey, TrafficStats>> rows_;
   uint64_t rows_overflow_ = 0;
-  bool rows_full_ = false;  // the last merge freed under a quarter of the cap
   LiveMap live_;
   absl::flat_hash_map<SockKey, Base> bases_;  // of the rebased ones
   std::deque<std::pair<uint32_t, uint64_t>> gen_ns_;  // recent reads: generation -> time
