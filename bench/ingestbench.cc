@@ -127,16 +127,23 @@ svcmap_event Make(const std::array<svcmap_event, 4>& t, uint64_t conn, int kind,
   return e;
 }
 
-// The agent's state and sink (node::Session::OnEvent): a mutex and the
-// collector. Naming happens on the session's worker, off this path.
+// The agent's state and sink (kernel::BpfBackend's batches into
+// node::Session::OnEvents): a mutex and the collector. Naming happens on the
+// session's worker, off this path.
 struct Agent {
   std::mutex mu;
   Collector collector;
   svcmap::kernel::IngestCounters counters;
-  std::function<void(const SockEvent&)> sink = [this](const SockEvent& ev) {
+  std::vector<SockEvent> batch;
+  void Ingest(const void* data, size_t size) {
+    svcmap::kernel::IngestRecord({static_cast<const uint8_t*>(data), size}, batch, counters);
+    if (batch.size() >= 64) Deliver();
+  }
+  void Deliver() {
     std::lock_guard<std::mutex> lock(mu);
-    collector.OnEvent(ev);
-  };
+    for (const SockEvent& ev : batch) collector.OnEvent(ev);
+    batch.clear();
+  }
 
   // The servers' listen events, first, as the agent would have seen them.
   void Listen(const std::array<svcmap_event, 4>& t) {
@@ -147,9 +154,9 @@ struct Agent {
       e.sock_id = 1ULL << 40 | s;
       std::memset(e.tuple.daddr, 0, sizeof(e.tuple.daddr));
       e.tuple.dport = 0;
-      svcmap::kernel::IngestRecord({reinterpret_cast<const uint8_t*>(&e), sizeof(e)}, sink,
-                                   counters);
+      Ingest(&e, sizeof(e));
     }
+    Deliver();
   }
 };
 
@@ -169,9 +176,8 @@ void Synthetic(const Args& a) {
     auto agent = std::make_unique<Agent>();
     agent->Listen(t);
     auto t0 = Clock::now();
-    for (const svcmap_event& e : records)
-      svcmap::kernel::IngestRecord({reinterpret_cast<const uint8_t*>(&e), sizeof(e)},
-                                   agent->sink, agent->counters);
+    for (const svcmap_event& e : records) agent->Ingest(&e, sizeof(e));
+    agent->Deliver();
     double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     rates.push_back(static_cast<double>(a.events) / secs);
     if (agent->counters.decode_errors != 0) {
@@ -221,9 +227,7 @@ int Kernel(const Args& a) {
     std::unique_ptr<ring_buffer, RingDeleter> ring(ring_buffer__new(
         bpf_map__fd(skel->maps.events),
         [](void* ctx, void* data, size_t size) {
-          auto* ag = static_cast<Agent*>(ctx);
-          svcmap::kernel::IngestRecord({static_cast<const uint8_t*>(data), size}, ag->sink,
-                                       ag->counters);
+          static_cast<Agent*>(ctx)->Ingest(data, size);
           return 0;
         },
         agent.get(), nullptr));
@@ -247,6 +251,7 @@ int Kernel(const Args& a) {
       }
       auto c0 = Clock::now();
       int got = ring_buffer__consume(ring.get());
+      agent->Deliver();
       auto c1 = Clock::now();
       if (got < 0) {
         fmt::print(stderr, "svcmap-ingestbench: ring_buffer__consume: {}\n", got);

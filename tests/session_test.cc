@@ -61,7 +61,7 @@ class FakeBackend final : public kernel::Backend {
   // (its entry is marked destroyed, then deleted).
   void Emit(SockEvent ev) {
     if (ev.type == flow::EventType::kClose) Unlist(ev.sock.sock_id);
-    sink_(ev);
+    sink_({&ev, 1});
   }
   // Runs `fn` in the next live read, after the table was copied and before
   // the copy is handed over: what the drain thread may do meanwhile.

@@ -127,15 +127,17 @@ absl::Status RunTrace(const Options& o) {
   std::mutex out_mu;
   if (!o.json) fmt::print("{}\n", TraceHeader());
   std::string line;  // reused: the drain thread is the only writer
-  absl::Status started = backend->Start([&](const flow::SockEvent& ev) {
-    if (ev.type == flow::EventType::kFork) return;  // processes, not connections
-    if (o.pid && ev.sock.owner.process.pid != *o.pid) return;
+  absl::Status started = backend->Start([&](absl::Span<const flow::SockEvent> events) {
     line.clear();
-    if (o.json)
-      AppendTraceJson(line, ev, clock);
-    else
-      line = TraceLine(ev, clock);
-    line.push_back('\n');
+    for (const flow::SockEvent& ev : events) {
+      if (ev.type == flow::EventType::kFork) continue;  // processes, not connections
+      if (o.pid && ev.sock.owner.process.pid != *o.pid) continue;
+      if (o.json)
+        AppendTraceJson(line, ev, clock);
+      else
+        line += TraceLine(ev, clock);
+      line.push_back('\n');
+    }
     std::lock_guard<std::mutex> lock(out_mu);
     std::fwrite(line.data(), 1, line.size(), stdout);
   });

@@ -294,11 +294,20 @@ void BpfBackend::DrainLoop() {
   while (!stop_.load(std::memory_order_acquire)) {
     drained_unix_ns_.store(absl::GetCurrentTimeNanos(), std::memory_order_relaxed);
     int n = ring_buffer__poll(ring_.get(), 100);
+    Deliver();
     if (n < 0 && n != -EINTR) break;
     ring_buffer__consume(ring_.get());
+    Deliver();
   }
   ring_buffer__consume(ring_.get());
+  Deliver();
   draining_.store(false, std::memory_order_release);
+}
+
+void BpfBackend::Deliver() {
+  if (batch_.empty()) return;
+  if (sink_) sink_(batch_);
+  batch_.clear();
 }
 
 Backend::Progress BpfBackend::DrainProgress() const {
@@ -319,7 +328,10 @@ int BpfBackend::OnRecord(void* ctx, void* data, size_t size) {
   // readers under ASan) while the drain is working all along.
   if ((++self->records_ & 63) == 0)
     self->drained_unix_ns_.store(absl::GetCurrentTimeNanos(), std::memory_order_relaxed);
-  IngestRecord({static_cast<const uint8_t*>(data), size}, self->sink_, self->ingest_);
+  IngestRecord({static_cast<const uint8_t*>(data), size}, self->batch_, self->ingest_);
+  // Handed on a batch at a time, and at once when the ring is empty: poll()
+  // returns only then, which under a steady load may be a long time.
+  if (self->batch_.size() >= kBatch) self->Deliver();
   return 0;
 }
 

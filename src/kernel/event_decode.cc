@@ -124,8 +124,7 @@ absl::StatusOr<flow::SockRecord> DecodeLive(uint64_t sock_id, const svcmap_sock_
   return s;
 }
 
-void IngestRecord(absl::Span<const uint8_t> record,
-                  const std::function<void(const flow::SockEvent&)>& sink,
+void IngestRecord(absl::Span<const uint8_t> record, std::vector<flow::SockEvent>& batch,
                   IngestCounters& counters) {
   absl::StatusOr<flow::SockEvent> ev = DecodeEvent(record);
   if (!ev.ok()) {
@@ -134,7 +133,7 @@ void IngestRecord(absl::Span<const uint8_t> record,
   }
   if (ev->tcp && flow::ReconcileBytes(*ev->tcp, ev->sock))
     counters.tcp_corrected.fetch_add(1, std::memory_order_relaxed);
-  if (sink) sink(*ev);
+  batch.push_back(*std::move(ev));
 }
 
 }  // namespace svcmap::kernel

@@ -69,8 +69,7 @@ absl::Status ProcfsBackend::ScanOnce() {
   last_scan_us_.store(absl::ToInt64Microseconds(absl::Now() - t0), std::memory_order_relaxed);
   scanned_unix_ns_.store(absl::GetCurrentTimeNanos(), std::memory_order_relaxed);
   events_.fetch_add(events.size(), std::memory_order_relaxed);
-  if (sink_)
-    for (const flow::SockEvent& ev : events) sink_(ev);
+  if (sink_ && !events.empty()) sink_(events);
   return absl::OkStatus();
 }
 

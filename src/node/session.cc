@@ -71,7 +71,8 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Start(std::unique_ptr<kernel::
   // The addresses of the namespaces there are now, before the first frame
   // files anything under the node's.
   self->WorkOnce(/*force_netns=*/true);
-  absl::Status started = self->backend_->Start([self](const flow::SockEvent& ev) { self->OnEvent(ev); });
+  absl::Status started = self->backend_->Start(
+      [self](absl::Span<const flow::SockEvent> events) { self->OnEvents(events); });
   if (!started.ok()) return started;
   self->worker_ = std::thread([self] { self->WorkLoop(); });
   self->framer_ = std::thread([self] { self->FrameLoop(); });
@@ -80,11 +81,11 @@ absl::StatusOr<std::unique_ptr<Session>> Session::Start(std::unique_ptr<kernel::
 
 Session::~Session() { Stop(); }
 
-void Session::OnEvent(const flow::SockEvent& ev) {
+void Session::OnEvents(absl::Span<const flow::SockEvent> events) {
   bool wake = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    collector_.OnEvent(ev);
+    for (const flow::SockEvent& ev : events) collector_.OnEvent(ev);
     // A new process is read from /proc at once, while it still has one
     // (the kernel side wakes the drain for its first event): one wake-up
     // per batch of new processes, not per event.

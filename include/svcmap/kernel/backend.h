@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "svcmap/flow/sock.h"
 
 namespace svcmap::kernel {
@@ -38,7 +39,9 @@ struct BackendStats {
 // cannot tell them apart.
 class Backend {
  public:
-  using EventSink = std::function<void(const flow::SockEvent&)>;
+  // Events in the order the kernel queued them, a batch at a time: the
+  // agent's sink takes its lock once per batch, not once per record.
+  using EventSink = std::function<void(absl::Span<const flow::SockEvent>)>;
   virtual ~Backend() = default;
 
   // Starts delivering events to `sink` (on a thread of the backend's).

@@ -106,6 +106,11 @@ class BpfBackend final : public Backend {
   std::atomic<bool> draining_{false};
   std::atomic<int64_t> drained_unix_ns_{0};
   uint32_t records_ = 0;  // drain thread only
+  // Decoded, not yet handed on (drain thread only); at most kBatch, so the
+  // sink's lock is never held long.
+  static constexpr size_t kBatch = 64;
+  std::vector<flow::SockEvent> batch_;
+  void Deliver();
   IngestCounters ingest_;
   // Written by Seed() before Start(), read-only afterwards.
   uint64_t seeded_sockets_ = 0, seeded_listeners_ = 0, seed_unowned_ = 0, seed_full_ = 0;

@@ -3,7 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
-#include <functional>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -32,11 +32,11 @@ struct IngestCounters {
 };
 
 // What the ring-buffer reader does with each record: decode it, reconcile a
-// close's bytes with TCP's own counters, and hand the event to `sink`. A
+// close's bytes with TCP's own counters, and append the event to `batch`
+// (which the reader hands on when the ring is empty or the batch full). A
 // record that does not decode is counted, never passed on. The benchmarks
 // (bench/ingestbench.cc) drive exactly this.
-void IngestRecord(absl::Span<const uint8_t> record,
-                  const std::function<void(const flow::SockEvent&)>& sink,
+void IngestRecord(absl::Span<const uint8_t> record, std::vector<flow::SockEvent>& batch,
                   IngestCounters& counters);
 
 }  // namespace svcmap::kernel

@@ -179,7 +179,7 @@ class Session {
           std::unique_ptr<NodeIo> io, SessionOptions options);
 
  private:
-  void OnEvent(const flow::SockEvent& ev);
+  void OnEvents(absl::Span<const flow::SockEvent> events);
   void FrameLoop();
   void WorkLoop();
   // One pass of the worker: names, NATs, exits, namespaces. True if it did
