@@ -344,6 +344,7 @@ Metrics BuildMetrics(const flow::ServiceGraph& graph, const Ledgers& ledgers,
        std::vector<std::pair<std::string, uint64_t>>{{"kernel_ringbuf", health.ringbuf_drops},
                                                      {"kernel_socket_table", health.socks_full},
                                                      {"kernel_socket_track", health.track_errors},
+                                                     {"kernel_recursion", health.recursion_misses},
                                                      {"decode", health.decode_errors},
                                                      {"user_traffic_table", health.traffic_overflow},
                                                      {"scan", health.scan_errors}})

@@ -147,6 +147,7 @@ nlohmann::ordered_json Document(const InstanceInfo& instance, const flow::Servic
                   {"traffic_overflow", stats.traffic_overflow},
                   {"unowned_closes", stats.unowned_closes},
                   {"track_errors", stats.track_errors},
+                  {"recursion_misses", stats.recursion_misses},
                   {"connect_ends_unseen", stats.connect_ends_unseen},
                   {"seeded_sockets", stats.seeded_sockets},
                   {"seeded_listeners", stats.seeded_listeners},

@@ -403,6 +403,17 @@ BackendStats BpfBackend::Stats() const {
     if (bpf_map_lookup_elem(fd, &i, per_cpu.data()) != 0) continue;
     for (uint64_t v : per_cpu) *fields[i] += v;
   }
+  // The kernel's own count (5.12+; 0 before): a program it did not run
+  // because one of ours was running on that CPU already, such as a state
+  // change in a softirq that interrupted a process-context program.
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, skel_->obj) {
+    const int fd = bpf_program__fd(prog);
+    if (fd < 0) continue;
+    bpf_prog_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) s.recursion_misses += info.recursion_misses;
+  }
   s.decode_errors = ingest_.decode_errors.load(std::memory_order_relaxed);
   s.seeded_sockets = seeded_sockets_;
   s.seeded_listeners = seeded_listeners_;

@@ -378,6 +378,7 @@ std::shared_ptr<const Frame> Session::BuildFrame(bool per_connection, bool live_
   h.ringbuf_drops = bs.ringbuf_drops;
   h.socks_full = bs.socks_full;
   h.track_errors = bs.track_errors;
+  h.recursion_misses = bs.recursion_misses;
   h.decode_errors = bs.decode_errors;
   h.scan_errors = bs.scan_errors;
   h.traffic_overflow = counts.traffic_overflow;
@@ -427,6 +428,7 @@ std::shared_ptr<const Frame> Session::BuildFrame(bool per_connection, bool live_
   stats.traffic_overflow = counts.traffic_overflow;
   stats.unowned_closes = bs.unowned_close;
   stats.track_errors = bs.track_errors;
+  stats.recursion_misses = bs.recursion_misses;
   stats.connect_ends_unseen = bs.connect_end_unseen;
   stats.seeded_sockets = bs.seeded_sockets;
   stats.seeded_listeners = bs.seeded_listeners;

@@ -532,6 +532,7 @@ TEST_F(EdgeHealthTest, ConnectsWhoseSynsAreDroppedTimeOutExactly) {
   // not, which would show as errors).
   EXPECT_EQ(r.snap_a["stats"]["connect_ends_unseen"], 0) << r.snap_a["stats"].dump();
   EXPECT_EQ(r.snap_a["stats"]["track_errors"], 0) << r.snap_a["stats"].dump();
+  EXPECT_EQ(r.snap_a["stats"]["recursion_misses"], 0) << r.snap_a["stats"].dump();
   EXPECT_EQ(e["attempts_timed_out"], n) << e.dump() << "\n" << r.snap_a["stats"].dump();
   EXPECT_EQ(e["attempts_refused"], 0);
   EXPECT_EQ(e["attempts_error"], 0);

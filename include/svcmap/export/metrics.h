@@ -26,6 +26,7 @@ struct AgentHealth {
   uint64_t ringbuf_drops = 0;              // kernel ring buffer full
   uint64_t socks_full = 0;                 // kernel socket table full
   uint64_t track_errors = 0;               // kernel socket table update failed (not full)
+  uint64_t recursion_misses = 0;           // kernel skipped a program run: recursion on a CPU
   uint64_t decode_errors = 0;
   uint64_t scan_errors = 0;
   uint64_t traffic_overflow = 0;           // per-connection rows over the flow table's cap

@@ -39,6 +39,7 @@ struct SnapshotStats {
   uint64_t scans = 0;           // procfs backend
   uint64_t scan_errors = 0;
   uint64_t track_errors = 0;         // kernel: socks map update failed, socket not tracked
+  uint64_t recursion_misses = 0;     // kernel: program runs skipped, one already on that CPU
   uint64_t connect_ends_unseen = 0;  // failed connects whose ending was not seen
 };
 

@@ -21,6 +21,10 @@ struct BackendStats {
   uint64_t unowned_close = 0;   // accepted socket closed before its owner was known
   uint64_t track_errors = 0;    // kernel: socks map update failed (not full), socket not tracked
   uint64_t connect_end_unseen = 0;  // kernel: failed connect whose CLOSE transition went unseen
+  // kernel: runs of our programs the kernel skipped because one of them was
+  // already running on that CPU (a softirq's transition while a program ran
+  // in process context): events that never reached the tables.
+  uint64_t recursion_misses = 0;
   uint64_t decode_errors = 0;   // malformed records
   uint64_t tcp_corrected = 0;   // closes where TCP counted more bytes than the hooks
   // Start-up seeding: sockets that existed before svcmap.
