@@ -125,6 +125,16 @@ static __always_inline void sock_tcp_payload(const struct sock *sk, bool btf,
 	*received = rcvd > ctl ? rcvd - ctl : 0;
 }
 
+/* Whether TCP had this socket's SYN acked: bytes_acked counts it (and
+ * tcp_disconnect() zeroes it again after a failed connect). */
+static __always_inline bool sock_syn_acked(const struct sock *sk, bool btf)
+{
+	const struct tcp_sock *tp = btf ? bpf_skc_to_tcp_sock((void *)sk)
+					: (const struct tcp_sock *)sk;
+
+	return tp && KREAD(btf, tp, bytes_acked) > 0;
+}
+
 /* TCP's own per-connection health, as tcp_get_info() reports it: what
  * `ss -ti` shows as retrans (total), rtt and minrtt. */
 struct tcp_health {

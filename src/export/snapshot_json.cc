@@ -149,6 +149,7 @@ nlohmann::ordered_json Document(const InstanceInfo& instance, const flow::Servic
                   {"track_errors", stats.track_errors},
                   {"recursion_misses", stats.recursion_misses},
                   {"connect_ends_unseen", stats.connect_ends_unseen},
+                  {"established_unseen", stats.established_unseen},
                   {"seeded_sockets", stats.seeded_sockets},
                   {"seeded_listeners", stats.seeded_listeners},
                   {"seed_unowned", stats.seed_unowned},

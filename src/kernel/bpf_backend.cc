@@ -398,7 +398,8 @@ BackendStats BpfBackend::Stats() const {
   int ncpu = libbpf_num_possible_cpus();
   std::vector<uint64_t> per_cpu(ncpu > 0 ? ncpu : 1);
   uint64_t* fields[SVCMAP_STAT_MAX] = {&s.ringbuf_drops, &s.socks_full,   &s.events,
-                                       &s.unowned_close, &s.track_errors, &s.connect_end_unseen};
+                                       &s.unowned_close, &s.track_errors, &s.connect_end_unseen,
+                                       &s.established_unseen};
   for (uint32_t i = 0; i < SVCMAP_STAT_MAX; ++i) {
     if (bpf_map_lookup_elem(fd, &i, per_cpu.data()) != 0) continue;
     for (uint64_t v : per_cpu) *fields[i] += v;

@@ -392,7 +392,8 @@ std::shared_ptr<const Frame> Session::BuildFrame(bool per_connection, bool live_
                   {"retired", counts.retired},
                   {"evicted", counts.evicted},
                   {"nat_skipped", counts.nat_skipped},
-                  {"connect_end_unseen", bs.connect_end_unseen}};
+                  {"connect_end_unseen", bs.connect_end_unseen},
+                  {"established_unseen", bs.established_unseen}};
   h.tables = {{"processes", sizes.processes},
               {"processes_pending", sizes.pending_processes},
               {"process_tombstones", sizes.process_tombstones},
@@ -430,6 +431,7 @@ std::shared_ptr<const Frame> Session::BuildFrame(bool per_connection, bool live_
   stats.track_errors = bs.track_errors;
   stats.recursion_misses = bs.recursion_misses;
   stats.connect_ends_unseen = bs.connect_end_unseen;
+  stats.established_unseen = bs.established_unseen;
   stats.seeded_sockets = bs.seeded_sockets;
   stats.seeded_listeners = bs.seeded_listeners;
   stats.seed_unowned = bs.seed_unowned;

@@ -41,6 +41,7 @@ struct SnapshotStats {
   uint64_t track_errors = 0;         // kernel: socks map update failed, socket not tracked
   uint64_t recursion_misses = 0;     // kernel: program runs skipped, one already on that CPU
   uint64_t connect_ends_unseen = 0;  // failed connects whose ending was not seen
+  uint64_t established_unseen = 0;   // connects whose ESTABLISHED was not seen, found at close
 };
 
 // How many of the connections the kernel opened while we watched we saw:
