@@ -125,8 +125,9 @@ static __always_inline void sock_tcp_payload(const struct sock *sk, bool btf,
 	*received = rcvd > ctl ? rcvd - ctl : 0;
 }
 
-/* Whether TCP had this socket's SYN acked: bytes_acked counts it (and
- * tcp_disconnect() zeroes it again after a failed connect). */
+/* Whether TCP had this socket's SYN (or a child's SYN-ACK) acked:
+ * bytes_acked counts it, and tcp_disconnect() zeroes it again after a
+ * failed connect. */
 static __always_inline bool sock_syn_acked(const struct sock *sk, bool btf)
 {
 	const struct tcp_sock *tp = btf ? bpf_skc_to_tcp_sock((void *)sk)

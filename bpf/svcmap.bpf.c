@@ -539,11 +539,12 @@ static __always_inline int on_destroy(const struct sock *sk, bool btf)
 		if (lo && lo->tgid == st->owner.tgid)
 			bpf_map_delete_elem(&listeners, &lk);
 	}
-	/* A connect whose move to ESTABLISHED we did not see (a run the kernel
-	 * skipped, see recursion_misses) but which did establish: what it
-	 * moved is still in TCP's counters, and its tuple in the socket. */
-	if (st->role == SVCMAP_ROLE_CLIENT && !st->established && !st->closed &&
-	    sock_syn_acked(sk, btf)) {
+	/* Either end of a connection whose move to ESTABLISHED we did not see
+	 * (a run the kernel skipped, see recursion_misses) but which did
+	 * establish, its SYN or SYN-ACK acked: what it moved is still in
+	 * TCP's counters, and its tuple in the socket. */
+	if ((st->role == SVCMAP_ROLE_CLIENT || st->role == SVCMAP_ROLE_SERVER) &&
+	    !st->established && !st->closed && sock_syn_acked(sk, btf)) {
 		sock_read_tuple(sk, btf, &st->tuple);
 		st->established = 1;
 		stat_inc(SVCMAP_STAT_ESTABLISHED_UNSEEN);

@@ -186,9 +186,9 @@ enum svcmap_stat {
 	/* A connect that never established destroyed without its CLOSE
 	 * transition seen: how it ended is unknown (counted as an error). */
 	SVCMAP_STAT_CONNECT_END_UNSEEN = 5,
-	/* A connect whose ESTABLISHED transition went unseen though TCP had
-	 * its SYN acked: found at destroy, and counted as the connection it
-	 * was, with TCP's counters. */
+	/* A connection (either end) whose ESTABLISHED transition went unseen
+	 * though TCP had its SYN or SYN-ACK acked: found at destroy, and
+	 * counted as the connection it was, with TCP's counters. */
 	SVCMAP_STAT_ESTABLISHED_UNSEEN = 6,
 	SVCMAP_STAT_MAX = 7,
 };

@@ -21,7 +21,7 @@ struct BackendStats {
   uint64_t unowned_close = 0;   // accepted socket closed before its owner was known
   uint64_t track_errors = 0;    // kernel: socks map update failed (not full), socket not tracked
   uint64_t connect_end_unseen = 0;  // kernel: failed connect whose CLOSE transition went unseen
-  uint64_t established_unseen = 0;  // kernel: connect whose ESTABLISHED went unseen, found at destroy
+  uint64_t established_unseen = 0;  // kernel: connection whose ESTABLISHED went unseen, found at destroy
   // kernel: runs of our programs the kernel skipped because one of them was
   // already running on that CPU (a softirq's transition while a program ran
   // in process context): events that never reached the tables.
