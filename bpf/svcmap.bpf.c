@@ -258,9 +258,11 @@ static __always_inline void refuse(u64 key)
 		stat_inc(SVCMAP_STAT_SOCKS_FULL);
 }
 
-static __always_inline struct svcmap_sock_state *
-track(u64 key, const struct sock *sk, bool btf, u8 role, u8 flags,
-      const struct svcmap_owner *owner, u64 update_flags)
+/* A new entry for the socket: 0, -EEXIST (BPF_NOEXIST lost to a racing
+ * creator, whose entry stays), or an error counted here. */
+static __always_inline long
+track_insert(u64 key, const struct sock *sk, bool btf, u8 role, u8 flags,
+	     const struct svcmap_owner *owner, u64 update_flags)
 {
 	struct svcmap_sock_state st = {};
 	long err;
@@ -282,12 +284,24 @@ track(u64 key, const struct sock *sk, bool btf, u8 role, u8 flags,
 	err = bpf_map_update_elem(&socks, &key, &st, update_flags);
 	if (err == -E2BIG) {
 		refuse(key);
-		return NULL;
+		return err;
 	}
 	/* A bucket lock that could not be taken (-EBUSY before 6.15, then
 	 * rqspinlock's -EDEADLK or -ETIMEDOUT): this socket goes unseen. */
 	if (err && err != -EEXIST)
 		stat_inc(SVCMAP_STAT_TRACK_ERRORS);
+	return err;
+}
+
+/* track_insert(), and the entry (the racing creator's after -EEXIST).
+ * Connect and the child's clone need no entry back: a lookup saved
+ * twice per connection. */
+static __always_inline struct svcmap_sock_state *
+track(u64 key, const struct sock *sk, bool btf, u8 role, u8 flags,
+      const struct svcmap_owner *owner, u64 update_flags)
+{
+	if (track_insert(key, sk, btf, role, flags, owner, update_flags) == -E2BIG)
+		return NULL;
 	return bpf_map_lookup_elem(&socks, &key);
 }
 
@@ -391,7 +405,8 @@ static __always_inline int on_set_state(const struct sock *sk, bool btf,
 	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
 		/* connect(): process context. The source port is not chosen
 		 * yet (inet_hash_connect runs after this); ESTABLISHED fills it. */
-		track(key, sk, btf, SVCMAP_ROLE_CLIENT, SVCMAP_F_OWNED, NULL, BPF_ANY);
+		track_insert(key, sk, btf, SVCMAP_ROLE_CLIENT, SVCMAP_F_OWNED, NULL,
+			     BPF_ANY);
 		return 0;
 	}
 	if (newstate == TCP_LISTEN) {
@@ -415,7 +430,8 @@ static __always_inline int on_set_state(const struct sock *sk, bool btf,
 		lk.port = sock_local_port(sk, btf);
 		lo = bpf_map_lookup_elem(&listeners, &lk);
 		if (lo)
-			track(key, sk, btf, SVCMAP_ROLE_SERVER, 0, lo, BPF_ANY);
+			track_insert(key, sk, btf, SVCMAP_ROLE_SERVER, 0, lo,
+				     BPF_ANY);
 		return 0;
 	}
 
@@ -586,7 +602,8 @@ static __always_inline int on_connect(const struct sock *sk, bool btf)
 {
 	if (!sk || !sock_is_tcp(sk, btf))
 		return 0;
-	track((u64)sk, sk, btf, SVCMAP_ROLE_CLIENT, SVCMAP_F_OWNED, NULL, BPF_ANY);
+	track_insert((u64)sk, sk, btf, SVCMAP_ROLE_CLIENT, SVCMAP_F_OWNED, NULL,
+		     BPF_ANY);
 	return 0;
 }
 
