@@ -89,6 +89,16 @@ static __always_inline void sock_read_tuple(const struct sock *sk, bool btf,
 	}
 }
 
+/* The tcp_sock of a TCP socket. A BTF pointer keeps its type: the verifier
+ * only lets us at the tcp_sock part through bpf_skc_to_tcp_sock() (5.9),
+ * which is NULL for what is not a full TCP socket. */
+static __always_inline const struct tcp_sock *sock_tcp(const struct sock *sk,
+							bool btf)
+{
+	return btf ? bpf_skc_to_tcp_sock((void *)sk)
+		   : (const struct tcp_sock *)sk;
+}
+
 /*
  * Payload bytes according to TCP itself. bytes_acked counts the SYN of an
  * active opener and an acknowledged FIN; bytes_received counts a received
@@ -99,10 +109,7 @@ static __always_inline void sock_tcp_payload(const struct sock *sk, bool btf,
 					     u8 role, u8 fin_sent, u64 *sent,
 					     u64 *received)
 {
-	/* A BTF pointer keeps its type: the verifier only lets us at the
-	 * tcp_sock part through bpf_skc_to_tcp_sock() (5.9). */
-	const struct tcp_sock *tp = btf ? bpf_skc_to_tcp_sock((void *)sk)
-					: (const struct tcp_sock *)sk;
+	const struct tcp_sock *tp = sock_tcp(sk, btf);
 
 	if (!tp) {
 		*sent = *received = 0;
@@ -130,8 +137,7 @@ static __always_inline void sock_tcp_payload(const struct sock *sk, bool btf,
  * failed connect. */
 static __always_inline bool sock_syn_acked(const struct sock *sk, bool btf)
 {
-	const struct tcp_sock *tp = btf ? bpf_skc_to_tcp_sock((void *)sk)
-					: (const struct tcp_sock *)sk;
+	const struct tcp_sock *tp = sock_tcp(sk, btf);
 
 	return tp && KREAD(btf, tp, bytes_acked) > 0;
 }
@@ -147,8 +153,7 @@ struct tcp_health {
 static __always_inline void sock_tcp_health(const struct sock *sk, bool btf,
 					    struct tcp_health *h)
 {
-	const struct tcp_sock *tp = btf ? bpf_skc_to_tcp_sock((void *)sk)
-					: (const struct tcp_sock *)sk;
+	const struct tcp_sock *tp = sock_tcp(sk, btf);
 	u32 min;
 
 	if (!tp)

@@ -409,11 +409,12 @@ BackendStats BpfBackend::Stats() const {
   // change in a softirq that interrupted a process-context program.
   bpf_program* prog;
   bpf_object__for_each_program(prog, skel_->obj) {
-    const int fd = bpf_program__fd(prog);
-    if (fd < 0) continue;
+    const int prog_fd = bpf_program__fd(prog);
+    if (prog_fd < 0) continue;
     bpf_prog_info info{};
     uint32_t len = sizeof(info);
-    if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) s.recursion_misses += info.recursion_misses;
+    if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0)
+      s.recursion_misses += info.recursion_misses;
   }
   s.decode_errors = ingest_.decode_errors.load(std::memory_order_relaxed);
   s.seeded_sockets = seeded_sockets_;
