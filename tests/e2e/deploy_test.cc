@@ -11,6 +11,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "fmt/format.h"
 #include "gtest/gtest.h"
@@ -25,6 +26,7 @@ using std::chrono::seconds;
 
 const std::string kSvcmap = SVCMAP_BIN;
 const std::string kPeer = SVCMAP_PEER_BIN;
+const std::string kSource = SVCMAP_SOURCE_DIR;
 const std::string kDeploy = SVCMAP_SOURCE_DIR "/deploy";
 
 std::string Slurp(const std::string& path) {
@@ -94,6 +96,61 @@ TEST(DeployTest, TheManifestsParseAndHoldWhatTheDocsPromise) {
   }
   EXPECT_EQ(added, UnitCapabilities());
   EXPECT_EQ(c["securityContext"]["capabilities"]["drop"], Json::array({"ALL"}));
+}
+
+// The README's "## Quick start" section: its ```sh blocks, in order.
+std::vector<std::string> QuickStartBlocks() {
+  std::string readme = Slurp(kSource + "/README.md");
+  size_t start = readme.find("\n## Quick start\n");
+  if (start == std::string::npos) return {};
+  size_t end = readme.find("\n## ", start + 1);
+  std::string section = readme.substr(start, end - start);
+  std::vector<std::string> blocks;
+  std::regex fence("```sh\n([^`]*)```");
+  for (std::sregex_iterator it(section.begin(), section.end(), fence), last; it != last; ++it) {
+    std::string b = (*it)[1].str();
+    while (!b.empty() && b.back() == '\n') b.pop_back();
+    blocks.push_back(b);
+  }
+  return blocks;
+}
+
+// Debian's minimal images run a root shell with no sudo: each command the
+// Quick start names must exist there, on root's default PATH or in the clone.
+TEST(DeployTest, TheQuickStartRunsAsWrittenInARootShell) {
+  std::vector<std::string> blocks = QuickStartBlocks();
+  ASSERT_EQ(blocks.size(), 2u) << "want the run block and the test block";
+  const std::vector<std::string> root_path = {"/usr/local/sbin", "/usr/local/bin", "/usr/sbin",
+                                              "/usr/bin", "/sbin", "/bin"};
+  for (const std::string& block : blocks) {
+    EXPECT_EQ(block.find("sudo"), std::string::npos) << block;
+    std::string commands = std::regex_replace(block, std::regex("&&|\n"), "\x1f");
+    std::istringstream parts(commands);
+    for (std::string cmd; std::getline(parts, cmd, '\x1f');) {
+      std::istringstream words(cmd);
+      std::string program;
+      words >> program;
+      if (program.empty()) continue;
+      if (program == "./build/svcmap") continue;  // what the block builds
+      if (program.rfind("./", 0) == 0) {
+        EXPECT_EQ(access((kSource + program.substr(1)).c_str(), X_OK), 0) << program;
+        continue;
+      }
+      bool found = false;
+      for (const std::string& dir : root_path)
+        found = found || access((dir + "/" + program).c_str(), X_OK) == 0;
+      EXPECT_TRUE(found) << program << " is not on root's PATH";
+    }
+  }
+  EXPECT_NE(Slurp(kSource + "/.ci/run").find("exec " + blocks[1] + "\n"), std::string::npos)
+      << ".ci/run must run exactly the README's test command: " << blocks[1];
+  // The first block's installer, as a root login shell would run it: the
+  // packages are present by now, so it only checks them, without sudo.
+  RunResult r = RunCmd({"/usr/bin/env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                        "HOME=/root", "/bin/sh", "-c", "cd \"$0\" && ./scripts/install-deps", kSource},
+                       std::chrono::seconds(120));
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("packages present"), std::string::npos) << r.out << r.err;
 }
 
 TEST(DeployTest, TheContainersArgsPassCheckConfig) {
