@@ -3,6 +3,7 @@
 #include "svcmap/export/metrics.h"
 
 #include "gtest/gtest.h"
+#include "svcmap/base/build_info.h"
 
 namespace svcmap::exporter {
 namespace {
@@ -67,6 +68,11 @@ TEST(MetricsTest, SeedTablesAsSeriesWithExactValuesAndEscapedLabels) {
       << text;
   EXPECT_EQ(text.find("40000"), std::string::npos);
   EXPECT_NE(text.find(R"(svcmap_backend_info{backend="tracepoint"} 1)"), std::string::npos);
+  EXPECT_NE(text.find(fmt::format(R"(svcmap_build_info{{version="{}",revision="{}"}} 1)",
+                                  base::Version(), base::Revision())),
+            std::string::npos)
+      << text;
+  EXPECT_FALSE(base::Revision().empty());
   EXPECT_NE(text.find(R"(svcmap_events_total{type="connect"} 6)"), std::string::npos);
   EXPECT_NE(text.find("# TYPE svcmap_connection_sent_bytes_total counter"), std::string::npos);
   EXPECT_EQ(m.series_dropped, 0u);

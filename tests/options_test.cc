@@ -1,6 +1,8 @@
 #include "svcmap/app/options.h"
 
+#include "fmt/format.h"
 #include "gtest/gtest.h"
+#include "svcmap/base/build_info.h"
 
 namespace svcmap::app {
 namespace {
@@ -73,6 +75,17 @@ TEST(OptionsTest, HelpIsNotAnError) {
   r = P({"snapshot", "--help"});
   ASSERT_TRUE(r.ok());
   EXPECT_NE(r->help_text.find("--netns"), std::string::npos);
+}
+
+TEST(OptionsTest, VersionIsNotAnErrorAndNamesTheRevision) {
+  for (auto args : {std::vector<std::string>{"--version"},
+                    std::vector<std::string>{"agent", "--version"}}) {
+    auto r = P(args);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(r->help);
+    EXPECT_EQ(r->help_text, fmt::format("svcmap {} (revision {})\n", base::Version(),
+                                        base::Revision()));
+  }
 }
 
 }  // namespace

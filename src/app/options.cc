@@ -5,10 +5,18 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
 #include "fmt/format.h"
+#include "svcmap/base/build_info.h"
 #include "svcmap/export/remote_write.h"
 #include "svcmap/flow/ip_addr.h"
 
 namespace svcmap::app {
+namespace {
+
+std::string VersionText() {
+  return fmt::format("svcmap {} (revision {})", base::Version(), base::Revision());
+}
+
+}  // namespace
 
 absl::StatusOr<absl::Duration> ParseDurationFlag(const std::string& text) {
   absl::Duration d;
@@ -54,6 +62,7 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   // as a manifest's args naturally have them.
   app.fallthrough();
   app.set_help_all_flag("--help-all", "Help for every subcommand");
+  app.set_version_flag("--version", VersionText(), "Print the version and the git revision, and exit");
   app.add_flag("-v,--verbose", o.verbose, "Print libbpf's own log lines");
   app.add_option("--log-level", o.log_level, "error, warn, info or debug (default info)")
       ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
@@ -202,6 +211,10 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
     result.help_text = app.help();
     for (CLI::App* sub : {probe, trace, snapshot, agent, topology, top})
       if (sub->parsed()) result.help_text = sub->help();
+    return result;
+  } catch (const CLI::CallForVersion&) {
+    result.help = true;
+    result.help_text = VersionText() + "\n";
     return result;
   } catch (const CLI::CallForAllHelp&) {
     result.help = true;

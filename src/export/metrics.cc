@@ -8,6 +8,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "fmt/format.h"
 #include "prometheus/text_serializer.h"
+#include "svcmap/base/build_info.h"
 #include "svcmap/export/json_escape.h"
 
 namespace svcmap::exporter {
@@ -334,6 +335,14 @@ Metrics BuildMetrics(const flow::ServiceGraph& graph, const Ledgers& ledgers,
   MetricFamily backend = Family("svcmap_backend_info", "The capture backend in use; always 1.",
                                 MetricType::Gauge);
   backend.metric.push_back(Sample({{"backend", health.backend}}, 1, MetricType::Gauge));
+  // The node_exporter convention: a fleet's versions are one query away
+  // (count by (version) (svcmap_build_info)).
+  MetricFamily build = Family("svcmap_build_info",
+                              "The svcmap release and git revision this agent runs; always 1.",
+                              MetricType::Gauge);
+  build.metric.push_back(Sample({{"version", std::string(base::Version())},
+                                 {"revision", std::string(base::Revision())}},
+                                1, MetricType::Gauge));
   MetricFamily events = Family("svcmap_events_total", "Socket lifecycle events, by type.",
                                MetricType::Counter);
   for (const auto& [type, n] : health.events)
@@ -393,7 +402,7 @@ Metrics BuildMetrics(const flow::ServiceGraph& graph, const Ledgers& ledgers,
   for (CounterFamily* f : {&attempts, &resets, &retransmits, &rtt, &connect})
     add(f->family, std::move(f->created));
   add(traffic, std::move(traffic_created));
-  for (MetricFamily* f : {&backend, &events, &drops, &capped, &accounting, &tables, &flows, &expired})
+  for (MetricFamily* f : {&backend, &build, &events, &drops, &capped, &accounting, &tables, &flows, &expired})
     add(*f, {});
   if (health.remote_write) {
     MetricFamily samples = Family("svcmap_remote_write_samples_total",

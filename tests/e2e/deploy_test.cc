@@ -153,6 +153,17 @@ TEST(DeployTest, TheQuickStartRunsAsWrittenInARootShell) {
   EXPECT_NE(r.out.find("packages present"), std::string::npos) << r.out << r.err;
 }
 
+// A fleet asks its agents what they run: the answer is the commit built.
+TEST(DeployTest, VersionNamesTheCommitItWasBuiltFrom) {
+  RunResult head = RunCmd({"/usr/bin/git", "-C", kSource, "rev-parse", "--short=12", "HEAD"});
+  if (head.exit_code != 0) GTEST_SKIP() << "not a git checkout: " << head.err;
+  head.out.pop_back();  // the newline
+  RunResult r = RunCmd({kSvcmap, "--version"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("svcmap 0.", 0), 0u) << r.out;
+  EXPECT_NE(r.out.find("(revision " + head.out), std::string::npos) << r.out << " vs " << head.out;
+}
+
 TEST(DeployTest, TheContainersArgsPassCheckConfig) {
   Json docs = Manifests();
   const Json* ds = Find(docs, "DaemonSet");
