@@ -51,9 +51,22 @@ int WaitForAgentSignal(absl::Time deadline) {
 
 // --check-config: everything the agent would refuse at start, without root
 // and without loading anything (a manifest's args, a unit's flags).
+// A client certificate that does not load is known before the first push.
+absl::Status CheckRemoteWriteClient(const Options& o) {
+  if (o.remote_write_url.empty()) return absl::OkStatus();
+  absl::StatusOr<net::Url> url = net::ParseUrl(o.remote_write_url);
+  if (!url.ok())
+    return absl::InvalidArgumentError(fmt::format("--remote-write {}", std::string(url.status().message())));
+  absl::StatusOr<net::HttpClient> c = net::HttpClient::Create(*url, o.remote_write_http);
+  if (!c.ok())
+    return absl::InvalidArgumentError(fmt::format("--remote-write {}", std::string(c.status().message())));
+  return absl::OkStatus();
+}
+
 absl::Status CheckAgentConfig(const Options& o) {
   absl::StatusOr<identity::ServiceNamer> namer = MakeNamer(o);
   if (!namer.ok()) return namer.status();
+  if (absl::Status s = CheckRemoteWriteClient(o); !s.ok()) return s;
   if (!o.netns_path.empty())
     if (absl::StatusOr<uint32_t> ino = NetnsInode(o.netns_path); !ino.ok()) return ino.status();
   for (const std::string& url : o.map_agents)
@@ -100,6 +113,7 @@ void ServeFrameText(httplib::Response& res, std::shared_ptr<const node::Frame> f
 
 absl::Status RunAgent(const Options& o) {
   if (o.check_config) return CheckAgentConfig(o);
+  if (absl::Status s = CheckRemoteWriteClient(o); !s.ok()) return s;
   if (absl::Status s = CheckRoot(); !s.ok()) return s;
   // Each HTTP worker thread would get a malloc arena of its own and keep
   // the peak of what it rendered: measured, RSS grew by ~20 MB per scrape
@@ -130,6 +144,7 @@ absl::Status RunAgent(const Options& o) {
   if (!o.remote_write_url.empty()) {
     exporter::RemoteWriteOptions rw;
     rw.endpoint = *exporter::ParseEndpoint(o.remote_write_url);  // checked by ParseOptions
+    rw.http = o.remote_write_http;
     rw.max_pending_samples = o.remote_write_buffer;
     writer = std::make_unique<exporter::RemoteWriter>(rw);
   }

@@ -258,7 +258,7 @@ absl::Status RunTop(const Options& o) {
           s.backend = "agents";
           topology::Observations all;
           for (const std::string& url : o.agent_urls) {
-            absl::StatusOr<topology::Observations> one = topology::FetchAgent(url);
+            absl::StatusOr<topology::Observations> one = topology::FetchAgent(url, o.agents_http);
             if (!one.ok()) return one.status();
             topology::Merge(all, *std::move(one));
           }
@@ -279,7 +279,7 @@ absl::Status RunTop(const Options& o) {
           s.backend = "tsdb";
           s.has_processes = false;
           absl::StatusOr<topology::Observations> obs =
-              topology::QueryTsdb(o.tsdb_url, {start_ms, s.time_ms});
+              topology::QueryTsdb(o.tsdb_url, {start_ms, s.time_ms}, o.tsdb_http);
           if (!obs.ok() && !absl::IsNotFound(obs.status())) return obs.status();
           if (obs.ok()) s.graph = topology::Join(*obs);
           return s;

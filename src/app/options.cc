@@ -1,6 +1,7 @@
 #include "svcmap/app/options.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
@@ -14,6 +15,45 @@ namespace {
 
 std::string VersionText() {
   return fmt::format("svcmap {} (revision {})", base::Version(), base::Revision());
+}
+
+// The Prometheus http_config, as flags named after the URL flag they go with.
+void AddHttpClientFlags(CLI::App* sub, const std::string& flag, net::HttpClientConfig& c,
+                        std::vector<std::string>& headers) {
+  const std::string what = flag.substr(2);
+  sub->add_option(flag + "-ca-file", c.ca_file,
+                  fmt::format("{}: PEM CA bundle for the server's certificate (default: the "
+                              "system's)", flag));
+  sub->add_option(flag + "-cert-file", c.cert_file,
+                  fmt::format("{}: client certificate (PEM), for mutual TLS", flag));
+  sub->add_option(flag + "-key-file", c.key_file,
+                  fmt::format("{}: the client certificate's key (PEM)", flag));
+  sub->add_flag(flag + "-insecure-skip-verify", c.insecure_skip_verify,
+                fmt::format("{}: https without checking the server's certificate", flag));
+  sub->add_option(flag + "-basic-auth-user", c.basic_auth_user,
+                  fmt::format("{}: basic auth user name", flag));
+  sub->add_option(flag + "-basic-auth-password-file", c.basic_auth_password_file,
+                  fmt::format("{}: file holding the basic auth password (read at each request)",
+                              flag));
+  sub->add_option(flag + "-bearer-token-file", c.bearer_token_file,
+                  fmt::format("{}: file holding a bearer token (read at each request)", flag));
+  sub->add_option(flag + "-header", headers,
+                  fmt::format("{}: \"Name: value\" sent with every request, e.g. "
+                              "\"X-Scope-OrgID: team-a\"; repeatable", flag));
+}
+
+absl::Status FinishHttpClientFlags(const std::string& flag, bool has_url,
+                                   net::HttpClientConfig& c,
+                                   const std::vector<std::string>& headers) {
+  for (const std::string& h : headers) {
+    absl::StatusOr<std::pair<std::string, std::string>> kv = net::ParseHeader(h);
+    if (!kv.ok())
+      return absl::InvalidArgumentError(fmt::format("{}-{}", flag, std::string(kv.status().message())));
+    c.headers.push_back(*std::move(kv));
+  }
+  if (c.empty()) return absl::OkStatus();
+  if (!has_url) return absl::InvalidArgumentError(fmt::format("{}-* flags without {}", flag, flag));
+  return net::ValidateHttpClientConfig(c, flag);
 }
 
 }  // namespace
@@ -104,6 +144,8 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   agent->add_option("--remote-write", o.remote_write_url,
                     "Push to this Prometheus remote-write URL too, e.g. "
                     "http://victoria:8428/api/v1/write");
+  std::vector<std::string> remote_write_headers, tsdb_headers, agents_headers;
+  AddHttpClientFlags(agent, "--remote-write", o.remote_write_http, remote_write_headers);
   agent->add_option("--push-interval", push_interval,
                     "Time between remote-write pushes (default 15s)");
   agent->add_option("--remote-write-buffer", o.remote_write_buffer,
@@ -128,6 +170,8 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
                        "The agents themselves, URL,URL,... (default http://127.0.0.1:9464)")
       ->delimiter(',');
   topology->add_option("--snapshot", o.snapshot_paths, "Snapshot files (svcmap snapshot --json)");
+  AddHttpClientFlags(topology, "--tsdb", o.tsdb_http, tsdb_headers);
+  AddHttpClientFlags(topology, "--agents", o.agents_http, agents_headers);
   topology->add_option("--window", o.window,
                        "--tsdb: the time window, 5m (ending now) or START..END with now, "
                        "now-1h, RFC 3339 or Unix seconds (default 5m)");
@@ -154,6 +198,8 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   top->add_option("--tsdb", o.tsdb_url, "Read a Prometheus-compatible store instead of the kernel");
   top->add_option("--agents", o.agent_urls, "Read these agents instead of the kernel, URL,URL,...")
       ->delimiter(',');
+  AddHttpClientFlags(top, "--tsdb", o.tsdb_http, tsdb_headers);
+  AddHttpClientFlags(top, "--agents", o.agents_http, agents_headers);
   for (CLI::App* sub : {snapshot, agent, top}) {
     sub->add_flag("!--no-conntrack", o.conntrack,
                   "Do not ask conntrack where DNAT'd connections really went");
@@ -307,6 +353,12 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   if (!o.remote_write_url.empty())
     if (absl::StatusOr<exporter::Endpoint> e = exporter::ParseEndpoint(o.remote_write_url); !e.ok())
       return e.status();
+  for (auto [flag, has_url, config, headers] :
+       {std::tuple{"--remote-write", !o.remote_write_url.empty(), &o.remote_write_http,
+                   &remote_write_headers},
+        std::tuple{"--tsdb", !o.tsdb_url.empty(), &o.tsdb_http, &tsdb_headers},
+        std::tuple{"--agents", !o.agent_urls.empty(), &o.agents_http, &agents_headers}})
+    if (absl::Status s = FinishHttpClientFlags(flag, has_url, *config, *headers); !s.ok()) return s;
   if (absl::StatusOr<std::pair<std::string, int>> hp = SplitHostPort(o.listen); !hp.ok())
     return hp.status();
   if (!o.instance_ip.empty() && !flow::IpAddr::Parse(o.instance_ip))

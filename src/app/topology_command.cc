@@ -19,9 +19,9 @@ namespace {
 
 absl::StatusOr<topology::Observations> Load(const Options& o, const topology::Window& w) {
   topology::Observations all;
-  if (!o.tsdb_url.empty()) return topology::QueryTsdb(o.tsdb_url, w);
+  if (!o.tsdb_url.empty()) return topology::QueryTsdb(o.tsdb_url, w, o.tsdb_http);
   for (const std::string& url : o.agent_urls) {
-    absl::StatusOr<topology::Observations> one = topology::FetchAgent(url);
+    absl::StatusOr<topology::Observations> one = topology::FetchAgent(url, o.agents_http);
     if (!one.ok()) return one.status();
     topology::Merge(all, *std::move(one));
   }

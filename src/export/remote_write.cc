@@ -8,7 +8,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "fmt/format.h"
-#include "httplib.h"
 #include "proto/remote_write.pb.h"
 #include "snappy.h"
 
@@ -179,15 +178,10 @@ RemoteWriteStats RemoteWriter::Stats() const {
 }
 
 void RemoteWriter::Run() {
-  httplib::Client client(options_.endpoint.scheme_host_port);
-  const auto timeout = absl::ToChronoMicroseconds(options_.timeout);
-  client.set_connection_timeout(timeout);
-  client.set_read_timeout(timeout);
-  client.set_write_timeout(timeout);
-  client.set_keep_alive(true);
-  const httplib::Headers headers = {{"Content-Encoding", "snappy"},
-                                    {"X-Prometheus-Remote-Write-Version", "0.1.0"},
-                                    {"User-Agent", "svcmap"}};
+  net::HttpTimeouts timeouts{options_.timeout, options_.timeout};
+  std::optional<net::HttpClient> client;
+  const std::vector<std::pair<std::string, std::string>> headers = {
+      {"Content-Encoding", "snappy"}, {"X-Prometheus-Remote-Write-Version", "0.1.0"}};
   absl::Duration backoff = options_.min_backoff;
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
@@ -199,26 +193,36 @@ void RemoteWriter::Run() {
     WriteBatch batch = pending_.front().second;
     in_flight_ = seq;
     lock.unlock();
-    httplib::Result res = client.Post(options_.endpoint.path, headers, batch.body,
-                                      "application/x-protobuf");
+    absl::StatusOr<net::HttpResponse> res = absl::UnavailableError("no client");
+    if (!client) {
+      absl::StatusOr<net::Url> url = net::ParseUrl(options_.endpoint.scheme_host_port);
+      absl::StatusOr<net::HttpClient> c =
+          url.ok() ? net::HttpClient::Create(*url, options_.http, timeouts)
+                   : absl::StatusOr<net::HttpClient>(url.status());
+      if (c.ok()) client.emplace(*std::move(c));
+      else res = c.status();
+    }
+    if (client)
+      res = client->Post(options_.endpoint.path, batch.body, "application/x-protobuf", headers);
     lock.lock();
     in_flight_.reset();
-    const int code = res ? res->status : 0;
+    const int code = res.ok() ? res->status : 0;
     if (code >= 200 && code < 300) {
       stats_.sent_samples += batch.samples;
       stats_.last_error.clear();
       stats_.failing_since = absl::InfinitePast();
       stats_.dropped_while_failing = 0;
-    } else if (code >= 400 && code < 500 && code != 429) {
+    } else if (code >= 400 && code < 500 && code != 429 && code != 401 && code != 403) {
       // The spec: a 4xx other than 429 will fail again, so do not retry.
+      // Except 401 and 403: credentials are fixed by an operator without
+      // the agent restarting (the files are read at each request), so the
+      // backlog waits for them, bounded as for a store that is down.
       stats_.rejected_samples += batch.samples;
-      stats_.last_error = fmt::format("HTTP {}: {}", code, res->body.substr(0, 200));
+      stats_.last_error = net::DescribeStatus(*res);
     } else {
       ++stats_.failed_requests;
       if (stats_.failing_since == absl::InfinitePast()) stats_.failing_since = absl::Now();
-      stats_.last_error = res ? fmt::format("HTTP {}: {}", code, res->body.substr(0, 200))
-                              : fmt::format("{}: {}", options_.endpoint.scheme_host_port,
-                                            httplib::to_string(res.error()));
+      stats_.last_error = res.ok() ? net::DescribeStatus(*res) : std::string(res.status().message());
       absl::Time until = std::min(absl::Now() + backoff, deadline_);
       backoff = std::min(backoff * 2, options_.max_backoff);
       cv_.wait_until(lock, absl::ToChronoTime(until), [&] { return stopping_ && absl::Now() >= deadline_; });

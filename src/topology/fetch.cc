@@ -3,10 +3,11 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "fmt/format.h"
-#include "httplib.h"
+#include "svcmap/net/http_client.h"
 #include "svcmap/topology/sources.h"
 
 namespace svcmap::topology {
@@ -21,55 +22,51 @@ absl::StatusOr<Observations> ReadSnapshotFile(const std::string& path) {
 
 namespace {
 
-// "http://host:port[/prefix]" -> client and path prefix.
-absl::StatusOr<std::pair<std::string, std::string>> SplitUrl(const std::string& url,
-                                                             std::string_view flag) {
-  size_t scheme = url.find("://");
-  if (scheme == std::string::npos || (url.substr(0, scheme) != "http" && url.substr(0, scheme) != "https"))
-    return absl::InvalidArgumentError(fmt::format("{} {:?}: want http://host:port", flag, url));
-  size_t path = url.find('/', scheme + 3);
-  std::string base = url.substr(0, path);
-  std::string prefix = path == std::string::npos ? "" : url.substr(path);
-  while (!prefix.empty() && prefix.back() == '/') prefix.pop_back();
-  if (base.size() <= scheme + 3)
-    return absl::InvalidArgumentError(fmt::format("{} {:?}: no host", flag, url));
-  return std::pair{base, prefix};
-}
-
 absl::StatusOr<std::string> Get(const std::string& url, std::string_view flag,
-                                const std::string& path, const httplib::Params& params = {}) {
-  absl::StatusOr<std::pair<std::string, std::string>> parts = SplitUrl(url, flag);
-  if (!parts.ok()) return parts.status();
-  httplib::Client client(parts->first);
-  client.set_connection_timeout(std::chrono::seconds(5));
-  client.set_read_timeout(std::chrono::seconds(30));
-  httplib::Result res = params.empty()
-                            ? client.Get(parts->second + path)
-                            : client.Get(parts->second + path, params, httplib::Headers{});
-  if (!res)
-    return absl::UnavailableError(
-        fmt::format("{} {}: {}", flag, url, httplib::to_string(res.error())));
+                                const net::HttpClientConfig& http, net::HttpClient* reuse,
+                                const std::string& path,
+                                const std::vector<std::pair<std::string, std::string>>& params = {}) {
+  std::optional<net::HttpClient> own;
+  if (reuse == nullptr) {
+    absl::StatusOr<net::Url> u = net::ParseUrl(url);
+    if (!u.ok()) return absl::InvalidArgumentError(fmt::format("{} {}", flag, std::string(u.status().message())));
+    absl::StatusOr<net::HttpClient> c = net::HttpClient::Create(*u, http);
+    if (!c.ok()) return absl::InvalidArgumentError(fmt::format("{} {}", flag, std::string(c.status().message())));
+    own.emplace(*std::move(c));
+    reuse = &*own;
+  }
+  absl::StatusOr<net::HttpResponse> res = reuse->Get(path, params);
+  if (!res.ok())
+    return absl::UnavailableError(fmt::format("{} {}", flag, std::string(res.status().message())));
   if (res->status != 200)
-    return absl::UnavailableError(fmt::format("{} {}{}: HTTP {}: {}", flag, url, path,
-                                              res->status, res->body.substr(0, 200)));
-  return res->body;
+    return absl::UnavailableError(
+        fmt::format("{} {}{}: {}", flag, url, path, net::DescribeStatus(*res)));
+  return std::move(res->body);
 }
 
 }  // namespace
 
-absl::StatusOr<Observations> FetchAgent(const std::string& base_url) {
-  absl::StatusOr<std::string> body = Get(base_url, "--agents", "/api/snapshot");
+absl::StatusOr<Observations> FetchAgent(const std::string& base_url,
+                                        const net::HttpClientConfig& http) {
+  absl::StatusOr<std::string> body = Get(base_url, "--agents", http, nullptr, "/api/snapshot");
   if (!body.ok()) return body.status();
   return ParseSnapshot(*body, base_url + "/api/snapshot");
 }
 
-absl::StatusOr<Observations> QueryTsdb(const std::string& base_url, const Window& w) {
+absl::StatusOr<Observations> QueryTsdb(const std::string& base_url, const Window& w,
+                                       const net::HttpClientConfig& http) {
+  absl::StatusOr<net::Url> u = net::ParseUrl(base_url);
+  if (!u.ok()) return absl::InvalidArgumentError(fmt::format("--tsdb {}", std::string(u.status().message())));
+  absl::StatusOr<net::HttpClient> client = net::HttpClient::Create(*u, http);
+  if (!client.ok())
+    return absl::InvalidArgumentError(fmt::format("--tsdb {}", std::string(client.status().message())));
   std::map<std::string, std::vector<PromSample>> answers;
   for (const TsdbQuery& q : TsdbQueries(w)) {
     const int64_t t_ms = q.at_start ? w.start_ms : w.end_ms;
-    httplib::Params params = {{"query", q.promql},
-                              {"time", fmt::format("{}.{:03}", t_ms / 1000, t_ms % 1000)}};
-    absl::StatusOr<std::string> body = Get(base_url, "--tsdb", "/api/v1/query", params);
+    std::vector<std::pair<std::string, std::string>> params = {
+        {"query", q.promql}, {"time", fmt::format("{}.{:03}", t_ms / 1000, t_ms % 1000)}};
+    absl::StatusOr<std::string> body =
+        Get(base_url, "--tsdb", http, &*client, "/api/v1/query", params);
     if (!body.ok()) return body.status();
     absl::StatusOr<std::vector<PromSample>> v = ParsePromVector(*body);
     if (!v.ok())

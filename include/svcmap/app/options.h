@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "svcmap/identity/naming.h"
+#include "svcmap/net/http_client.h"
 
 namespace svcmap::app {
 
@@ -36,6 +37,7 @@ struct Options {
   std::string listen = "127.0.0.1:9464";            // agent: HTTP address
   uint32_t max_series = 100000;                     // agent: export cap
   std::string remote_write_url;                     // agent: push here, if set
+  net::HttpClientConfig remote_write_http;          // agent: --remote-write-* TLS, auth, headers
   absl::Duration push_interval = absl::Seconds(15);  // agent: between pushes
   uint32_t remote_write_buffer = 1000000;           // agent: samples kept while the store is away
   absl::Duration flow_idle_timeout = absl::Minutes(5);  // agent: 0 keeps flows forever
@@ -47,6 +49,8 @@ struct Options {
   // topology: where from (exactly one), the window, how to print.
   std::string tsdb_url;
   std::vector<std::string> agent_urls;
+  net::HttpClientConfig tsdb_http;                  // --tsdb-*: TLS, auth, headers
+  net::HttpClientConfig agents_http;                // --agents-*
   std::vector<std::string> snapshot_paths;
   std::string window = "5m";
   std::vector<std::string> diff;                    // two windows, or empty

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "prometheus/metric_family.h"
+#include "svcmap/net/http_client.h"
 
 namespace svcmap::exporter {
 
@@ -59,6 +60,7 @@ absl::StatusOr<Endpoint> ParseEndpoint(const std::string& url);
 
 struct RemoteWriteOptions {
   Endpoint endpoint;
+  net::HttpClientConfig http;  // TLS, auth, headers (--remote-write-*)
   size_t max_pending_samples = 1'000'000;  // backlog bound; the oldest go first
   absl::Duration timeout = absl::Seconds(10);
   absl::Duration min_backoff = absl::Milliseconds(250);

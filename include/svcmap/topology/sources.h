@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "svcmap/net/http_client.h"
 #include "svcmap/topology/model.h"
 
 namespace svcmap::topology {
@@ -60,8 +61,10 @@ absl::StatusOr<Observations> ObservationsFromTsdb(
 
 // I/O.
 absl::StatusOr<Observations> ReadSnapshotFile(const std::string& path);
-absl::StatusOr<Observations> FetchAgent(const std::string& base_url);
-absl::StatusOr<Observations> QueryTsdb(const std::string& base_url, const Window& w);
+absl::StatusOr<Observations> FetchAgent(const std::string& base_url,
+                                        const net::HttpClientConfig& http = {});
+absl::StatusOr<Observations> QueryTsdb(const std::string& base_url, const Window& w,
+                                       const net::HttpClientConfig& http = {});
 
 }  // namespace svcmap::topology
 
