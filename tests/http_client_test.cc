@@ -6,8 +6,10 @@
 
 #include <cstdio>
 #include <fstream>
+#include <thread>
 
 #include "gtest/gtest.h"
+#include "httplib.h"
 
 namespace svcmap::net {
 namespace {
@@ -103,6 +105,52 @@ TEST(HttpClient, AnUnreadableSecretFailsTheRequestNamingTheFile) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().message(),
             "bearer token file /nonexistent/token: No such file or directory");
+}
+
+// What a store behind a tenant proxy sees: the header, and credentials read
+// from their files at each request (a rotated secret is used at once).
+TEST(HttpClient, SendsHeadersAndCredentialsFromFilesReadAtEachRequest) {
+  httplib::Server server;
+  std::string seen_auth, seen_tenant, seen_body;
+  server.Post("/write", [&](const httplib::Request& req, httplib::Response& res) {
+    seen_auth = req.get_header_value("Authorization");
+    seen_tenant = req.get_header_value("X-Scope-OrgID");
+    seen_body = req.body;
+    res.status = 204;
+  });
+  server.set_keep_alive_max_count(1);  // stop() would wait out a kept-alive connection
+  const int port = server.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(port, 0);
+  std::thread serving([&] { server.listen_after_bind(); });
+  const std::string token = testing::TempDir() + "/svcmap-token";
+  std::ofstream(token) << "first\n";
+  HttpClientConfig cfg;
+  cfg.bearer_token_file = token;
+  cfg.headers = {{"X-Scope-OrgID", "team-a"}};
+  absl::StatusOr<HttpClient> c =
+      HttpClient::Create(*ParseUrl("http://127.0.0.1:" + std::to_string(port)), cfg);
+  ASSERT_TRUE(c.ok()) << c.status();
+  absl::StatusOr<HttpResponse> r = c->Post("/write", "abc", "application/x-protobuf", {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, 204);
+  EXPECT_EQ(seen_auth, "Bearer first");
+  EXPECT_EQ(seen_tenant, "team-a");
+  EXPECT_EQ(seen_body, "abc");
+  std::ofstream(token) << "second";
+  ASSERT_TRUE(c->Post("/write", "", "text/plain", {}).ok());
+  EXPECT_EQ(seen_auth, "Bearer second");
+
+  const std::string password = testing::TempDir() + "/svcmap-password";
+  std::ofstream(password) << "s3cret\n";
+  cfg = {};
+  cfg.basic_auth_user = "svcmap";
+  cfg.basic_auth_password_file = password;
+  c = HttpClient::Create(*ParseUrl("http://127.0.0.1:" + std::to_string(port)), cfg);
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(c->Post("/write", "", "text/plain", {}).ok());
+  EXPECT_EQ(seen_auth, "Basic c3ZjbWFwOnMzY3JldA==");  // base64("svcmap:s3cret")
+  server.stop();
+  serving.join();
 }
 
 TEST(DescribeStatus, OneLineAndBounded) {

@@ -263,8 +263,9 @@ std::string HttpClient::Explain(int error) const {
     case httplib::Error::ConnectionTimeout:
       return WhyNoConnection(url_.host, url_.port, timeouts_.connect);
     case httplib::Error::Read:
-      return fmt::format("no complete answer: the connection closed or stayed silent for {}",
-                         Seconds(timeouts_.io));
+      return fmt::format(
+          "no complete answer: the server closed the connection, or was silent for {}",
+          Seconds(timeouts_.io));
     case httplib::Error::Write:
       return fmt::format("sending the request failed: the connection closed or stalled for {}",
                          Seconds(timeouts_.io));

@@ -320,4 +320,41 @@ std::string PrivilegeProblem() {
   return "";
 }
 
+TestPki MakeTestPki(const std::string& dir) {
+  TestPki p;
+  p.ca = dir + "/ca.pem";
+  p.server_cert = dir + "/server.pem";
+  p.server_key = dir + "/server.key";
+  p.client_cert = dir + "/client.pem";
+  p.client_key = dir + "/client.key";
+  // EC keys: a few milliseconds each, where RSA takes a second.
+  const std::string script = R"(set -e
+cd "$0"
+key="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+openssl req -x509 $key -keyout ca.key -out ca.pem -days 2 -subj /CN=svcmap-test-ca 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > server.ext
+printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' > client.ext
+for who in server client; do
+  openssl req $key -keyout $who.key -out $who.csr -subj /CN=svcmap-test-$who 2>/dev/null
+  openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+    -extfile $who.ext -out $who.pem 2>/dev/null
+done
+)";
+  RunResult r = RunCmd({"/bin/sh", "-c", script, dir}, std::chrono::seconds(60));
+  p.ok = r.exit_code == 0;
+  p.error = r.err;
+  return p;
+}
+
+void WriteFile(const std::string& path, const std::string& text) {
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return;
+  for (size_t done = 0; done < text.size();) {
+    ssize_t n = write(fd, text.data() + done, text.size() - done);
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  close(fd);
+}
+
 }  // namespace svcmap::e2e

@@ -138,6 +138,18 @@ class Store {
   bool ready_ = false;
 };
 
+// A CA, a server certificate for 127.0.0.1 and a client certificate, made
+// by the openssl CLI in `dir`; `ok` false (and `error` set) if it failed.
+struct TestPki {
+  bool ok = false;
+  std::string error;
+  std::string ca, server_cert, server_key, client_cert, client_key;
+};
+TestPki MakeTestPki(const std::string& dir);
+
+// Writes `text` to `path` (mode 0600), for secrets and configs.
+void WriteFile(const std::string& path, const std::string& text);
+
 // Why a privileged test cannot run here, or empty if it can.
 std::string PrivilegeProblem();
 

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -63,14 +64,21 @@ class StoreTest : public TwoHostsSuite {
   // One agent per machine, pushing every second.
   std::vector<std::unique_ptr<Child>> StartAgents(const Store& store,
                                                   std::vector<std::string> extra = {}) {
+    return StartAgentsTo(store.write_url(), {extra, extra});
+  }
+
+  // The same, pushing to `write_url`, each agent with flags of its own.
+  std::vector<std::unique_ptr<Child>> StartAgentsTo(
+      const std::string& write_url, const std::vector<std::vector<std::string>>& extra) {
     std::vector<std::unique_ptr<Child>> agents;
-    for (const std::string& ns : {hosts_->a_path, hosts_->b_path}) {
+    const std::vector<std::string> machines = {hosts_->a_path, hosts_->b_path};
+    for (size_t i = 0; i < machines.size(); ++i) {
       std::string listen = fmt::format("127.0.0.1:{}", FreePort());
-      std::vector<std::string> argv = {kSvcmap,         "agent",         "--listen",
-                                       listen,          "--netns",       ns,
-                                       "--name-rule",   kNameRule,       "--remote-write",
-                                       store.write_url(), "--push-interval", "1s"};
-      argv.insert(argv.end(), extra.begin(), extra.end());
+      std::vector<std::string> argv = {kSvcmap,       "agent",           "--listen",
+                                       listen,        "--netns",         machines[i],
+                                       "--name-rule", kNameRule,         "--remote-write",
+                                       write_url,     "--push-interval", "1s"};
+      if (i < extra.size()) argv.insert(argv.end(), extra[i].begin(), extra[i].end());
       agents.push_back(std::make_unique<Child>(argv));
       EXPECT_TRUE(agents.back()->WaitForLine(true, "svcmap: agent on http://" + listen,
                                              seconds(30)));
@@ -209,6 +217,157 @@ TEST_F(StoreTest, StoreDownForThirtySecondsLosesNoSample) {
 }
 
 // What a scraper gets passes Prometheus' own linter.
+// The value of the exposition line `series value`, or -1.
+double MetricValue(const std::string& text, const std::string& series) {
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);)
+    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+  return -1;
+}
+
+// `svcmap topology --tsdb` as JSON: "src_service -> dst_service" -> bytes sent.
+std::map<std::string, long long> TopologyEdges(const std::vector<std::string>& args,
+                                               RunResult* out) {
+  std::vector<std::string> argv = {kSvcmap, "topology"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  *out = RunCmd(argv, seconds(60));
+  std::map<std::string, long long> edges;
+  Json graph = Json::parse(out->out, nullptr, false);
+  if (out->exit_code != 0 || !graph.is_object()) return edges;
+  for (const Json& e : graph["edges"])
+    edges[e.value("src_service", "?") + " -> " + e.value("dst_service", "?")] =
+        e.value("bytes_sent", -1LL);
+  return edges;
+}
+
+// The store behind vmauth (Debian's victoria-metrics package) with TLS and
+// two users, basic and bearer: the agents push through it, topology reads
+// through it, and every wrong credential or missing CA is one clear error.
+TEST_F(StoreTest, ThroughVmauthWithTlsAndAuthTheJoinIsExactAndBadCredentialsSayWhy) {
+  ASSERT_FALSE(Which("vmauth").empty()) << "vmauth is not installed (scripts/install-deps)";
+  Store store(Store::Kind::kVictoriaMetrics);
+  ASSERT_TRUE(store.ready()) << "store did not start";
+  const std::string dir = TempDir("vmauth");
+  TestPki pki = MakeTestPki(dir);
+  ASSERT_TRUE(pki.ok) << pki.error;
+  WriteFile(dir + "/password", "s3cret\n");
+  WriteFile(dir + "/token", "tok-123\n");
+  WriteFile(dir + "/wrong", "not-the-password\n");
+  WriteFile(dir + "/auth.yml", fmt::format("users:\n"
+                                           "- username: svcmap\n"
+                                           "  password: s3cret\n"
+                                           "  url_prefix: {0}\n"
+                                           "- bearer_token: tok-123\n"
+                                           "  url_prefix: {0}\n",
+                                           store.base()));
+  const int port = FreePort();
+  const std::string https = fmt::format("https://127.0.0.1:{}", port);
+  Child vmauth({"vmauth", "-auth.config", dir + "/auth.yml", "-httpListenAddr",
+                fmt::format("127.0.0.1:{}", port), "-tls", "-tlsCertFile", pki.server_cert,
+                "-tlsKeyFile", pki.server_key, "-loggerLevel", "ERROR"});
+  bool up = false;
+  for (int i = 0; i < 60 && !up; ++i) {
+    RunResult r = RunCmd({"curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert",
+                          pki.ca, "-u", "svcmap:s3cret", https + "/api/v1/query?query=1"});
+    up = r.out == "200";
+    if (!up) std::this_thread::sleep_for(milliseconds(500));
+  }
+  ASSERT_TRUE(up) << "vmauth did not answer";
+
+  // Machine a pushes with basic auth and a tenant header, b with a token.
+  const std::vector<std::string> basic = {
+      "--remote-write-ca-file", pki.ca, "--remote-write-basic-auth-user", "svcmap",
+      "--remote-write-basic-auth-password-file", dir + "/password",
+      "--remote-write-header", "X-Scope-OrgID: team-a"};
+  const std::vector<std::string> bearer = {"--remote-write-ca-file", pki.ca,
+                                           "--remote-write-bearer-token-file", dir + "/token"};
+  auto agents = StartAgentsTo(https + "/api/v1/write", {basic, bearer});
+  Exchange(true, 7131, 54321, 1234, "e2e-web", "e2e-db");
+  Exchange(false, 7132, 777, 88888, "e2e-cron", "e2e-api");
+  std::this_thread::sleep_for(seconds(3));
+
+  const std::map<std::string, long long> want = {{"e2e-web -> e2e-db", 54321},
+                                                 {"e2e-cron -> e2e-api", 777}};
+  const std::vector<std::string> read_basic = {
+      "--tsdb", https, "--window", "5m", "--tsdb-ca-file", pki.ca, "--tsdb-basic-auth-user",
+      "svcmap", "--tsdb-basic-auth-password-file", dir + "/password"};
+  RunResult r;
+  std::map<std::string, long long> edges;
+  for (int i = 0; i < 30 && edges != want; ++i) {
+    edges = TopologyEdges(read_basic, &r);
+    if (edges != want) std::this_thread::sleep_for(milliseconds(500));
+  }
+  EXPECT_EQ(edges, want) << r.out << r.err;
+  // The same through the bearer user, and with verification explicitly off.
+  EXPECT_EQ(TopologyEdges({"--tsdb", https, "--window", "5m", "--tsdb-insecure-skip-verify",
+                           "--tsdb-bearer-token-file", dir + "/token"},
+                          &r),
+            want)
+      << r.err;
+
+  // Wrong password: vmauth's answer (this version's is a 400), named.
+  TopologyEdges({"--tsdb", https, "--tsdb-ca-file", pki.ca, "--tsdb-basic-auth-user", "svcmap",
+                 "--tsdb-basic-auth-password-file", dir + "/wrong"},
+                &r);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(fmt::format("svcmap: --tsdb {}/api/v1/query: HTTP 400: cannot find the "
+                                   "provided auth token",
+                                   https)),
+            std::string::npos)
+      << r.err;
+  // None at all: vmauth's 401.
+  TopologyEdges({"--tsdb", https, "--tsdb-ca-file", pki.ca}, &r);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(fmt::format("svcmap: --tsdb {}/api/v1/query: HTTP 401", https)),
+            std::string::npos)
+      << r.err;
+  // No CA: the system's do not know ours.
+  TopologyEdges({"--tsdb", https, "--tsdb-bearer-token-file", dir + "/token"}, &r);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(fmt::format("svcmap: --tsdb {}: TLS: the server's certificate does not "
+                                   "verify: unable to get local issuer certificate",
+                                   https)),
+            std::string::npos)
+      << r.err;
+  // Plain http to a TLS port: Go's TLS server answers and closes.
+  TopologyEdges({"--tsdb", fmt::format("http://127.0.0.1:{}", port)}, &r);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(fmt::format("svcmap: --tsdb http://127.0.0.1:{}: no complete answer", port)),
+            std::string::npos)
+      << r.err;
+
+  // An agent with the wrong password logs the store's answer and counts
+  // what it refused: a 400 will fail again, so those samples are rejected
+  // (the remote-write spec); a 401 or 403 would be retried.
+  std::string listen = fmt::format("127.0.0.1:{}", FreePort());
+  Child wrong({kSvcmap, "agent", "--listen", listen, "--netns", hosts_->a_path,
+               "--remote-write", https + "/api/v1/write", "--push-interval", "1s",
+               "--remote-write-ca-file", pki.ca, "--remote-write-basic-auth-user", "svcmap",
+               "--remote-write-basic-auth-password-file", dir + "/wrong"});
+  ASSERT_TRUE(wrong.WaitForLine(true, "svcmap: agent on http://" + listen, seconds(30)));
+  EXPECT_TRUE(wrong.WaitForLine(
+      true, "remote write: HTTP 400: cannot find the provided auth token", seconds(30)));
+  std::string metrics;
+  double sent = -1, rejected = 0;
+  for (int i = 0; i < 20 && rejected <= 0; ++i) {
+    std::this_thread::sleep_for(milliseconds(500));
+    metrics = RunCmd({"curl", "-sS", "http://" + listen + "/metrics"}).out;
+    sent = MetricValue(metrics, "svcmap_remote_write_samples_total{result=\"sent\"}");
+    rejected = MetricValue(metrics, "svcmap_remote_write_samples_total{result=\"rejected\"}");
+  }
+  EXPECT_GT(rejected, 0) << metrics;
+  EXPECT_EQ(sent, 0) << metrics;
+  wrong.Signal(SIGTERM);
+  wrong.Wait(seconds(30));
+
+  for (auto& a : agents) {
+    a->Signal(SIGTERM);
+    RunResult done = a->Wait(seconds(30));
+    EXPECT_EQ(done.exit_code, 0) << done.err;
+    EXPECT_NE(done.err.find(" 0 dropped, 0 rejected"), std::string::npos) << done.err;
+  }
+}
+
 TEST_F(StoreTest, MetricsPassPromtoolCheck) {
   Store store(Store::Kind::kVictoriaMetrics);
   auto agents = StartAgents(store);
