@@ -24,6 +24,7 @@
 #include "svcmap/app/session_setup.h"
 #include "svcmap/base/log.h"
 #include "svcmap/export/remote_write.h"
+#include "svcmap/net/web_config.h"
 #include "svcmap/topology/graph.h"
 #include "svcmap/topology/sources.h"
 #include "svcmap/topology/writers.h"
@@ -61,6 +62,15 @@ absl::Status CheckRemoteWriteClient(const Options& o) {
   if (!c.ok())
     return absl::InvalidArgumentError(fmt::format("--remote-write {}", std::string(c.status().message())));
   return absl::OkStatus();
+}
+
+absl::StatusOr<net::WebConfig> WebConfigOf(const Options& o) {
+  if (o.web_config_path.empty()) return net::WebConfig{};
+  absl::StatusOr<net::WebConfig> web = net::LoadWebConfig(o.web_config_path);
+  if (web.ok() && !web->basic_auth_users.empty() && !web->tls)
+    Log(LogLevel::kWarn, "--web.config.file {}: basic auth without TLS sends passwords in the "
+        "clear", o.web_config_path);
+  return web;
 }
 
 absl::Status CheckAgentConfig(const Options& o) {
@@ -131,7 +141,11 @@ absl::Status RunAgent(const Options& o) {
   // Bind before loading anything: a taken port is the commonest mistake.
   // httplib's default options add SO_REUSEPORT, with which a second agent
   // would share the port silently; SO_REUSEADDR alone only allows a restart.
-  httplib::Server http;
+  absl::StatusOr<net::WebConfig> web = WebConfigOf(o);
+  if (!web.ok()) return web.status();
+  absl::StatusOr<std::unique_ptr<httplib::Server>> made = net::MakeServer(*web);
+  if (!made.ok()) return made.status();
+  httplib::Server& http = **made;
   http.set_socket_options([](int sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
@@ -254,7 +268,8 @@ absl::Status RunAgent(const Options& o) {
   // The first frame before ready: the seed's sockets are then in it.
   (void)node->FrameAfter(absl::Now());
   live.store(node, std::memory_order_release);
-  fmt::print(stderr, "svcmap: agent on http://{}/metrics via {}\n", o.listen,
+  fmt::print(stderr, "svcmap: agent on {}://{}/metrics via {}\n", web->tls ? "https" : "http",
+             o.listen,
              fmt::join(node->attached(), ", "));
   if (writer)
     Log(LogLevel::kInfo, "remote write to {} every {}", o.remote_write_url,

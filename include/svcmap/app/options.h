@@ -35,6 +35,7 @@ struct Options {
   std::vector<identity::NamingRule> name_rules;    // --name-rule, in order
   std::string pod_list_path;                       // --pod-list
   std::string listen = "127.0.0.1:9464";            // agent: HTTP address
+  std::string web_config_path;                      // agent: TLS and basic auth for it
   uint32_t max_series = 100000;                     // agent: export cap
   std::string remote_write_url;                     // agent: push here, if set
   net::HttpClientConfig remote_write_http;          // agent: --remote-write-* TLS, auth, headers
