@@ -368,6 +368,122 @@ TEST_F(StoreTest, ThroughVmauthWithTlsAndAuthTheJoinIsExactAndBadCredentialsSayW
   }
 }
 
+// A bcrypt hash for a web config, made by python3's crypt (libcrypt).
+std::string Bcrypt(const std::string& password) {
+  RunResult r = RunCmd({"python3", "-W", "ignore", "-c",
+                        "import crypt, sys; print(crypt.crypt(sys.argv[1], "
+                        "crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1 << 10)))",
+                        password});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return r.out.substr(0, r.out.find('\n'));
+}
+
+// The agent behind its own TLS and basic auth (--web.config.file): curl
+// with and without the password, with and without a client certificate,
+// and a real Prometheus scraping it over TLS with basic auth, the bytes of
+// an exchange exact in what Prometheus stored.
+TEST_F(StoreTest, TheAgentServesOverTlsWithBasicAuthAndPrometheusScrapesIt) {
+  const std::string dir = TempDir("webconfig");
+  TestPki pki = MakeTestPki(dir);
+  ASSERT_TRUE(pki.ok) << pki.error;
+  WriteFile(dir + "/password", "scrape-pw\n");
+  WriteFile(dir + "/web.yml", fmt::format("tls_server_config:\n"
+                                          "  cert_file: server.pem\n"
+                                          "  key_file: server.key\n"
+                                          "basic_auth_users:\n"
+                                          "  prometheus: '{}'\n",
+                                          Bcrypt("scrape-pw")));
+  const std::string listen = fmt::format("127.0.0.1:{}", FreePort());
+  const std::string base = "https://" + listen;
+  Child agent({kSvcmap, "agent", "--listen", listen, "--netns", hosts_->a_path, "--name-rule",
+               kNameRule, "--web.config.file", dir + "/web.yml"});
+  ASSERT_TRUE(agent.WaitForLine(true, "svcmap: agent on https://" + listen, seconds(30)))
+      << agent.Wait(seconds(5)).err;
+
+  auto curl = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv = {"curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCmd(argv).out;
+  };
+  EXPECT_EQ(curl({"--cacert", pki.ca, "-u", "prometheus:scrape-pw", base + "/metrics"}), "200");
+  EXPECT_EQ(curl({"--cacert", pki.ca, base + "/metrics"}), "401");
+  EXPECT_EQ(curl({"--cacert", pki.ca, "-u", "prometheus:wrong", base + "/api/snapshot"}), "401");
+  EXPECT_EQ(curl({"--cacert", pki.ca, "-u", "nobody:scrape-pw", base + "/healthz"}), "401");
+  EXPECT_EQ(curl({"http://" + listen + "/metrics"}), "000");  // no plain HTTP on a TLS port
+
+  // Prometheus (Debian's) scrapes it every second over TLS with basic auth.
+  const int prom_port = FreePort();
+  WriteFile(dir + "/prometheus.yml",
+            fmt::format("global:\n"
+                        "  scrape_interval: 1s\n"
+                        "scrape_configs:\n"
+                        "- job_name: svcmap\n"
+                        "  scheme: https\n"
+                        "  tls_config:\n"
+                        "    ca_file: {}\n"
+                        "  basic_auth:\n"
+                        "    username: prometheus\n"
+                        "    password_file: {}\n"
+                        "  static_configs:\n"
+                        "  - targets: ['{}']\n",
+                        pki.ca, dir + "/password", listen));
+  Child prom({"prometheus", "--config.file", dir + "/prometheus.yml", "--storage.tsdb.path",
+              dir + "/prom-data", "--web.listen-address", fmt::format("127.0.0.1:{}", prom_port),
+              "--log.level", "error"});
+  Exchange(true, 7141, 4321, 99, "e2e-web", "e2e-db");
+  auto query = [&](const std::string& promql) {
+    RunResult q = RunCmd({"curl", "-sS", "--get", "--data-urlencode", "query=" + promql,
+                          fmt::format("http://127.0.0.1:{}/api/v1/query", prom_port)});
+    Json doc = Json::parse(q.out, nullptr, false);
+    if (doc.is_discarded() || doc["status"] != "success" || doc["data"]["result"].empty())
+      return std::string();
+    return doc["data"]["result"][0]["value"][1].get<std::string>();
+  };
+  const std::string sent = fmt::format(
+      "sum(svcmap_connection_sent_bytes_total{{src_service_name=\"e2e-web\",dst_port=\"7141\"}})");
+  std::string up, bytes;
+  for (int i = 0; i < 60 && (up != "1" || bytes != "4321"); ++i) {
+    std::this_thread::sleep_for(milliseconds(500));
+    up = query("up{job=\"svcmap\"}");
+    bytes = query(sent);
+  }
+  EXPECT_EQ(up, "1") << "Prometheus could not scrape the agent over TLS with basic auth";
+  EXPECT_EQ(bytes, "4321");
+  // svcmap's own client reads it the same way.
+  RunResult r = RunCmd({kSvcmap, "topology", "--agents", base, "--agents-ca-file", pki.ca,
+                        "--agents-basic-auth-user", "prometheus",
+                        "--agents-basic-auth-password-file", dir + "/password"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"e2e-web\""), std::string::npos) << r.out;
+  r = RunCmd({kSvcmap, "topology", "--agents", base, "--agents-ca-file", pki.ca});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(fmt::format("svcmap: --agents {}/api/snapshot: HTTP 401", base)),
+            std::string::npos)
+      << r.err;
+
+  // Mutual TLS: a client CA in the config requires a client certificate.
+  agent.Signal(SIGTERM);
+  EXPECT_EQ(agent.Wait(seconds(30)).exit_code, 0);
+  WriteFile(dir + "/mtls.yml", "tls_server_config:\n"
+                               "  cert_file: server.pem\n"
+                               "  key_file: server.key\n"
+                               "  client_ca_file: ca.pem\n");
+  Child mtls({kSvcmap, "agent", "--listen", listen, "--netns", hosts_->a_path, "--name-rule",
+              kNameRule, "--web.config.file", dir + "/mtls.yml"});
+  ASSERT_TRUE(mtls.WaitForLine(true, "svcmap: agent on https://" + listen, seconds(30)));
+  EXPECT_EQ(curl({"--cacert", pki.ca, base + "/healthz"}), "000");
+  EXPECT_EQ(curl({"--cacert", pki.ca, "--cert", pki.client_cert, "--key", pki.client_key,
+                  base + "/healthz"}),
+            "200");
+  Exchange(false, 7142, 55, 66, "e2e-cron", "e2e-api");
+  r = RunCmd({kSvcmap, "topology", "--agents", base, "--agents-ca-file", pki.ca,
+              "--agents-cert-file", pki.client_cert, "--agents-key-file", pki.client_key});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"e2e-api\""), std::string::npos) << r.out;
+  mtls.Signal(SIGTERM);
+  EXPECT_EQ(mtls.Wait(seconds(30)).exit_code, 0);
+}
+
 TEST_F(StoreTest, MetricsPassPromtoolCheck) {
   Store store(Store::Kind::kVictoriaMetrics);
   auto agents = StartAgents(store);
