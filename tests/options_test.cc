@@ -77,6 +77,27 @@ TEST(OptionsTest, HelpIsNotAnError) {
   EXPECT_NE(r->help_text.find("--netns"), std::string::npos);
 }
 
+TEST(OptionsTest, HttpClientFlagsFollowTheirUrlFlag) {
+  auto r = P({"topology", "--tsdb", "https://vm:8427", "--tsdb-insecure-skip-verify",
+              "--tsdb-header", "X-Scope-OrgID: team-a", "--tsdb-header", "X-B: b"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->options.tsdb_http.insecure_skip_verify);
+  ASSERT_EQ(r->options.tsdb_http.headers.size(), 2u);
+  EXPECT_EQ(r->options.tsdb_http.headers[0].second, "team-a");
+  EXPECT_EQ(P({"topology", "--tsdb-header", "X-A: a", "--snapshot", "f"}).status().message(),
+            "--tsdb-* flags without --tsdb");
+  EXPECT_EQ(P({"topology", "--tsdb", "http://vm", "--tsdb-header", "bad"}).status().message(),
+            "--tsdb-header \"bad\": want \"Name: value\"");
+  EXPECT_EQ(P({"agent", "--remote-write", "http://vm/api/v1/write",
+               "--remote-write-ca-file", "/nonexistent"})
+                .status()
+                .message(),
+            "--remote-write-ca-file /nonexistent: No such file or directory");
+  r = P({"agent", "--web.config.file", "/etc/svcmap/web.yml"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->options.web_config_path, "/etc/svcmap/web.yml");
+}
+
 TEST(OptionsTest, VersionIsNotAnErrorAndNamesTheRevision) {
   for (auto args : {std::vector<std::string>{"--version"},
                     std::vector<std::string>{"agent", "--version"}}) {

@@ -77,13 +77,20 @@ absl::Status CheckAgentConfig(const Options& o) {
   absl::StatusOr<identity::ServiceNamer> namer = MakeNamer(o);
   if (!namer.ok()) return namer.status();
   if (absl::Status s = CheckRemoteWriteClient(o); !s.ok()) return s;
+  absl::StatusOr<net::WebConfig> web = WebConfigOf(o);
+  if (!web.ok()) return web.status();
+  if (absl::StatusOr<std::unique_ptr<httplib::Server>> srv = net::MakeServer(*web); !srv.ok())
+    return srv.status();
   if (!o.netns_path.empty())
     if (absl::StatusOr<uint32_t> ino = NetnsInode(o.netns_path); !ino.ok()) return ino.status();
   for (const std::string& url : o.map_agents)
     if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0)
       return absl::InvalidArgumentError(fmt::format("--map-agents {:?}: want http://host:port", url));
-  fmt::print("svcmap: config ok: listen {}, {} naming rules, remote write {}, push every {}\n",
-             o.listen, o.name_rules.size(), o.remote_write_url.empty() ? "off" : o.remote_write_url,
+  fmt::print("svcmap: config ok: listen {}{}, {} naming rules, remote write {}, push every {}\n",
+             o.listen,
+             web->tls ? (web->basic_auth_users.empty() ? " (https)" : " (https, basic auth)")
+                      : (web->basic_auth_users.empty() ? "" : " (basic auth)"),
+             o.name_rules.size(), o.remote_write_url.empty() ? "off" : o.remote_write_url,
              absl::FormatDuration(o.push_interval));
   return absl::OkStatus();
 }

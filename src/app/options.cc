@@ -138,7 +138,8 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
       "agent", "Run continuously and serve /metrics, /api/snapshot and /healthz over HTTP");
   agent->add_option("--listen", o.listen,
                     "HTTP address, HOST:PORT (default 127.0.0.1:9464; 0.0.0.0:9464 for all)");
-  agent->add_option("--web.config.file", o.web_config_path,
+  // The exporter-toolkit spelling; in a --config file, web-config-file.
+  agent->add_option("--web.config.file,--web-config-file", o.web_config_path,
                     "TLS and basic auth for the agent's endpoints: a web config file in the "
                     "Prometheus exporter-toolkit format (docs/deploy.md)");
   agent->add_option("--max-series", o.max_series,
