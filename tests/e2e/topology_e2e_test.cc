@@ -445,6 +445,54 @@ TEST_F(TopologyTest, ADnatDestinationLandsOnTheRealBackend) {
   app.Signal(SIGTERM);
 }
 
+// deploy/prometheus/svcmap-rules.yml evaluated by vmalert (Debian's
+// victoria-metrics package) against the store the agents push to, its
+// results written back: the recorded edges are svcmap topology's, bytes
+// included, DNAT'd one too.
+TEST_F(TopologyTest, VmalertsRecordedEdgesAreTopologysWithTheirBytes) {
+  ASSERT_FALSE(Which("vmalert").empty()) << "vmalert is not installed (scripts/install-deps)";
+  Json graph = GraphWhenSettled({"--tsdb", store_->base(), "--window", "10m"}, app_report_);
+  std::map<std::string, long long> want;
+  for (const Json& e : graph["edges"])
+    want[fmt::format("{} -> {} :{}", e["src"].get<std::string>(), e["dst"].get<std::string>(),
+                     e["dst_port"].get<int>())] = e["bytes_sent"].get<long long>();
+  ASSERT_GE(want.size(), 3u) << graph.dump(2);
+
+  Child vmalert({"vmalert", "-rule", SVCMAP_SOURCE_DIR "/deploy/prometheus/svcmap-rules.yml",
+                 "-datasource.url", store_->base(), "-remoteWrite.url", store_->base(),
+                 "-remoteWrite.flushInterval", "1s", "-evaluationInterval", "2s",
+                 "-httpListenAddr", fmt::format("127.0.0.1:{}", FreePort()), "-loggerLevel",
+                 "ERROR"});
+  // What vmalert wrote, read back from the store as any dashboard would.
+  auto recorded = [&](const std::string& promql) {
+    std::map<std::string, double> got;
+    Json doc = Json::parse(store_->QueryText(promql), nullptr, false);
+    if (doc.is_discarded() || doc["status"] != "success") return got;
+    for (const Json& r : doc["data"]["result"]) {
+      const Json& m = r["metric"];
+      got[fmt::format("{} -> {} :{}", m.value("src_instance_id", "?"),
+                      m.value("dst_instance_id", "?"), m.value("dst_port", "?"))] =
+          std::stod(r["value"][1].get<std::string>());
+    }
+    return got;
+  };
+  std::map<std::string, long long> sums;
+  for (int i = 0; i < 60 && sums != want; ++i) {
+    std::this_thread::sleep_for(milliseconds(500));
+    sums.clear();
+    for (const auto& [k, v] :
+         recorded("svcmap:edge_sent_bytes_total:sum{match=~\"unique|external\"}"))
+      sums[k] = static_cast<long long>(v);
+  }
+  EXPECT_EQ(sums, want) << graph.dump(2);
+  // The rates cover the same edges; none is ambiguous in this picture.
+  std::map<std::string, double> rates = recorded("svcmap:edge_sent_bytes:rate5m");
+  for (const auto& [k, v] : want) EXPECT_TRUE(rates.contains(k)) << k;
+  EXPECT_EQ(recorded("svcmap:edge_sent_bytes_total:sum{match=\"ambiguous\"}").size(), 0u);
+  vmalert.Signal(SIGTERM);
+  vmalert.Wait(seconds(30));
+}
+
 TEST_F(TopologyTest, TheLiveMapRendersInHeadlessChromium) {
   // Chromium needs a profile directory and no network of its own.
   const std::string profile = TempDir("chromium");
