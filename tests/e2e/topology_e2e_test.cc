@@ -493,6 +493,54 @@ TEST_F(TopologyTest, VmalertsRecordedEdgesAreTopologysWithTheirBytes) {
   vmalert.Wait(seconds(30));
 }
 
+// The same agents scraped instead of pushing: Debian's Prometheus, and
+// vmagent into a second VictoriaMetrics, each scraping /metrics (the
+// DaemonSet's prometheus.io/path) every second. svcmap topology over what
+// each stored is the graph over the remote-written store, edge for edge and
+// byte for byte.
+TEST_F(TopologyTest, PrometheusAndVmagentScrapingGiveTheRemoteWrittenGraph) {
+  ASSERT_FALSE(Which("vmagent").empty()) << "vmagent is not installed (scripts/install-deps)";
+  Json pushed = GraphWhenSettled({"--tsdb", store_->base(), "--window", "10m"}, app_report_);
+  ExpectSeedEdges(pushed, app_report_);
+  std::string targets;
+  for (const std::string& url : agent_urls_)
+    targets += fmt::format("{}'{}'", targets.empty() ? "" : ", ", url.substr(url.find("//") + 2));
+  const std::string config = dir_ + "/scrape.yml";
+  std::ofstream(config) << fmt::format(
+      "global:\n  scrape_interval: 1s\nscrape_configs:\n- job_name: svcmap\n"
+      "  metrics_path: /metrics\n  static_configs:\n  - targets: [{}]\n",
+      targets);
+  const int prom_port = FreePort();
+  const std::string prom = fmt::format("http://127.0.0.1:{}", prom_port);
+  Child prometheus({"prometheus", "--config.file", config, "--storage.tsdb.path",
+                    dir_ + "/scraped-prom", "--web.listen-address",
+                    fmt::format("127.0.0.1:{}", prom_port), "--log.level", "error"});
+  Store scraped(Store::Kind::kVictoriaMetrics);
+  ASSERT_TRUE(scraped.ready());
+  Child vmagent({"vmagent", "-promscrape.config", config, "-remoteWrite.url",
+                 scraped.write_url(), "-remoteWrite.tmpDataPath", dir_ + "/vmagent",
+                 "-remoteWrite.flushInterval", "1s", "-httpListenAddr",
+                 fmt::format("127.0.0.1:{}", FreePort()), "-loggerLevel", "ERROR"});
+  for (const std::string& base : {prom, scraped.base()}) {
+    Json graph = GraphWhenSettled({"--tsdb", base, "--window", "10m"}, app_report_);
+    ExpectSeedEdges(graph, app_report_);
+    std::map<std::string, Json> got = EdgesByPair(graph), want = EdgesByPair(pushed);
+    std::set<std::string> got_keys, want_keys;
+    for (const auto& [k, e] : got) got_keys.insert(k);
+    for (const auto& [k, e] : want) want_keys.insert(k);
+    EXPECT_EQ(got_keys, want_keys) << base;
+    for (const auto& [k, e] : want) {
+      if (!got.contains(k)) continue;
+      for (const char* field : {"bytes_sent", "bytes_received", "connections"})
+        EXPECT_EQ(got[k][field], e[field]) << base << " " << k << " " << field;
+    }
+  }
+  vmagent.Signal(SIGTERM);
+  prometheus.Signal(SIGTERM);
+  vmagent.Wait(seconds(30));
+  prometheus.Wait(seconds(30));
+}
+
 TEST_F(TopologyTest, TheLiveMapRendersInHeadlessChromium) {
   // Chromium needs a profile directory and no network of its own.
   const std::string profile = TempDir("chromium");
