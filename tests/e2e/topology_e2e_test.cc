@@ -489,6 +489,19 @@ TEST_F(TopologyTest, VmalertsRecordedEdgesAreTopologysWithTheirBytes) {
   std::map<std::string, double> rates = recorded("svcmap:edge_sent_bytes:rate5m");
   for (const auto& [k, v] : want) EXPECT_TRUE(rates.contains(k)) << k;
   EXPECT_EQ(recorded("svcmap:edge_sent_bytes_total:sum{match=\"ambiguous\"}").size(), 0u);
+
+  // deploy/grafana/svcmap.json over what vmalert recorded: every query
+  // answers, and the Node Graph panel's frames follow Grafana's contract
+  // and show the seed's services and edges.
+  RunResult dash = RunCmd({"python3", SVCMAP_SOURCE_DIR "/tests/grafana/check_dashboard.py",
+                           "--url", store_->base(), "--dashboard",
+                           SVCMAP_SOURCE_DIR "/deploy/grafana/svcmap.json",
+                           "--expect-services", "nginx,app,redis,postgresql",
+                           "--expect-edges", "nginx>app,app>redis,app>postgresql",
+                           // Every destination here is some agent's service.
+                           "--may-be-empty", "Ambiguous and external destinations"},
+                          seconds(60));
+  EXPECT_EQ(dash.exit_code, 0) << dash.out << dash.err;
   vmalert.Signal(SIGTERM);
   vmalert.Wait(seconds(30));
 }
