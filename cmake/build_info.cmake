@@ -5,7 +5,12 @@ execute_process(COMMAND git -C "${SRC}" rev-parse --short=12 HEAD
                 OUTPUT_VARIABLE revision OUTPUT_STRIP_TRAILING_WHITESPACE
                 RESULT_VARIABLE rc ERROR_QUIET)
 if(NOT rc EQUAL 0 OR revision STREQUAL "")
-  set(revision "unknown")
+  # A container build's context has no .git: the revision is passed in.
+  if(REVISION)
+    set(revision "${REVISION}")
+  else()
+    set(revision "unknown")
+  endif()
 else()
   # A binary built from uncommitted changes says so.
   execute_process(COMMAND git -C "${SRC}" diff --quiet HEAD --
