@@ -106,11 +106,13 @@ absl::Status RunProbe(const Options& o) {
   return absl::OkStatus();
 }
 
+// A warning when anything was lost, so --log-level error silences the
+// summary and never hides a loss behind an info line.
 void ReportStats(const kernel::BackendStats& s) {
-  fmt::print(stderr,
-             "svcmap: {} events, {} ring-buffer drops, {} sockets untracked (map full), "
-             "{} decode errors\n",
-             s.events, s.ringbuf_drops, s.socks_full, s.decode_errors);
+  const bool lost = s.ringbuf_drops > 0 || s.socks_full > 0 || s.decode_errors > 0;
+  Log(lost ? LogLevel::kWarn : LogLevel::kInfo,
+      "{} events, {} ring-buffer drops, {} sockets untracked (map full), {} decode errors",
+      s.events, s.ringbuf_drops, s.socks_full, s.decode_errors);
 }
 
 absl::Status RunTrace(const Options& o) {

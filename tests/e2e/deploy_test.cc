@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <regex>
 #include <set>
@@ -180,6 +181,33 @@ TEST(DeployTest, TheContainersArgsPassCheckConfig) {
   r = RunCmd(argv);
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("name rule"), std::string::npos) << r.err;
+}
+
+// Warnings go through the logger: "svcmap: warn: ..." at the default
+// level and at warn, nothing at error. The warning used: a web config with
+// basic auth and no TLS, which --check-config reads without privileges.
+TEST(DeployTest, WarningsObeyTheLogLevel) {
+  const std::string dir = TempDir("loglevel");
+  WriteFile(dir + "/web.yml",
+            "basic_auth_users:\n  scraper: $2y$10$abcdefghijklmnopqrstuuJ3m0pQOw1HVSeCw3fDf8GJcwT6Cj.Uq\n");
+  const std::string warning = "svcmap: warn: --web.config.file " + dir +
+                              "/web.yml: basic auth without TLS sends passwords in the clear";
+  for (const char* level : {"", "debug", "info", "warn", "error"}) {
+    std::vector<std::string> argv = {kSvcmap, "agent", "--web.config.file", dir + "/web.yml",
+                                     "--check-config"};
+    if (*level) argv.insert(argv.end(), {"--log-level", level});
+    RunResult r = RunCmd(argv);
+    EXPECT_EQ(r.exit_code, 0) << level << ": " << r.err;
+    const bool shown = r.err.find(warning) != std::string::npos;
+    EXPECT_EQ(shown, std::string(level) != "error") << "--log-level " << level << ": " << r.err;
+    if (std::string(level) == "error") {
+      EXPECT_EQ(r.err, "") << r.err;
+    }
+  }
+  RunResult bad = RunCmd({kSvcmap, "agent", "--check-config", "--log-level", "loud"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--log-level"), std::string::npos) << bad.err;
+  std::filesystem::remove_all(dir);
 }
 
 TEST(DeployTest, TheExampleConfigFilePassesCheckConfig) {
