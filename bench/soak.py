@@ -204,8 +204,17 @@ def soak(args):
     # exception is by design: per-connection rows list the last 100,000
     # closes (5,000 a second fill them in 20 s); their bytes are in every
     # series, which the exactness above checks.
-    ok = out["exact"] and not watch.decreases and \
-        not any(v for k, v in drops.items() if k != "user_traffic_table")
+    # And the load was the load asked for: a generator that fell behind
+    # (a slow machine, a stalled agent) would pass everything above.
+    out["requirements"] = {
+        "exact_bytes": out["exact"],
+        "no_counter_decrease": not watch.decreases,
+        "no_drops": not any(v for k, v in drops.items() if k != "user_traffic_table"),
+        "no_failed_scrape": watch.failures == 0,
+        "connections_per_s_at_least_90_percent": out["connections_per_s"] >= 0.9 * args.rate,
+        "processes_per_s_at_least_90_percent": out["processes_per_s"] >= 0.9 * args.procs,
+    }
+    ok = all(out["requirements"].values())
     return out, ok
 
 
