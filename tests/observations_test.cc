@@ -53,6 +53,18 @@ flow::ServiceGraph Graph() {
     c.stats.bytes_received = 1000;
     c.stats.connections = 2;
     c.stats.active = pid ? 1 : 0;
+    // Health: every field different, so a field dropped or swapped shows.
+    c.stats.health.refused = 3 + pid;
+    c.stats.health.timed_out = 4;
+    c.stats.health.error = 5;
+    c.stats.failed = c.stats.health.refused + 4 + 5;
+    c.stats.health.resets_received = 6;
+    c.stats.health.resets_sent = 7;
+    c.stats.health.retransmits = 8 + pid;
+    c.stats.health.rtt.Add(1200);
+    c.stats.health.rtt.Add(1800);
+    c.stats.health.rtt_min_us = 900;
+    c.stats.health.connect.Add(300 + pid);
     g.connections.push_back(c);
   }
   flow::ConnectionRow orphan;  // a caller with no service row: the node's address
@@ -85,6 +97,13 @@ TEST(ObservationsTest, TheGraphStraightIsWhatItsSnapshotParsesBackInto) {
       topology::ParseSnapshot(SnapshotText(inst, g, {}, {}, Clock{}, -1), "self");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
 
+  // Not both empty: the first caller's health as the graph has it.
+  ASSERT_FALSE(direct.connections.empty());
+  EXPECT_EQ(direct.connections[0].health.refused, 10u);
+  EXPECT_EQ(direct.connections[0].health.rtt_us(), 1500u);
+  EXPECT_EQ(direct.connections[0].health.connect_us(), 307u);
+  EXPECT_EQ(direct.connections[0].health.failed(), 19u);
+
   ASSERT_EQ(direct.instances.size(), parsed->instances.size());
   for (size_t i = 0; i < direct.instances.size(); ++i) {
     const topology::Instance &a = direct.instances[i], &b = parsed->instances[i];
@@ -110,6 +129,14 @@ TEST(ObservationsTest, TheGraphStraightIsWhatItsSnapshotParsesBackInto) {
     EXPECT_EQ(a.bytes_received, b.bytes_received);
     EXPECT_EQ(a.connections, b.connections);
     EXPECT_EQ(a.active, b.active);
+    const topology::Health &ha = a.health, &hb = b.health;
+    EXPECT_EQ(std::tie(ha.refused, ha.timed_out, ha.error, ha.resets_received, ha.resets_sent,
+                       ha.retransmits, ha.rtt_samples, ha.rtt_min_us, ha.connect_samples),
+              std::tie(hb.refused, hb.timed_out, hb.error, hb.resets_received, hb.resets_sent,
+                       hb.retransmits, hb.rtt_samples, hb.rtt_min_us, hb.connect_samples))
+        << i;
+    EXPECT_EQ(ha.rtt_us(), hb.rtt_us()) << i;
+    EXPECT_EQ(ha.connect_us(), hb.connect_us()) << i;
   }
   ASSERT_EQ(direct.processes.size(), parsed->processes.size());
   for (size_t i = 0; i < direct.processes.size(); ++i) {

@@ -6,6 +6,28 @@
 #include <utility>
 
 namespace svcmap::exporter {
+namespace {
+
+// The flow's health in the join's terms: the counts, and the latencies as
+// sums over their samples (a snapshot carries means and sample counts, so
+// both paths give the same means).
+topology::Health HealthOf(const flow::FlowHealth& f) {
+  topology::Health h;
+  h.refused = f.refused;
+  h.timed_out = f.timed_out;
+  h.error = f.error;
+  h.resets_received = f.resets_received;
+  h.resets_sent = f.resets_sent;
+  h.retransmits = f.retransmits;
+  h.rtt_samples = f.rtt.count;
+  h.rtt_sum_us = f.rtt.sum_us;
+  h.rtt_min_us = f.rtt_min_us;
+  h.connect_samples = f.connect.count;
+  h.connect_sum_us = f.connect.sum_us;
+  return h;
+}
+
+}  // namespace
 
 topology::Observations ToObservations(const InstanceInfo& instance,
                                       const flow::ServiceGraph& graph) {
@@ -54,6 +76,7 @@ topology::Observations ToObservations(const InstanceInfo& instance,
     conn.bytes_received = c.stats.bytes_received;
     conn.connections = c.stats.connections;
     conn.active = c.stats.active;
+    conn.health = HealthOf(c.stats.health);
     topology::Process& p = procs[{c.src_pid, conn.src_service_name}];
     p.comm = c.src_comm;
     p.bytes_sent += conn.bytes_sent;
