@@ -211,6 +211,34 @@ TEST(ObservationsFromTsdbTest, HealthInTheWindowLinesUpWithItsConnectionSeries) 
   EXPECT_TRUE(as_is);
 }
 
+// An edge whose connects all failed in the window moved no byte and made
+// no connection, and is still an edge; one that moved nothing at all is not.
+TEST(ObservationsFromTsdbTest, AnEdgeWithOnlyFailedConnectsInTheWindowIsKept) {
+  std::map<std::string, std::string> failing = {{"src_instance_id", "app@10.0.0.1"},
+                                                {"src_service_name", "app"},
+                                                {"dst_ip", "10.0.0.3"},
+                                                {"dst_port", "6379"}};
+  std::map<std::string, std::string> idle = failing;
+  idle["dst_port"] = "6380";
+  std::map<std::string, std::vector<PromSample>> answers;
+  answers["sent_end"] = {S(failing, 1000), S(idle, 1000)};
+  answers["sent_start"] = {S(failing, 1000), S(idle, 1000)};
+  answers["received_end"] = {S(failing, 10), S(idle, 10)};
+  answers["received_start"] = {S(failing, 10), S(idle, 10)};
+  answers["conns_end"] = {S(failing, 4), S(idle, 4)};
+  answers["conns_start"] = {S(failing, 4), S(idle, 4)};
+  answers["timed_out_end"] = {S(failing, 3), S(idle, 1)};
+  answers["timed_out_start"] = {S(idle, 1)};
+  absl::StatusOr<Observations> o = ObservationsFromTsdb(answers);
+  ASSERT_TRUE(o.ok()) << o.status();
+  ASSERT_EQ(o->connections.size(), 1u);
+  EXPECT_EQ(o->connections[0].dst_port, 6379);
+  EXPECT_EQ(o->connections[0].bytes_sent, 0u);
+  EXPECT_EQ(o->connections[0].connections, 0u);
+  EXPECT_EQ(o->connections[0].health.timed_out, 3u);
+  EXPECT_EQ(o->connections[0].health.failed(), 3u);
+}
+
 TEST(TsdbQueriesTest, TheStepIsFifteenSecondsOrAFraction200OfTheWindow) {
   EXPECT_EQ(TsdbStepSeconds({0, 600'000}), 15);
   EXPECT_EQ(TsdbStepSeconds({0, 86'400'000}), 432);

@@ -472,8 +472,12 @@ absl::StatusOr<Observations> ObservationsFromTsdb(
         Round(grew(health.at("connect_count_end"), health.at("connect_count_start")));
     h.connect_sum_us =
         Round(grew(health.at("connect_sum_end"), health.at("connect_sum_start")) * 1e6);
-    // A flow idle for the whole window moved nothing in it.
-    if (c.bytes_sent == 0 && c.bytes_received == 0 && c.connections == 0) continue;
+    // A flow idle for the whole window moved nothing in it. One whose
+    // connects all failed moved no byte but is the edge an operator looks
+    // for; so is one whose only news is resets or retransmits.
+    if (c.bytes_sent == 0 && c.bytes_received == 0 && c.connections == 0 && h.failed() == 0 &&
+        h.resets() == 0 && h.retransmits == 0)
+      continue;
     obs.connections.push_back(std::move(c));
   }
   const auto traffic_start = by_series("traffic_start");
