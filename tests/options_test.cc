@@ -37,6 +37,15 @@ TEST(OptionsTest, TraceRunsUntilSignalledUnlessToldOtherwise) {
   EXPECT_EQ(r->options.pid, 42u);
 }
 
+TEST(OptionsTest, TopBatchTakesAWidthThatGoesWithBatchOnly) {
+  auto r = P({"top", "--batch", "--width", "140"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->options.width, 140);
+  EXPECT_FALSE(P({"top", "--width", "140"}).ok());
+  EXPECT_FALSE(P({"top", "--batch", "--width", "10"}).ok());
+  EXPECT_FALSE(P({"top", "--batch", "--width", "wide"}).ok());
+}
+
 TEST(OptionsTest, Durations) {
   EXPECT_EQ(*ParseDurationFlag("5s"), absl::Seconds(5));
   EXPECT_EQ(*ParseDurationFlag("1m30s"), absl::Seconds(90));

@@ -245,6 +245,7 @@ absl::Status RunTop(const Options& o) {
   to.interval = o.interval;
   to.batch = o.batch;
   to.frames = o.frames;
+  if (o.width) to.width = static_cast<size_t>(*o.width);
   to.duration = o.duration;
   to.mode = o.view == "services"    ? ui::Mode::kServices
             : o.view == "processes" ? ui::Mode::kProcesses

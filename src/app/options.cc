@@ -196,6 +196,9 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   top->add_flag("--batch", o.batch, "Plain-text frames on standard output, for pipes and CI");
   top->add_option("--frames", o.frames, "--batch: stop after this many frames")
       ->check(CLI::PositiveNumber);
+  top->add_option("--width", o.width,
+                  "--batch: line width (default 100; all columns fit from 116)")
+      ->check(CLI::Range(40, 1000));
   top->add_option("--duration", duration, "Stop after this long");
   top->add_option("--view", o.view, "The view to start in: edges, services or processes")
       ->check(CLI::IsMember({"edges", "services", "processes"}));
@@ -305,6 +308,7 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
       o.interval = *d;
     }
     if (o.frames && !o.batch) return absl::InvalidArgumentError("top: --frames goes with --batch");
+    if (o.width && !o.batch) return absl::InvalidArgumentError("top: --width goes with --batch");
   }
   if (topology->parsed()) {
     o.command = Command::kTopology;

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -184,6 +185,47 @@ TEST_F(TopTest, BatchPrintsPlainFrames) {
   RunResult pipe = RunCmd({kSvcmap, "top"});  // stdout is a pipe here
   EXPECT_NE(pipe.exit_code, 0);
   EXPECT_NE(pipe.err.find("--batch"), std::string::npos) << pipe.err;
+}
+
+// The local graph's health reaches top's columns: a caller whose every
+// connect is refused shows its errors per second and no RTT; the fixture's
+// client, whose exchanges complete, shows an RTT and no errors.
+TEST_F(TopTest, TheLocalGraphShowsErrorsPerSecondAndRtt) {
+  const int closed = FreePort();  // nothing listens there
+  std::atomic<bool> stop{false};
+  std::atomic<int> refused{0};
+  std::thread refuser([&] {
+    for (int i = 0; i < 100 && !stop; ++i) {
+      RunResult r = RunCmd({kPeer, "connect", "--host", "127.0.0.1", "--port",
+                            std::to_string(closed), "--count", "5", "--fail", "1", "--name",
+                            "top-refuser"},
+                           seconds(30));
+      if (r.exit_code == 0) refused += 5;
+      std::this_thread::sleep_for(milliseconds(200));
+    }
+  });
+  RunResult r = RunCmd({kSvcmap, "top", "--batch", "--frames", "4", "--interval", "1s", "--width",
+                        "140", "--name-rule", "cmdline:--name (\\S+)=$1"},
+                       seconds(60));
+  stop = true;
+  refuser.join();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_GT(refused.load(), 0) << "the refuser never ran";
+  // The last frame's rows: FROM TO PORT OUT/s IN/s CONN/s ACTIVE TOTAL ERR/s RETR/s RTT.
+  const std::string last = r.out.substr(r.out.rfind("svcmap top - "));
+  std::smatch m;
+  const std::regex refuser_row(
+      fmt::format(R"re(\ntop-refuser +127\.0\.0\.1:{0} +{0} +0 B/s +0 B/s +0 +0 +0 B +(\d+(?:\.\d)?) +0 +- *\n)re",
+                  closed));
+  ASSERT_TRUE(std::regex_search(last, m, refuser_row)) << last;
+  // 5 refused every ~200 ms plus the time a peer takes to start: between
+  // a few and 25 a second, never 0.
+  const double errors = std::stod(m[1].str());
+  EXPECT_GE(errors, 3) << last;
+  EXPECT_LE(errors, 25) << last;
+  const std::regex client_row(fmt::format(
+      R"re(\ntop-client +top-server +{0} .* 0 +0 +(\d+(\.\d+)?)(us|ms) *\n)re", port_));
+  EXPECT_TRUE(std::regex_search(last, m, client_row)) << last;
 }
 
 }  // namespace

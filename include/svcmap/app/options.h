@@ -62,6 +62,7 @@ struct Options {
   absl::Duration interval = absl::Seconds(1);
   bool batch = false;
   std::optional<int> frames;
+  std::optional<int> width;                         // --batch: line width
   std::string view = "edges";                       // edges | services | processes
   std::vector<std::string> args;                    // argv as given, for a reload
 };
