@@ -505,6 +505,58 @@ TEST_F(EdgeHealthTest, ConnectsToAPortWithNoListenerAreRefusedExactly) {
   EXPECT_TRUE(e["connect_latency_us"].is_null()) << e.dump();
 }
 
+// The agent's own outputs carry the same health: /metrics' attempts by
+// outcome and failures, and the edge of its own /api/graph (the join of
+// its node, straight from the flow model).
+TEST_F(EdgeHealthTest, TheAgentsMetricsAndOwnGraphCountRefusedConnectsExactly) {
+  if (Scanner()) GTEST_SKIP() << kScannerBlind;
+  const int n = 6, port = 7125;
+  const std::string listen = fmt::format("127.0.0.1:{}", FreePort());
+  Child agent({kSvcmap, "--backend", Backend(), "agent", "--listen", listen, "--netns",
+               hosts_->a_path, "--name-rule", kNameRule});
+  ASSERT_TRUE(agent.WaitForLine(true, "svcmap: agent on http://" + listen, kStartTimeout))
+      << agent.err();
+  RunResult client = RunCmd(
+      TwoHosts::In(hosts_->a, Client(port, {"--count", std::to_string(n), "--fail", "1"})),
+      seconds(60));
+  ASSERT_EQ(client.exit_code, 0) << client.err;
+  const std::string labels = fmt::format(
+      R"(src_instance_id="e2e-client@{}",src_service_name="e2e-client",dst_ip="{}",dst_port="{}")",
+      hosts_->a_ip4, hosts_->b_ip4, port);
+  const std::vector<std::string> want = {
+      fmt::format("svcmap_connection_attempts_total{{{},outcome=\"refused\"}} {}", labels, n),
+      fmt::format("svcmap_connection_attempts_total{{{},outcome=\"established\"}} 0", labels),
+      fmt::format("svcmap_connection_attempts_total{{{},outcome=\"timed_out\"}} 0", labels),
+      fmt::format("svcmap_connection_failures_total{{{}}} {}", labels, n),
+      fmt::format("svcmap_connection_resets_total{{{},direction=\"received\"}} 0", labels),
+      fmt::format("svcmap_connection_retransmits_total{{{}}} 0", labels)};
+  std::string metrics;
+  auto all_there = [&] {
+    for (const std::string& w : want)
+      if (metrics.find(w + "\n") == std::string::npos) return false;
+    return true;
+  };
+  for (int i = 0; i < 100 && !all_there(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    metrics = RunCmd({"curl", "-sf", "http://" + listen + "/metrics"}).out;
+  }
+  for (const std::string& w : want) EXPECT_NE(metrics.find(w + "\n"), std::string::npos) << w;
+
+  Json graph = Json::parse(RunCmd({"curl", "-sf", "http://" + listen + "/api/graph"}).out, nullptr,
+                           false);
+  ASSERT_TRUE(graph.is_object()) << graph;
+  const Json* edge = nullptr;
+  for (const Json& e : graph["edges"])
+    if (e.value("src_service", "") == "e2e-client" && e.value("dst_port", 0) == port) edge = &e;
+  ASSERT_NE(edge, nullptr) << graph.dump(2);
+  EXPECT_EQ((*edge)["attempts_refused"], n) << edge->dump();
+  EXPECT_EQ((*edge)["failed"], n);
+  EXPECT_EQ((*edge)["connections"], 0);
+  EXPECT_TRUE((*edge)["rtt_us"].is_null()) << edge->dump();
+  agent.Signal(SIGTERM);
+  EXPECT_EQ(agent.Wait(seconds(30)).exit_code, 0);
+}
+
 TEST_F(EdgeHealthTest, ConnectsWhoseSynsAreDroppedTimeOutExactly) {
   if (Scanner()) GTEST_SKIP() << kScannerBlind;
   const int n = 3, port = 7121;
