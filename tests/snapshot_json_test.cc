@@ -53,6 +53,13 @@ TEST(SnapshotJsonTest, UsesTheDataModelFieldNames) {
   EXPECT_EQ(doc["instance"]["netns"], "/run/netns/b");
   EXPECT_EQ(doc["instance"]["backend"], "tracepoint");
   EXPECT_EQ(doc["instance"]["duration_s"], 5.0);
+  EXPECT_EQ(doc["instance"]["health_unseen"], nlohmann::ordered_json::array());
+  inst.backend = "procfs";
+  EXPECT_EQ(SnapshotJson(inst, g, {}, seen, Clock{})["instance"]["health_unseen"],
+            nlohmann::ordered_json::array({"attempts_refused", "attempts_timed_out",
+                                           "resets_received", "resets_sent",
+                                           "connect_latency_us"}));
+  inst.backend = "tracepoint";
 
   const auto& svc = doc["services"][0];
   for (const char* f : {"instance_id", "instance_ip", "name", "listen_ports", "pid"})

@@ -62,7 +62,9 @@ nlohmann::ordered_json ProbeJson(const kernel::ProbeReport& r) {
 // What the scanner would read here.
 std::string ProcfsSource() {
   absl::StatusOr<std::vector<scan::DiagSock>> d = scan::DumpTcpSockets(1u << 10);
-  if (d.ok()) return "sock_diag with tcp_info (bytes per socket)";
+  if (d.ok())
+    return "sock_diag with tcp_info (bytes, RTT, min RTT and retransmits per socket; no connect "
+           "outcome, reset or connect latency)";
   return fmt::format("/proc/net/tcp only, no byte counts (sock_diag: {})",
                      std::string(d.status().message()));
 }

@@ -69,6 +69,15 @@ nlohmann::ordered_json Document(const InstanceInfo& instance, const flow::Servic
                      {"netns_inode", instance.netns_inode},
                      {"backend", instance.backend},
                      {"duration_s", instance.duration_s}};
+  // The health fields this backend cannot see (docs/metrics.md): a reader
+  // tells them from a measured 0. The scanner sees a socket only while it
+  // is open, so neither how a connect ended nor a reset, nor a connect's
+  // duration; its failed connects all count as attempts_error.
+  doc["instance"]["health_unseen"] =
+      instance.backend == "procfs"
+          ? Json::array({"attempts_refused", "attempts_timed_out", "resets_received",
+                         "resets_sent", "connect_latency_us"})
+          : Json::array();
 
   Json services = Json::array();
   for (const flow::ServiceRow& s : graph.services) {

@@ -697,6 +697,12 @@ TEST_F(EdgeHealthTest, EveryConnectionHasAnRttAndAConnectLatency) {
     EXPECT_LT(e[f].get<uint64_t>(), FastBoundUs()) << f;
   }
   EXPECT_LE(e["rtt_min_us"].get<uint64_t>(), e["rtt_us"].get<uint64_t>());
+  // What the backend could not see, said in the document itself.
+  const Json unseen = Scanner() ? Json::array({"attempts_refused", "attempts_timed_out",
+                                               "resets_received", "resets_sent",
+                                               "connect_latency_us"})
+                                : Json::array();
+  EXPECT_EQ(r.snap_a["instance"]["health_unseen"], unseen) << r.snap_a["instance"].dump();
   EXPECT_EQ(e["resets_received"], 0);
   EXPECT_EQ(e["resets_sent"], 0);
   EXPECT_EQ(e["attempts_refused"], 0);
