@@ -6,7 +6,9 @@
 
 #include <time.h>
 
+#include <condition_variable>
 #include <functional>
+#include <future>
 #include <map>
 #include <mutex>
 #include <set>
@@ -91,6 +93,7 @@ class FakeBackend final : public kernel::Backend {
 class FakeIo final : public NodeIo {
  public:
   identity::ProcessFacts ReadFacts(const ProcessKey& p) override {
+    Gate();
     std::lock_guard<std::mutex> lock(mu_);
     ++reads_[p];
     identity::ProcessFacts f;
@@ -101,12 +104,47 @@ class FakeIo final : public NodeIo {
     return f;
   }
   bool Alive(const ProcessKey& p) override {
+    Gate();
     std::lock_guard<std::mutex> lock(mu_);
     return !dead_.contains(p);
   }
-  absl::flat_hash_map<uint32_t, std::string> NetnsAddresses() override { return {}; }
-  flow::NatAnswer PeekNat(const SockRecord&) override { return flow::NatAnswer::Plain(); }
-  flow::NatAnswer ResolveNat(const SockRecord&) override { return flow::NatAnswer::Plain(); }
+  absl::flat_hash_map<uint32_t, std::string> NetnsAddresses() override {
+    Gate();
+    return {};
+  }
+  // Never blocks, as the real one: the drain asks it.
+  flow::NatAnswer PeekNat(const SockRecord& s) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return nat_unknown_.contains(s.remote_port) ? flow::NatAnswer::Unknown()
+                                                 : flow::NatAnswer::Plain();
+  }
+  flow::NatAnswer ResolveNat(const SockRecord&) override {
+    Gate();
+    return flow::NatAnswer::Plain();
+  }
+  // What may block (reading /proc, asking conntrack) waits while closed:
+  // a slow or hung node.
+  void Close() {
+    std::lock_guard<std::mutex> lock(gate_mu_);
+    open_ = false;
+  }
+  void Open() {
+    {
+      std::lock_guard<std::mutex> lock(gate_mu_);
+      open_ = true;
+    }
+    gate_cv_.notify_all();
+  }
+  // Until some caller waits at the closed gate.
+  bool AwaitWaiter(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(gate_mu_);
+    return gate_cv_.wait_for(lock, timeout, [&] { return waiting_ > 0; });
+  }
+  // Closes to this port wait for conntrack's answer (a DNAT'd destination).
+  void NatUnknown(uint16_t port) {
+    std::lock_guard<std::mutex> lock(mu_);
+    nat_unknown_.insert(port);
+  }
   void Prune() override {}
   std::vector<std::pair<std::string, uint64_t>> TableSizes() override { return {}; }
 
@@ -130,6 +168,18 @@ class FakeIo final : public NodeIo {
   }
 
  private:
+  void Gate() {
+    std::unique_lock<std::mutex> lock(gate_mu_);
+    ++waiting_;
+    gate_cv_.notify_all();
+    gate_cv_.wait(lock, [&] { return open_; });
+    --waiting_;
+  }
+  std::mutex gate_mu_;
+  std::condition_variable gate_cv_;
+  bool open_ = true;
+  int waiting_ = 0;
+  std::set<uint16_t> nat_unknown_;
   std::mutex mu_;
   std::map<ProcessKey, std::string> cmdline_;
   std::set<ProcessKey> dead_;
@@ -498,6 +548,46 @@ TEST_F(SessionTest, TablesShrinkBackToWhatIsLive) {
   EXPECT_EQ(tables["flows"], 0);
   EXPECT_EQ(tables["traffic_series"], 0);
   EXPECT_EQ(tables["connection_series"], 0);
+}
+
+// The drain never waits on I/O: with every /proc read and conntrack
+// query hung, thousands of events of hundreds of new processes, half of
+// them to a destination whose NAT answer is not known yet, are taken at
+// once; when the node answers again, every byte is there under its name.
+TEST_F(SessionTest, TheDrainNeverWaitsOnAProcessReadOrANatLookup) {
+  StartSession();
+  io_->NatUnknown(443);
+  io_->Close();
+  const ProcessKey first{50, 100};
+  io_->Process(first, "svcmap-peer connect --name hung");
+  // On a thread of its own, as the drain's: if it waits, the test fails
+  // when the gate opens, rather than hanging.
+  bool asked = false;
+  auto drained = std::async(std::launch::async, [&] {
+    Close(Client(1, first, 7, 1));
+    asked = io_->AwaitWaiter(std::chrono::seconds(5));  // the worker, hung
+    for (uint32_t pid = 100; pid < 400; ++pid) {
+      const ProcessKey p{pid, 100};
+      io_->Process(p, "svcmap-peer connect --name hung");
+      for (uint64_t i = 0; i < 10; ++i) {
+        SockRecord s = Client(pid * 10 + i, p, 10, 1, "10.0.0.2", static_cast<uint16_t>(i));
+        if (i % 2) s.remote_port = 443;
+        Close(s);
+      }
+    }
+  });
+  EXPECT_EQ(drained.wait_for(std::chrono::seconds(10)), std::future_status::ready)
+      << "the drain waited on a hung /proc read or NAT lookup";
+  io_->Open();
+  drained.wait();
+  EXPECT_TRUE(asked) << "the worker never asked the node anything";
+  Settle();
+  double sent = 0;
+  for (const auto& [k, v] : Scrape())
+    if (k.rfind("svcmap_connection_sent_bytes_total{", 0) == 0 &&
+        k.find("src_service_name=hung,") != std::string::npos)
+      sent += v;
+  EXPECT_EQ(sent, 7 + 300 * 10 * 10);
 }
 
 TEST_F(SessionTest, RequestsThatArriveTogetherShareAFrame) {
