@@ -596,6 +596,41 @@ TEST_F(AgentTest, ARingBufferTooSmallDropsCountedAndCountersStayMonotonic) {
 
 // A socket table too small: every socket it refuses is counted, once,
 // however much that socket sends and receives.
+// The port answers from before the BPF programs load: /readyz says 503
+// "starting" (and /healthz "ok: starting", a live process) until the seed
+// is done and a first frame is out, then 200, and /metrics has data.
+TEST_F(AgentTest, ReadyzSaysStartingUntilTheSeedIsDoneThenReady) {
+  const std::string listen = fmt::format("127.0.0.1:{}", FreePort());
+  Child agent({kSvcmap, "agent", "--listen", listen, "--name-rule", kNameRule});
+  auto code = [&](const std::string& path, std::string* body) {
+    RunResult r = RunCmd({"curl", "-s", "-w", "\n%{http_code}", "http://" + listen + path},
+                         seconds(5));
+    const size_t nl = r.out.rfind('\n');
+    if (body) *body = r.out.substr(0, nl == std::string::npos ? 0 : nl);
+    return nl == std::string::npos ? 0 : std::atoi(r.out.c_str() + nl + 1);
+  };
+  std::vector<int> seen;
+  std::string body, starting_health;
+  const auto until = SteadyClock::now() + seconds(60);
+  while (SteadyClock::now() < until) {
+    const int c = code("/readyz", &body);
+    if (c == 503 && starting_health.empty()) code("/healthz", &starting_health);
+    if (c != 0 && (seen.empty() || seen.back() != c)) seen.push_back(c);
+    if (c == 200) break;
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  ASSERT_EQ(seen, (std::vector<int>{503, 200})) << "readyz answers in order";
+  EXPECT_EQ(body, "ready\n");
+  EXPECT_EQ(starting_health, "ok: starting\n");
+  ASSERT_TRUE(agent.WaitForLine(true, "svcmap: agent on http://" + listen, seconds(30)))
+      << agent.err();
+  std::string metrics;
+  EXPECT_EQ(code("/metrics", &metrics), 200);
+  EXPECT_NE(metrics.find("svcmap_build_info{"), std::string::npos);
+  agent.Signal(SIGTERM);
+  EXPECT_EQ(agent.Wait(seconds(30)).exit_code, 0);
+}
+
 TEST_F(AgentTest, AFullSocketTableCountsEachRefusedSocketOnce) {
   Serve(7407);
   std::string listen;
