@@ -11,12 +11,14 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "gtest/gtest.h"
+#include "svcmap/app/health.h"
 
 namespace svcmap::node {
 namespace {
@@ -56,7 +58,16 @@ class FakeBackend final : public kernel::Backend {
     return absl::OkStatus();
   }
   kernel::BackendStats Stats() const override { return {}; }
-  Progress DrainProgress() const override { return {running_, absl::Now()}; }
+  Progress DrainProgress() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (progress_) return *progress_;
+    return {running_, absl::Now()};
+  }
+  // What the drain thread reports from now on (a stall, a stop).
+  void SetProgress(Progress p) {
+    std::lock_guard<std::mutex> lock(mu_);
+    progress_ = p;
+  }
   const std::vector<std::string>& attached() const override { return attached_; }
 
   // As the kernel does: a socket whose close is queued is no longer listed
@@ -82,7 +93,8 @@ class FakeBackend final : public kernel::Backend {
 
  private:
   EventSink sink_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
+  std::optional<Progress> progress_;
   std::map<uint64_t, SockRecord> live_;
   std::function<void()> between_;
   std::atomic<bool> running_{true};
@@ -588,6 +600,29 @@ TEST_F(SessionTest, TheDrainNeverWaitsOnAProcessReadOrANatLookup) {
         k.find("src_service_name=hung,") != std::string::npos)
       sent += v;
   EXPECT_EQ(sent, 7 + 300 * 10 * 10);
+}
+
+// What /healthz reads comes from the drain thread itself: ready once a
+// frame is out, unhealthy when the drain stalls or stops, healthy again
+// when it comes back.
+TEST_F(SessionTest, HealthFollowsTheDrainThread) {
+  StartSession();
+  const absl::Duration stall = absl::Seconds(10);
+  ASSERT_NE(session_->FrameAfter(absl::Now()), nullptr);
+  EXPECT_TRUE(session_->Health().ready);
+  EXPECT_EQ(app::Unhealthy(session_->Health(), std::nullopt, stall, absl::Now()),
+            std::vector<std::string>{});
+  backend_->SetProgress({true, absl::Now() - absl::Seconds(30)});
+  std::vector<std::string> bad = app::Unhealthy(session_->Health(), std::nullopt, stall, absl::Now());
+  ASSERT_EQ(bad.size(), 1u);
+  EXPECT_EQ(bad[0].rfind("events not drained for 3", 0), 0u) << bad[0];
+  backend_->SetProgress({false, absl::Now()});
+  bad = app::Unhealthy(session_->Health(), std::nullopt, stall, absl::Now());
+  ASSERT_EQ(bad.size(), 1u);
+  EXPECT_EQ(bad[0], "event drain thread stopped");
+  backend_->SetProgress({true, absl::Now()});
+  EXPECT_EQ(app::Unhealthy(session_->Health(), std::nullopt, stall, absl::Now()),
+            std::vector<std::string>{});
 }
 
 TEST_F(SessionTest, RequestsThatArriveTogetherShareAFrame) {
