@@ -46,6 +46,17 @@ TEST(OptionsTest, TopBatchTakesAWidthThatGoesWithBatchOnly) {
   EXPECT_FALSE(P({"top", "--batch", "--width", "wide"}).ok());
 }
 
+TEST(OptionsTest, RemoteWriteTimeoutDefaultsToTenSecondsAndIsAtLeast100ms) {
+  auto r = P({"agent", "--remote-write", "http://127.0.0.1:8428/api/v1/write"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->options.remote_write_timeout, absl::Seconds(10));
+  r = P({"agent", "--remote-write-timeout", "1500ms"});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->options.remote_write_timeout, absl::Milliseconds(1500));
+  EXPECT_FALSE(P({"agent", "--remote-write-timeout", "10ms"}).ok());
+  EXPECT_FALSE(P({"agent", "--remote-write-timeout", "soon"}).ok());
+}
+
 TEST(OptionsTest, Durations) {
   EXPECT_EQ(*ParseDurationFlag("5s"), absl::Seconds(5));
   EXPECT_EQ(*ParseDurationFlag("1m30s"), absl::Seconds(90));

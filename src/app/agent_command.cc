@@ -167,6 +167,7 @@ absl::Status RunAgent(const Options& o) {
     rw.endpoint = *exporter::ParseEndpoint(o.remote_write_url);  // checked by ParseOptions
     rw.http = o.remote_write_http;
     rw.max_pending_samples = o.remote_write_buffer;
+    rw.timeout = o.remote_write_timeout;
     writer = std::make_unique<exporter::RemoteWriter>(rw);
   }
   const std::string machine = MachineName(o.netns_path);

@@ -92,7 +92,7 @@ absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& tex
 absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   ParseResult result;
   Options& o = result.options;
-  std::string duration, scan_interval, push_interval, idle_timeout;
+  std::string duration, scan_interval, push_interval, idle_timeout, remote_write_timeout;
   std::vector<std::string> name_rules;
 
   CLI::App app{"svcmap: which process on which machine talks to which, and how many bytes flow",
@@ -152,6 +152,9 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   AddHttpClientFlags(agent, "--remote-write", o.remote_write_http, remote_write_headers);
   agent->add_option("--push-interval", push_interval,
                     "Time between remote-write pushes (default 15s)");
+  agent->add_option("--remote-write-timeout", remote_write_timeout,
+                    "How long a push waits to connect, and for the store's answer, before it "
+                    "is retried (default 10s)");
   agent->add_option("--remote-write-buffer", o.remote_write_buffer,
                     "Samples kept while the store is unreachable; the oldest are dropped "
                     "(and counted) beyond this")
@@ -357,6 +360,14 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
       return absl::InvalidArgumentError(
           fmt::format("invalid --push-interval '{}': at least 100ms", push_interval));
     o.push_interval = *d;
+  }
+  if (!remote_write_timeout.empty()) {
+    absl::StatusOr<absl::Duration> d = ParseDurationFlag(remote_write_timeout);
+    if (!d.ok()) return d.status();
+    if (*d < absl::Milliseconds(100))
+      return absl::InvalidArgumentError(fmt::format(
+          "invalid --remote-write-timeout '{}': at least 100ms", remote_write_timeout));
+    o.remote_write_timeout = *d;
   }
   if (!o.remote_write_url.empty())
     if (absl::StatusOr<exporter::Endpoint> e = exporter::ParseEndpoint(o.remote_write_url); !e.ok())

@@ -40,6 +40,7 @@ struct Options {
   std::string remote_write_url;                     // agent: push here, if set
   net::HttpClientConfig remote_write_http;          // agent: --remote-write-* TLS, auth, headers
   absl::Duration push_interval = absl::Seconds(15);  // agent: between pushes
+  absl::Duration remote_write_timeout = absl::Seconds(10);  // agent: connect, and each answer
   uint32_t remote_write_buffer = 1000000;           // agent: samples kept while the store is away
   absl::Duration flow_idle_timeout = absl::Minutes(5);  // agent: 0 keeps flows forever
   std::string config_path;                          // agent: --config, reread on SIGHUP
