@@ -200,7 +200,7 @@ absl::Status RunAgent(const Options& o) {
     if (f == nullptr) return absl::UnavailableError("starting");
     topology::Observations all = f->Observations();
     for (const std::string& url : o.map_agents) {
-      absl::StatusOr<topology::Observations> peer = topology::FetchAgent(url);
+      absl::StatusOr<topology::Observations> peer = topology::FetchAgent(url, o.map_agents_http);
       if (!peer.ok()) {
         Log(LogLevel::kWarn, "map: {}", std::string(peer.status().message()));
         continue;  // the map shows what it can reach

@@ -148,7 +148,7 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   agent->add_option("--remote-write", o.remote_write_url,
                     "Push to this Prometheus remote-write URL too, e.g. "
                     "http://victoria:8428/api/v1/write");
-  std::vector<std::string> remote_write_headers, tsdb_headers, agents_headers;
+  std::vector<std::string> remote_write_headers, tsdb_headers, agents_headers, map_agents_headers;
   AddHttpClientFlags(agent, "--remote-write", o.remote_write_http, remote_write_headers);
   agent->add_option("--push-interval", push_interval,
                     "Time between remote-write pushes (default 15s)");
@@ -168,6 +168,7 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
   agent->add_option("--map-agents", o.map_agents,
                     "Other agents whose snapshots /map joins with this one's, URL,URL,...")
       ->delimiter(',');
+  AddHttpClientFlags(agent, "--map-agents", o.map_agents_http, map_agents_headers);
   CLI::App* topology = app.add_subcommand(
       "topology", "Join what the agents saw into the cross-machine service graph");
   topology->add_option("--tsdb", o.tsdb_url,
@@ -376,7 +377,9 @@ absl::StatusOr<ParseResult> ParseOptions(const std::vector<std::string>& args) {
        {std::tuple{"--remote-write", !o.remote_write_url.empty(), &o.remote_write_http,
                    &remote_write_headers},
         std::tuple{"--tsdb", !o.tsdb_url.empty(), &o.tsdb_http, &tsdb_headers},
-        std::tuple{"--agents", !o.agent_urls.empty(), &o.agents_http, &agents_headers}})
+        std::tuple{"--agents", !o.agent_urls.empty(), &o.agents_http, &agents_headers},
+        std::tuple{"--map-agents", !o.map_agents.empty(), &o.map_agents_http,
+                   &map_agents_headers}})
     if (absl::Status s = FinishHttpClientFlags(flag, has_url, *config, *headers); !s.ok()) return s;
   if (absl::StatusOr<std::pair<std::string, int>> hp = SplitHostPort(o.listen); !hp.ok())
     return hp.status();

@@ -461,6 +461,39 @@ TEST_F(StoreTest, TheAgentServesOverTlsWithBasicAuthAndPrometheusScrapesIt) {
             std::string::npos)
       << r.err;
 
+  // An agent on the other machine joins this one into its /map over the
+  // same TLS and basic auth (--map-agents-*): the caller's edge, which only
+  // machine A's agent has, shows in its graph; without the password the
+  // fetch is refused, says why, and the map shows what it has.
+  auto map_agent = [&](const std::vector<std::string>& creds) {
+    const std::string b_listen = fmt::format("127.0.0.1:{}", FreePort());
+    std::vector<std::string> argv = {kSvcmap, "agent", "--listen", b_listen, "--netns",
+                                     hosts_->b_path, "--name-rule", kNameRule, "--map-agents",
+                                     base, "--map-agents-ca-file", pki.ca};
+    argv.insert(argv.end(), creds.begin(), creds.end());
+    auto b = std::make_unique<Child>(argv);
+    EXPECT_TRUE(b->WaitForLine(true, "svcmap: agent on http://" + b_listen, seconds(30)))
+        << b->err();
+    Json g = Json::parse(RunCmd({"curl", "-sf", "http://" + b_listen + "/api/graph"}).out,
+                         nullptr, false);
+    bool joined = false;
+    for (const Json& e : g["edges"])
+      joined |= e.value("src_service", "") == "e2e-web" && e.value("dst_port", 0) == 7141;
+    b->Signal(SIGTERM);
+    RunResult done = b->Wait(seconds(30));
+    EXPECT_EQ(done.exit_code, 0) << done.err;
+    return std::pair{joined, done.err};
+  };
+  auto [joined, log] = map_agent({"--map-agents-basic-auth-user", "prometheus",
+                                  "--map-agents-basic-auth-password-file", dir + "/password"});
+  EXPECT_TRUE(joined) << "machine A's edge is not on B's map";
+  EXPECT_EQ(log.find("svcmap: warn: map:"), std::string::npos) << log;
+  std::tie(joined, log) = map_agent({});
+  EXPECT_FALSE(joined);
+  EXPECT_NE(log.find(fmt::format("svcmap: warn: map: --agents {}/api/snapshot: HTTP 401", base)),
+            std::string::npos)
+      << log;
+
   // Mutual TLS: a client CA in the config requires a client certificate.
   agent.Signal(SIGTERM);
   EXPECT_EQ(agent.Wait(seconds(30)).exit_code, 0);

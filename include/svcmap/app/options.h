@@ -53,6 +53,7 @@ struct Options {
   std::vector<std::string> agent_urls;
   net::HttpClientConfig tsdb_http;                  // --tsdb-*: TLS, auth, headers
   net::HttpClientConfig agents_http;                // --agents-*
+  net::HttpClientConfig map_agents_http;            // agent: --map-agents-*
   std::vector<std::string> snapshot_paths;
   std::string window = "5m";
   std::vector<std::string> diff;                    // two windows, or empty
