@@ -625,6 +625,29 @@ TEST_F(SessionTest, HealthFollowsTheDrainThread) {
             std::vector<std::string>{});
 }
 
+TEST(CompletenessTest, OpensWhileWatchedAgainstOpensSeenPerNamespace) {
+  absl::flat_hash_map<uint32_t, scan::TcpOpens> before = {{1, {100, 50}}, {2, {7, 7}},
+                                                         {3, {900, 900}}};
+  absl::flat_hash_map<uint32_t, scan::TcpOpens> after = {
+      {1, {130, 60}},  // 30 connects, 10 accepts
+      {2, {9, 7}},     // 2 connects
+      {3, {5, 1}},     // the inode of a new namespace: from zero
+      {4, {3, 0}}};    // created while watched
+  absl::flat_hash_map<uint32_t, uint64_t> seen = {{1, 40}, {2, 1}, {4, 3}};
+  exporter::Completeness all = CompletenessOf(before, after, seen, std::nullopt);
+  EXPECT_TRUE(all.known);
+  EXPECT_EQ(all.active_opens, 30u + 2 + 5 + 3);
+  EXPECT_EQ(all.passive_opens, 10u + 0 + 1 + 0);
+  EXPECT_EQ(all.seen, 44u);
+  exporter::Completeness one = CompletenessOf(before, after, seen, 2);
+  EXPECT_TRUE(one.known);
+  EXPECT_EQ(one.active_opens, 2u);
+  EXPECT_EQ(one.passive_opens, 0u);
+  EXPECT_EQ(one.seen, 1u);
+  EXPECT_FALSE(CompletenessOf(before, {}, seen, std::nullopt).known) << "counters unreadable";
+  EXPECT_FALSE(CompletenessOf(before, after, seen, 9).known) << "a namespace not there";
+}
+
 TEST_F(SessionTest, RequestsThatArriveTogetherShareAFrame) {
   StartSession();
   std::vector<std::thread> readers;

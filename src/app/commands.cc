@@ -215,18 +215,8 @@ absl::Status RunSnapshot(const Options& o) {
   std::shared_ptr<const node::Frame> frame = (*session)->Finish();
   const kernel::BackendStats bs = (*session)->backend().Stats();
 
-  exporter::Completeness completeness;
-  for (const auto& [ino, after] : opens_after) {
-    if (scope->netns && ino != *scope->netns) continue;
-    completeness.known = true;
-    // A namespace created while we watched started from zero.
-    scan::TcpOpens before = opens_before.contains(ino) ? opens_before[ino] : scan::TcpOpens{};
-    completeness.active_opens += after.active_opens - std::min(after.active_opens, before.active_opens);
-    completeness.passive_opens +=
-        after.passive_opens - std::min(after.passive_opens, before.passive_opens);
-    if (auto it = frame->opened().find(ino); it != frame->opened().end())
-      completeness.seen += it->second;
-  }
+  const exporter::Completeness completeness =
+      node::CompletenessOf(opens_before, opens_after, frame->opened(), scope->netns);
   exporter::InstanceInfo inst = frame->instance();
   inst.duration_s = elapsed;
   const exporter::Clock clock{frame->realtime_minus_boottime_ns()};

@@ -522,6 +522,27 @@ std::shared_ptr<const Frame> Session::Finish() {
   return f;
 }
 
+exporter::Completeness CompletenessOf(const absl::flat_hash_map<uint32_t, scan::TcpOpens>& before,
+                                      const absl::flat_hash_map<uint32_t, scan::TcpOpens>& after,
+                                      const absl::flat_hash_map<uint32_t, uint64_t>& seen,
+                                      std::optional<uint32_t> netns) {
+  exporter::Completeness c;
+  for (const auto& [ino, a] : after) {
+    if (netns && ino != *netns) continue;
+    c.known = true;
+    auto b = before.find(ino);
+    const scan::TcpOpens from = b != before.end() ? b->second : scan::TcpOpens{};
+    // Counters only grow; a smaller one is another namespace that reused
+    // the inode, counted from zero.
+    c.active_opens += a.active_opens >= from.active_opens ? a.active_opens - from.active_opens
+                                                          : a.active_opens;
+    c.passive_opens += a.passive_opens >= from.passive_opens ? a.passive_opens - from.passive_opens
+                                                             : a.passive_opens;
+    if (auto it = seen.find(ino); it != seen.end()) c.seen += it->second;
+  }
+  return c;
+}
+
 SessionHealth Session::Health() const {
   SessionHealth h;
   const absl::Time now = absl::Now();

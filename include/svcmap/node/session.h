@@ -26,6 +26,7 @@
 #include "svcmap/flow/collector.h"
 #include "svcmap/identity/naming.h"
 #include "svcmap/kernel/backend.h"
+#include "svcmap/scan/proc_parse.h"
 #include "svcmap/topology/model.h"
 
 namespace svcmap::node {
@@ -76,6 +77,15 @@ struct SessionOptions {
   exporter::MetricsOptions metrics;
   flow::CollectorOptions collector;
 };
+
+// How complete a one-shot run was: the connections the kernel opened while
+// it watched (each namespace's ActiveOpens and PassiveOpens, after minus
+// before; a namespace created meanwhile started from zero) against those
+// the run saw opened. `netns`: only that namespace.
+exporter::Completeness CompletenessOf(const absl::flat_hash_map<uint32_t, scan::TcpOpens>& before,
+                                      const absl::flat_hash_map<uint32_t, scan::TcpOpens>& after,
+                                      const absl::flat_hash_map<uint32_t, uint64_t>& seen,
+                                      std::optional<uint32_t> netns);
 
 // An immutable picture of the node at one moment. What readers render
 // from it (metrics text, snapshot document, the topology's observations)
