@@ -51,6 +51,7 @@ nlohmann::ordered_json ProbeJson(const kernel::ProbeReport& r) {
   return {{"kernel", r.kernel_release},
           {"btf", r.btf},
           {"tracefs", r.tracefs},
+          {"tracefs_note", r.tracefs_note},
           {"backend", r.backend},
           {"backend_reason", r.backend_reason},
           {"hooks", std::move(hooks)},
@@ -80,8 +81,13 @@ absl::Status RunProbe(const Options& o) {
     fmt::print("{}\n", doc.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
     return absl::OkStatus();
   }
-  fmt::print("kernel   {}\nBTF      {}\ntracefs  {}\n", r.kernel_release,
-             r.btf ? "yes" : "no", r.tracefs ? "mounted" : "not mounted");
+  const std::string tracefs = !r.tracefs_note.empty() && r.tracefs ? r.tracefs_note
+                              : r.tracefs                            ? "mounted"
+                              : r.tracefs_note.empty()
+                                  ? "not mounted"
+                                  : "not mounted: " + r.tracefs_note;
+  fmt::print("kernel   {}\nBTF      {}\ntracefs  {}\n", r.kernel_release, r.btf ? "yes" : "no",
+             tracefs);
   for (const kernel::HookProbe& h : r.hooks) {
     fmt::print("\nhook {:<8} -> {}\n", h.hook,
                !h.needed ? "not needed (bytes from TCP's counters, owner from accept)"

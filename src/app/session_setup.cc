@@ -88,6 +88,11 @@ absl::StatusOr<Opened> OpenBackend(const Options& o, kernel::ProbeReport& report
     if (automatic) return OpenProcfs(o, std::string(b.status().message()));
     return b.status();
   }
+  // Said once a BPF backend runs: without one, tracefs does not matter.
+  if (!report.tracefs_note.empty())
+    Log(report.tracefs ? LogLevel::kInfo : LogLevel::kWarn, "tracefs was not mounted: {}{}",
+        report.tracefs_note,
+        report.AcceptInProcess() ? "" : "; a program runs per TCP send and receive instead");
   if (!(*b)->seed_error().empty())
     Log(LogLevel::kWarn,
         "sockets opened before svcmap are only seen from their next I/O on: start-up seed "

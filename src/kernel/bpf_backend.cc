@@ -95,9 +95,6 @@ void BpfBackend::SkelDeleter::operator()(svcmap_bpf* s) const {
 void BpfBackend::RingDeleter::operator()(ring_buffer* r) const {
   ring_buffer__free(r);
 }
-void BpfBackend::LinkDeleter::operator()(bpf_link* l) const {
-  bpf_link__destroy(l);
-}
 
 
 absl::StatusOr<std::unique_ptr<BpfBackend>> BpfBackend::Create(
@@ -239,7 +236,7 @@ absl::Status BpfBackend::Seed(bool iter_tcp) {
       std::memcpy(o.comm, owner.comm.data(), std::min(owner.comm.size(), sizeof(o.comm) - 1));
       if (bpf_map_update_elem(owners_fd, &ino, &o, BPF_ANY) != 0) ++seed_full_;
     }
-    std::unique_ptr<bpf_link, LinkDeleter> link(
+    LinkPtr link(
         bpf_program__attach_iter(skel->progs.seed_socks, nullptr));
     if (!link) return LibbpfError(errno, "attach iter/tcp");
     // iter/tcp walks the netns of whoever creates the iterator; a namespace
@@ -273,7 +270,7 @@ absl::Status BpfBackend::Seed(bool iter_tcp) {
 BpfBackend::~BpfBackend() {
   Stop();
   // Links before the skeleton: detach, then unload.
-  links_.clear();
+  DetachAll(links_);
   files_link_.reset();
   ring_.reset();
   skel_.reset();

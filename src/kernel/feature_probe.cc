@@ -1,6 +1,7 @@
 #include "svcmap/kernel/feature_probe.h"
 
 #include <bpf/libbpf.h>
+#include <sys/mount.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include "fmt/format.h"
 #include "probe.skel.h"
 #include "svcmap/kernel/libbpf_error.h"
+#include "svcmap/kernel/links.h"
 
 namespace svcmap::kernel {
 namespace {
@@ -24,11 +26,15 @@ constexpr char kAcceptTracepoint[] = "syscalls/sys_exit_accept4";
 struct ObjectDeleter {
   void operator()(bpf_object* o) const { bpf_object__close(o); }
 };
-struct LinkDeleter {
-  void operator()(bpf_link* l) const { bpf_link__destroy(l); }
-};
 using ObjectPtr = std::unique_ptr<bpf_object, ObjectDeleter>;
-using LinkPtr = std::unique_ptr<bpf_link, LinkDeleter>;
+
+// What attached stays attached until the probe ends, then all of it is
+// detached at once (DetachAll): one grace period instead of one per
+// program. Links go before the objects that hold their programs.
+struct Held {
+  std::vector<ObjectPtr> objects;
+  std::vector<LinkPtr> links;
+};
 
 struct Candidate {
   Mechanism mechanism;  // ignored for an iterator
@@ -77,6 +83,8 @@ const std::vector<HookSpec>& Hooks() {
 
 bool PathExists(const char* path) { return access(path, F_OK) == 0; }
 
+constexpr char kTracefsPath[] = "/sys/kernel/tracing";
+
 bool TracefsMounted() {
   return PathExists("/sys/kernel/tracing/events") ||
          PathExists("/sys/kernel/debug/tracing/events");
@@ -115,10 +123,10 @@ std::string Explain(std::optional<Mechanism> m, const std::string& stage, int er
   return why;
 }
 
-// Loads `c.program` alone from a fresh copy of the probe object, attaches
-// it with `attach`, and detaches at once.
+// Loads `c.program` alone from a fresh copy of the probe object and
+// attaches it with `attach`; what attached goes into `held`.
 template <typename AttachFn>
-Attempt TryProgram(const Candidate& c, bool iterator, AttachFn attach) {
+Attempt TryProgram(const Candidate& c, bool iterator, Held& held, AttachFn attach) {
   std::optional<Mechanism> m;
   if (!iterator) m = c.mechanism;
   Attempt a{c.mechanism, c.target, false, ""};
@@ -151,11 +159,13 @@ Attempt TryProgram(const Candidate& c, bool iterator, AttachFn attach) {
     return a;
   }
   a.ok = true;
+  held.links.push_back(std::move(link));
+  held.objects.push_back(std::move(obj));
   return a;
 }
 
-Attempt Try(const Candidate& c) {
-  return TryProgram(c, false, [](bpf_program* p) { return bpf_program__attach(p); });
+Attempt Try(const Candidate& c, Held& held) {
+  return TryProgram(c, false, held, [](bpf_program* p) { return bpf_program__attach(p); });
 }
 
 }  // namespace
@@ -199,27 +209,46 @@ ProbeReport RunFeatureProbe() {
   if (uname(&u) == 0) report.kernel_release = u.release;
   report.btf = PathExists(kBtfPath);
   report.tracefs = TracefsMounted();
+  // Classic tracepoints are attached by the id tracefs gives, and the
+  // tracepoint backend's accept hook (syscalls:sys_exit_accept4) has no
+  // tp_btf form: without tracefs it falls back to a program per send and
+  // receive. systemd mounts tracefs at boot; a node or container without it
+  // gets it mounted here, as Cilium's agent mounts bpffs.
+  if (!report.tracefs) {
+    if (mount("nodev", kTracefsPath, "tracefs", 0, nullptr) == 0) {
+      report.tracefs = TracefsMounted();
+      report.tracefs_note = fmt::format("mounted by svcmap at {}", kTracefsPath);
+    } else {
+      const int err = errno;
+      report.tracefs_note = fmt::format("mounting it at {} failed: {}{}", kTracefsPath,
+                                        ErrnoText(err),
+                                        err == EPERM ? "; that needs CAP_SYS_ADMIN" : "");
+    }
+  }
 
   // connect and accept share a tracepoint: probe each program once.
+  Held held;
   std::map<std::string, Attempt> done;
   for (const HookSpec& spec : Hooks()) {
     HookProbe hook;
     hook.hook = spec.hook;
     for (const Candidate& c : spec.candidates) {
       auto it = done.find(c.program);
-      if (it == done.end()) it = done.emplace(c.program, Try(c)).first;
+      if (it == done.end()) it = done.emplace(c.program, Try(c, held)).first;
       hook.attempts.push_back(it->second);
     }
     report.hooks.push_back(std::move(hook));
   }
   for (auto [program, into] : {std::pair{"iter_tcp", &report.iter_tcp},
                                 std::pair{"iter_task_file", &report.iter_task_file}}) {
-    Attempt it = TryProgram({Mechanism::kTpBtf, program, program}, true, [](bpf_program* p) {
-      return bpf_program__attach_iter(p, nullptr);
-    });
+    Attempt it = TryProgram({Mechanism::kTpBtf, program, program}, true, held,
+                            [](bpf_program* p) { return bpf_program__attach_iter(p, nullptr); });
     into->ok = it.ok;
     into->reason = it.reason;
   }
+
+  DetachAll(held.links);
+  held.objects.clear();
 
   (void)SelectBackend(report, "auto", std::nullopt);
   return report;

@@ -167,6 +167,9 @@ TEST(ContainerTest, TheImageBuildsAndItsAgentCountsExactBytesWithTheDaemonSetsSe
   for (const char* tool : {"podman", "mmdebstrap", "runc"})
     if (Which(tool).empty()) GTEST_SKIP() << "no " << tool << " (scripts/install-deps installs it)";
 
+  // The node's tracefs, which the DaemonSet mounts from the host.
+  HostTracefs tracefs;
+  ASSERT_TRUE(tracefs.ok());
   Podman podman(TempDir("container"));
   ASSERT_FALSE(podman.dir().empty());
 
@@ -233,6 +236,24 @@ TEST(ContainerTest, TheImageBuildsAndItsAgentCountsExactBytesWithTheDaemonSetsSe
   r = podman.Run(check);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("config ok"), std::string::npos) << r.out;
+
+  // The probe under the same settings: the accept hook is seen in process
+  // context, so nothing runs per send or receive. Under tracepoints that
+  // needs the host's tracefs, which the DaemonSet mounts.
+  std::vector<std::string> probe = {"run", "--rm"};
+  probe.insert(probe.end(), flags.begin(), flags.end());
+  probe.insert(probe.end(), {image, "probe", "--json"});
+  r = podman.Run(probe);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Json report = Json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(report.is_object()) << r.out;
+  EXPECT_EQ(report["tracefs"], true) << r.out;
+  EXPECT_EQ(report["tracefs_note"], "") << r.out;
+  for (const Json& h : report["hooks"]) {
+    if (h["hook"] == "send" || h["hook"] == "recv") {
+      EXPECT_EQ(h["needed"], false) << h.dump();
+    }
+  }
 
   std::vector<std::string> run = {"run", "--detach", "--name=svcmap-agent"};
   run.insert(run.end(), flags.begin(), flags.end());

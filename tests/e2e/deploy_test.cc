@@ -86,7 +86,7 @@ TEST(DeployTest, TheManifestsParseAndHoldWhatTheDocsPromise) {
   EXPECT_TRUE(c["resources"].contains("requests") && c["resources"].contains("limits"));
   std::set<std::string> mounts;
   for (const Json& m : c["volumeMounts"]) mounts.insert(m["mountPath"]);
-  for (const char* want : {"/sys/kernel/btf", "/sys/fs/bpf", "/sys/fs/cgroup"})
+  for (const char* want : {"/sys/kernel/btf", "/sys/fs/bpf", "/sys/kernel/tracing", "/sys/fs/cgroup"})
     EXPECT_TRUE(mounts.contains(want)) << want;
   // The container's capabilities are the unit's.
   std::set<std::string> added;

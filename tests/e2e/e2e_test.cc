@@ -754,17 +754,8 @@ TEST_F(EdgeHealthTest, ADelayedLinkShowsItsRttOnTheEdge) {
 TEST_F(E2eTest, ClassicTracepointFallbackGivesTheSameAnswer) {
   // Classic tracepoints need tracefs; the fallback is for kernels without
   // tp_btf, and keeps per-socket state in the hash map instead.
-  struct TracefsMount {
-    bool mounted = false;
-    ~TracefsMount() {
-      if (mounted) RunCmd({"umount", "/sys/kernel/tracing"});
-    }
-  } tracefs;
-  if (access("/sys/kernel/tracing/events", F_OK) != 0 &&
-      access("/sys/kernel/debug/tracing/events", F_OK) != 0) {
-    ASSERT_EQ(RunCmd({"mount", "-t", "tracefs", "tracefs", "/sys/kernel/tracing"}).exit_code, 0);
-    tracefs.mounted = true;
-  }
+  HostTracefs tracefs;
+  ASSERT_TRUE(tracefs.ok());
   ExchangeSpec spec{hosts_->b_ip4, 7106, 222222, 3333, 20, /*peek=*/true};
   spec.form = "classic";
   spec.linger = false;  // a BPF backend whatever SVCMAP_E2E_BACKEND says
@@ -926,6 +917,77 @@ TEST_F(E2eTest, ProbeChoosesTheBestMechanismThatAttachedAndSaysWhyNotTheOthers) 
   // Every backend here sees accept in process context: fexit or kretprobe
   // inet_csk_accept, or the accept syscalls' exit tracepoint.
   EXPECT_TRUE(accept_in_process) << r.out;
+}
+
+// A host without tracefs (no systemd to mount it; hidden here under a tmpfs
+// in a private mount namespace): svcmap mounts it and says so, so the
+// accept hook keeps its syscall tracepoint. Without CAP_SYS_ADMIN it cannot,
+// says why, and accept falls to another mechanism. The host's own mounts do
+// not change.
+TEST_F(E2eTest, ProbeMountsTracefsWhereItIsMissingOrSaysWhyItCannot) {
+  auto tracefs_mounts = [] {
+    std::ifstream in("/proc/self/mountinfo");
+    int n = 0;
+    for (std::string line; std::getline(in, line);)
+      if (line.find(" - tracefs ") != std::string::npos) ++n;
+    return n;
+  };
+  const int before = tracefs_mounts();
+  auto probe = [&](const std::string& prefix) {
+    RunResult r = RunCmd(
+        {"unshare", "-m", "--propagation", "private", "sh", "-c",
+         "mount -t tmpfs none /sys/kernel/tracing && mount -t tmpfs none /sys/kernel/debug && " +
+             prefix + " \"$0\" probe --json",
+         kSvcmap});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    Json p = Json::parse(r.out, nullptr, false);
+    EXPECT_TRUE(p.is_object()) << r.out << r.err;
+    return p.is_object() ? p : Json::object();
+  };
+  auto accept_target = [](const Json& p) {
+    for (const Json& h : p["hooks"])
+      if (h["hook"] == "accept")
+        for (const Json& a : h["attempts"])
+          if (a["used"].get<bool>()) return a["target"].get<std::string>();
+    return std::string();
+  };
+  auto needed = [](const Json& p, const char* hook) {
+    for (const Json& h : p["hooks"])
+      if (h["hook"] == hook) return h["needed"].get<bool>();
+    return true;
+  };
+
+  Json p = probe("exec");
+  EXPECT_EQ(p["tracefs"], true) << p.dump();
+  EXPECT_EQ(p["tracefs_note"], "mounted by svcmap at /sys/kernel/tracing") << p.dump();
+  EXPECT_NE(accept_target(p), "sock/inet_sock_set_state") << p.dump();
+  EXPECT_FALSE(needed(p, "send")) << p.dump();
+  EXPECT_FALSE(needed(p, "recv")) << p.dump();
+
+  p = probe("exec setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin");
+  EXPECT_EQ(p["tracefs"], false) << p.dump();
+  EXPECT_EQ(p["tracefs_note"],
+            "mounting it at /sys/kernel/tracing failed: EPERM (Operation not permitted); that "
+            "needs CAP_SYS_ADMIN")
+      << p.dump();
+  const std::string target = accept_target(p);
+  EXPECT_NE(target, "syscalls/sys_exit_accept4") << p.dump();
+  // Where only the state tracepoint is left to see accept (this host: no
+  // fentry, no kprobes), bytes come from a program per send and receive.
+  const bool in_process = !target.empty() && target != "sock/inet_sock_set_state";
+  EXPECT_EQ(needed(p, "send"), !in_process) << p.dump();
+  EXPECT_EQ(needed(p, "recv"), !in_process) << p.dump();
+  for (const Json& h : p["hooks"]) {
+    for (const Json& a : h["attempts"]) {
+      if (a["target"] == "syscalls/sys_exit_accept4") {
+        EXPECT_NE(a["reason"].get<std::string>().find("tracefs is not mounted"),
+                  std::string::npos)
+            << a.dump();
+      }
+    }
+  }
+
+  EXPECT_EQ(tracefs_mounts(), before) << "the host's mount table changed";
 }
 
 TEST_F(E2eTest, ForcingAnUnavailableBackendIsOneClearError) {

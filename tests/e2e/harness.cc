@@ -314,6 +314,18 @@ std::string Store::QueryText(const std::string& promql) const {
   return r.exit_code == 0 ? r.out : "";
 }
 
+HostTracefs::HostTracefs() {
+  if (access("/sys/kernel/tracing/events", F_OK) == 0 ||
+      access("/sys/kernel/debug/tracing/events", F_OK) == 0)
+    return;
+  ok_ = RunCmd({"mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"}).exit_code == 0;
+  mounted_ = ok_;
+}
+
+HostTracefs::~HostTracefs() {
+  if (mounted_) RunCmd({"umount", "/sys/kernel/tracing"});
+}
+
 std::string PrivilegeProblem() {
   if (geteuid() != 0) return "needs root (BPF programs and network namespaces)";
   if (access("/sys/kernel/btf/vmlinux", R_OK) != 0) return "kernel has no BTF (/sys/kernel/btf/vmlinux)";

@@ -153,6 +153,21 @@ void WriteFile(const std::string& path, const std::string& text);
 // Why a privileged test cannot run here, or empty if it can.
 std::string PrivilegeProblem();
 
+// tracefs at /sys/kernel/tracing for the life of the object, as systemd
+// mounts it at boot; unmounted again only if this object mounted it.
+class HostTracefs {
+ public:
+  HostTracefs();
+  ~HostTracefs();
+  HostTracefs(const HostTracefs&) = delete;
+  HostTracefs& operator=(const HostTracefs&) = delete;
+  bool ok() const { return ok_; }
+
+ private:
+  bool mounted_ = false;
+  bool ok_ = true;
+};
+
 }  // namespace svcmap::e2e
 
 #endif  // SVCMAP_TESTS_E2E_HARNESS_H_

@@ -16,6 +16,7 @@
 #include "svcmap/kernel/backend.h"
 #include "svcmap/kernel/event_decode.h"
 #include "svcmap/kernel/feature_probe.h"
+#include "svcmap/kernel/links.h"
 
 struct svcmap_bpf;
 struct ring_buffer;
@@ -79,9 +80,6 @@ class BpfBackend final : public Backend {
   struct RingDeleter {
     void operator()(ring_buffer* r) const;
   };
-  struct LinkDeleter {
-    void operator()(bpf_link* l) const;
-  };
 
   static int OnRecord(void* ctx, void* data, size_t size);
   // Gives the sockets that predate the hooks owners and entries: iter/tcp
@@ -92,11 +90,11 @@ class BpfBackend final : public Backend {
   void DrainLoop();
 
   std::unique_ptr<svcmap_bpf, SkelDeleter> skel_;
-  std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links_;
+  std::vector<LinkPtr> links_;
   // iter/task_file: the seed's second walk, and the live refresh of TCP's
   // counters; null where the kernel has none (live reads then carry the
   // hooks' counts only). walk_mu_ serializes walks (walk_mode is shared).
-  std::unique_ptr<bpf_link, LinkDeleter> files_link_;
+  LinkPtr files_link_;
   std::mutex walk_mu_;
   std::unique_ptr<ring_buffer, RingDeleter> ring_;
   std::vector<std::string> attached_;

@@ -39,6 +39,9 @@ struct ProbeReport {
   std::string kernel_release;
   bool btf = false;
   bool tracefs = false;
+  // Set when tracefs was not mounted: "mounted by svcmap", or why the
+  // mount failed (then the accept hook's syscall tracepoint cannot attach).
+  std::string tracefs_note;
   std::vector<HookProbe> hooks;
   // Set by SelectBackend: "fentry", "kprobe", "tracepoint", "mixed" (auto
   // picked different classes per hook), or empty when none is usable.
