@@ -68,18 +68,26 @@ class TopTest : public ::testing::Test {
   void Keys(const std::string& keys) {
     ASSERT_EQ(RunCmd({"tmux", "send-keys", "-t", session_, keys}).exit_code, 0);
   }
-  // Polls the pane until `re` matches it.
-  std::string WaitFor(const std::string& re, seconds timeout = seconds(30)) {
-    std::regex pattern(re);
+  // Polls the pane until every one of `res` matches one capture of it: a
+  // capture can land between the lines of one redraw.
+  std::string WaitForAll(const std::vector<std::string>& res, seconds timeout = seconds(30)) {
+    std::vector<std::regex> patterns(res.begin(), res.end());
     std::string screen;
     auto until = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < until) {
       screen = Capture();
-      if (std::regex_search(screen, pattern)) return screen;
+      bool all = true;
+      for (const std::regex& p : patterns) all = all && std::regex_search(screen, p);
+      if (all) return screen;
       std::this_thread::sleep_for(milliseconds(200));
     }
-    ADD_FAILURE() << "never saw /" << re << "/ in:\n" << screen;
+    std::string wanted;
+    for (const std::string& re : res) wanted += " /" + re + "/";
+    ADD_FAILURE() << "never saw" << wanted << " in:\n" << screen;
     return screen;
+  }
+  std::string WaitFor(const std::string& re, seconds timeout = seconds(30)) {
+    return WaitForAll({re}, timeout);
   }
   std::string ExitCode(seconds timeout = seconds(15)) {
     auto until = std::chrono::steady_clock::now() + timeout;
@@ -111,7 +119,8 @@ const char kNonZero[] = R"(( [1-9][0-9.]* (B|KiB|MiB)/s|0\.[0-9] KiB/s))";
 
 TEST_F(TopTest, ShowsTheWorkloadWithRatesAndKeysSwitchViewsAndSort) {
   Start(kSvcmap + " top --interval 1s --name-rule 'cmdline:--name (\\S+)=$1'");
-  std::string edges = WaitFor(std::string("top-client +top-server +[0-9]+") + ".*" + kNonZero);
+  std::string edges = WaitForAll(
+      {std::string("top-client +top-server +[0-9]+") + ".*" + kNonZero, R"(\[edges\])"});
   EXPECT_NE(edges.find("svcmap top - "), std::string::npos) << edges;
   EXPECT_NE(edges.find("backend tracepoint"), std::string::npos) << edges;
   EXPECT_NE(edges.find("OUT/sv"), std::string::npos) << "sorted by OUT/s, descending";
@@ -120,7 +129,8 @@ TEST_F(TopTest, ShowsTheWorkloadWithRatesAndKeysSwitchViewsAndSort) {
   Keep("edges", edges);
 
   Keys("2");
-  std::string services = WaitFor(R"(SERVICE +INSTANCE.*\n(.*\n)*top-server)");
+  std::string services =
+      WaitForAll({R"(SERVICE +INSTANCE.*\n(.*\n)*top-server)", R"(\[services\])"});
   EXPECT_NE(services.find("[services]"), std::string::npos);
   Keep("services", services);
   Keys("3");
