@@ -81,11 +81,9 @@ absl::Status RunProbe(const Options& o) {
     fmt::print("{}\n", doc.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
     return absl::OkStatus();
   }
-  const std::string tracefs = !r.tracefs_note.empty() && r.tracefs ? r.tracefs_note
-                              : r.tracefs                            ? "mounted"
-                              : r.tracefs_note.empty()
-                                  ? "not mounted"
-                                  : "not mounted: " + r.tracefs_note;
+  std::string tracefs = r.tracefs ? "mounted" : "not mounted";
+  if (!r.tracefs_note.empty())
+    tracefs = r.tracefs ? r.tracefs_note : tracefs + ": " + r.tracefs_note;
   fmt::print("kernel   {}\nBTF      {}\ntracefs  {}\n", r.kernel_release, r.btf ? "yes" : "no",
              tracefs);
   for (const kernel::HookProbe& h : r.hooks) {
