@@ -29,8 +29,8 @@ struct ObjectDeleter {
 using ObjectPtr = std::unique_ptr<bpf_object, ObjectDeleter>;
 
 // What attached stays attached until the probe ends, then all of it is
-// detached at once (DetachAll): one grace period instead of one per
-// program. Links go before the objects that hold their programs.
+// detached (DetachAll). Links go before the objects that hold their
+// programs.
 struct Held {
   std::vector<ObjectPtr> objects;
   std::vector<LinkPtr> links;
